@@ -1,0 +1,1 @@
+"""Contact exporters: the library (pure transforms and thin IO adapters, no Prefect)."""

@@ -1,0 +1,458 @@
+"""Typed configuration (CONTRACT.md §1–§3, §7): company, exporter, SFTP destination, campaign.
+
+Every model forbids unknown keys. `parse()` turns a pydantic error into an `InvalidInputError`
+that names the file (or request) and the JSON path of each problem.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import string
+from dataclasses import dataclass
+from datetime import date, time
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import available_timezones
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipelines.errors import ErrorItem, InvalidInputError, NotFoundError
+from pipelines.tables import EXPORTABLE_FIELDS
+from pipelines.vocab import (
+    DNI_CHANNELS,
+    Affiliation,
+    ContactStatus,
+    ContactType,
+    ExportChannel,
+    Label,
+    Theme,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def check_timezone(name: str) -> str:
+    if name not in _zones():
+        raise ValueError(f"unknown IANA time zone {name!r} (for example 'America/New_York')")
+    return name
+
+
+IanaZone = Annotated[str, Field(min_length=1)]
+
+# ---------------------------------------------------------------- company (§2)
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class ContactHours(Strict):
+    start: str = Field("08:00", description="earliest borrower-local time, inclusive, HH:MM")
+    end: str = Field("21:00", description="latest borrower-local time, inclusive, HH:MM")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM.match(v):
+            raise ValueError(f"{v!r} is not a time of day as HH:MM (00:00 to 23:59)")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ContactHours:
+        if self.start_time > self.end_time:
+            raise ValueError(f"contactHours start {self.start} is after end {self.end}")
+        return self
+
+    @property
+    def start_time(self) -> time:
+        return time.fromisoformat(self.start)
+
+    @property
+    def end_time(self) -> time:
+        return time.fromisoformat(self.end)
+
+
+LimitChannel = Literal["voice", "text", "email", "mail", "chat"]
+
+
+class FrequencyLimit(Strict):
+    channels: list[LimitChannel] = Field(min_length=1)
+    maxAttempts: int = Field(ge=1, description="attempts allowed in the window")
+    windowDays: int = Field(ge=1, le=366, description="rolling window of calendar days, the as-of date included")
+
+
+class StateRule(Strict):
+    frequencyLimits: list[FrequencyLimit] = Field(default_factory=list)
+
+
+def _default_limits() -> list[FrequencyLimit]:
+    return [FrequencyLimit(channels=["voice"], maxAttempts=7, windowDays=7)]
+
+
+def _default_state_rules() -> dict[str, StateRule]:
+    return {
+        "MA": StateRule(
+            frequencyLimits=[FrequencyLimit(channels=["voice", "text"], maxAttempts=2, windowDays=7)]
+        )
+    }
+
+
+class Policy(Strict):
+    contactHours: ContactHours = Field(default_factory=lambda: ContactHours())
+    frequencyLimits: list[FrequencyLimit] = Field(default_factory=_default_limits)
+    conversationCooldownDays: int = Field(7, ge=0, le=366)
+    stateRules: dict[str, StateRule] = Field(default_factory=_default_state_rules)
+    unknownTimezone: Literal["block", "allow"] = "block"
+
+    @field_validator("stateRules")
+    @classmethod
+    def _states(cls, v: dict[str, StateRule]) -> dict[str, StateRule]:
+        for key in v:
+            if not re.fullmatch(r"[A-Z]{2}", key):
+                raise ValueError(f"state {key!r} must be a 2-letter uppercase code such as 'MA'")
+        return v
+
+
+class Company(Strict):
+    id: str = Field(min_length=1)
+    name: str | None = None
+    timezone: IanaZone
+    policy: Policy = Field(default_factory=lambda: Policy())
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return check_timezone(v)
+
+
+# ---------------------------------------------------------------- exporter (§3)
+
+
+class ContactMatchingCriteria(Strict):
+    label: list[Label] | None = Field(None, min_length=1)
+    contactType: list[ContactType] | None = Field(None, min_length=1)
+    affiliation: list[Affiliation] | None = Field(None, min_length=1)
+    status: list[ContactStatus] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> ContactMatchingCriteria:
+        if not self.as_dict():
+            raise ValueError("give at least one of label, contactType, affiliation, status")
+        return self
+
+    def as_dict(self) -> dict[str, list[str]]:
+        """Only the attributes given, in a fixed order, each value list deduplicated and sorted."""
+        out: dict[str, list[str]] = {}
+        for key in ("label", "contactType", "affiliation", "status"):
+            values = getattr(self, key)
+            if values is not None:
+                out[key] = sorted(set(values))
+        return out
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ColumnSetting(Strict):
+    field: str = Field(description="a contacts column, or borrower.<column>")
+    outputName: str | None = Field(None, description="column name in the file; defaults to field")
+
+    @field_validator("field")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in EXPORTABLE_FIELDS:
+            raise ValueError(f"unknown field {v!r}; valid fields: {', '.join(EXPORTABLE_FIELDS)}")
+        return v
+
+    @field_validator("outputName")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.strip():
+            raise ValueError("outputName must not be empty")
+        if _CONTROL.search(v):
+            raise ValueError("outputName must not contain control characters")
+        return v
+
+    @property
+    def output(self) -> str:
+        return self.outputName if self.outputName is not None else self.field
+
+
+class CheckCanInteractData(Strict):
+    theme: Theme
+    isAutodialed: bool = False
+    channel: ExportChannel | None = None
+
+
+_TEMPLATE_FIELDS = {"exporterId", "asOfDate", "companyId"}
+
+
+def render_file_name(template: str, exporter_id: str, as_of: date, company_id: str) -> str:
+    """Render a fileNameTemplate; raises ValueError for a name that could leave the export folder."""
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is not None and name not in _TEMPLATE_FIELDS:
+            raise ValueError(
+                f"unknown placeholder {{{name}}} in fileNameTemplate; use {', '.join(sorted(_TEMPLATE_FIELDS))}"
+            )
+    try:
+        name = template.format(exporterId=exporter_id, asOfDate=as_of, companyId=company_id)
+    except (ValueError, IndexError, KeyError) as exc:
+        raise ValueError(f"fileNameTemplate {template!r} cannot be rendered: {exc}") from exc
+    if (
+        not name
+        or name in {".", ".."}
+        or "/" in name
+        or "\\" in name
+        or ".." in name
+        or name.startswith(".")
+        or _CONTROL.search(name)
+    ):
+        raise ValueError(f"fileNameTemplate renders to {name!r}: a file name must stay inside the export folder")
+    return name
+
+
+class FileSettings(Strict):
+    format: Literal["csv", "parquet"] = "csv"
+    fileNameTemplate: str | None = Field(
+        None, description="default {exporterId}_{asOfDate:%Y%m%d}.csv (or .parquet for parquet)"
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    header: bool = True
+
+    @field_validator("fileNameTemplate")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is not None:
+            render_file_name(v, "CE-ABCDEFGH", date(2026, 1, 2), "CP-X")
+        return v
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delim(cls, v: str) -> str:
+        if v in {'"', "\n", "\r"}:
+            raise ValueError("delimiter must not be a quote or a line break")
+        return v
+
+    @property
+    def template(self) -> str:
+        if self.fileNameTemplate is not None:
+            return self.fileNameTemplate
+        return "{exporterId}_{asOfDate:%Y%m%d}." + self.format
+
+
+class ExporterBody(Strict):
+    """What create and update accept (CONTRACT.md §3)."""
+
+    contactMatchingCriteria: ContactMatchingCriteria
+    columnSettings: list[ColumnSetting] = Field(min_length=1)
+    checkCanInteractData: CheckCanInteractData | None = None
+    companyId: str | None = None
+    externalId: str | None = Field(None, min_length=1)
+    name: str | None = None
+    sftpSettingId: str | None = Field(None, min_length=1)
+    fileSettings: FileSettings = Field(default_factory=lambda: FileSettings())
+
+    @field_validator("columnSettings")
+    @classmethod
+    def _unique(cls, v: list[ColumnSetting]) -> list[ColumnSetting]:
+        seen: dict[str, int] = {}
+        for i, c in enumerate(v):
+            if c.output in seen:
+                raise ValueError(f"outputName {c.output!r} of item {i} repeats item {seen[c.output]}")
+            seen[c.output] = i
+        return v
+
+    @field_validator("sftpSettingId", "companyId")
+    @classmethod
+    def _safe_id(cls, v: str | None) -> str | None:
+        if v is not None and not _ID.fullmatch(v):
+            raise ValueError(f"{v!r} is not a valid id (letters, digits, '-', '_', '.')")
+        return v
+
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+class Exporter(ExporterBody):
+    """A stored exporter: the body plus what the store sets."""
+
+    id: str
+    companyId: str
+    createdAt: str
+    updatedAt: str
+
+    def public(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def channel(self) -> str | None:
+        return self.checkCanInteractData.channel if self.checkCanInteractData else None
+
+
+# ---------------------------------------------------------------- SFTP (§7)
+
+
+class Timeouts(Strict):
+    connect: float = Field(10, gt=0)
+    auth: float = Field(10, gt=0)
+    channel: float = Field(30, gt=0)
+
+
+class SftpSetting(Strict):
+    host: str = Field(min_length=1)
+    port: int = Field(22, ge=1, le=65535)
+    username: str = Field(min_length=1)
+    knownHostsFile: str = Field(min_length=1, description="pinned host key(s); required")
+    privateKeyFile: str | None = None
+    passwordEnv: str | None = Field(None, description="name of the environment variable holding the password")
+    passwordSecretBlock: str | None = Field(None, description="name of a Prefect Secret block holding it")
+    remoteDir: str = "/"
+    timeouts: Timeouts = Field(default_factory=lambda: Timeouts())
+
+    @model_validator(mode="after")
+    def _auth(self) -> SftpSetting:
+        if not (self.privateKeyFile or self.passwordEnv or self.passwordSecretBlock):
+            raise ValueError("give privateKeyFile, passwordEnv or passwordSecretBlock (secrets never in this file)")
+        return self
+
+
+# ---------------------------------------------------------------- campaign (§1)
+
+
+class Campaign(Strict):
+    id: str | None = None
+    name: str | None = None
+    exporterId: str = Field(min_length=1)
+    query: str = Field(min_length=1, description="one read-only DuckDB SELECT returning column id")
+    source: str | None = Field(None, description="source the query and the run read; default the home's")
+    schedule: str | None = Field(None, description="cron expression, company time zone")
+
+
+class Schedules(Strict):
+    """configs/schedules.yaml: daily deployments per exporter (campaigns carry their own)."""
+
+    exporters: dict[str, str] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- parsing helpers
+
+
+def json_pointer(loc: tuple[int | str, ...]) -> str:
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in loc) if loc else ""
+
+
+def errors_of(exc: ValidationError) -> list[ErrorItem]:
+    items = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        message = message.removeprefix("Value error, ")
+        items.append(ErrorItem(json_pointer(loc), message))
+    return items
+
+
+def parse(model: type[M], data: Any, source: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInputError(source, errors_of(exc)) from None
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} does not exist") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(str(path), [ErrorItem("", f"not valid YAML: {exc}")]) from None
+
+
+# ---------------------------------------------------------------- home (§1)
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @classmethod
+    def resolve(cls, explicit: str | os.PathLike[str] | None = None) -> Home:
+        raw = explicit or os.environ.get("CONTACT_EXPORTER_HOME") or "."
+        return cls(Path(raw).expanduser().resolve())
+
+    def path(self, relative: str | os.PathLike[str]) -> Path:
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def configs(self) -> Path:
+        return self.root / "configs"
+
+    @property
+    def exporters_dir(self) -> Path:
+        return self.configs / "exporters"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "data" / "warehouse.duckdb"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "data" / "exports"
+
+    def _config_file(self, kind: str, ident: str) -> Path:
+        if not _ID.fullmatch(ident):
+            raise InvalidInputError("arguments", [ErrorItem("", f"{ident!r} is not a valid {kind} id")])
+        return self.configs / kind / f"{ident}.yaml"
+
+    def company_ids(self) -> list[str]:
+        d = self.configs / "companies"
+        return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+    def company(self, company_id: str) -> Company:
+        path = self._config_file("companies", company_id)
+        if not path.exists():
+            known = ", ".join(self.company_ids()) or "none"
+            raise NotFoundError(f"company {company_id!r} not found: no {path} (configured: {known})")
+        company = parse(Company, read_yaml(path), str(path))
+        if company.id != company_id:
+            raise InvalidInputError(str(path), [ErrorItem("/id", f"id {company.id!r} differs from file name")])
+        return company
+
+    def sftp(self, setting_id: str) -> SftpSetting:
+        path = self._config_file("sftp", setting_id)
+        if not path.exists():
+            raise NotFoundError(f"SFTP setting {setting_id!r} not found: no {path}")
+        return parse(SftpSetting, read_yaml(path), str(path))
+
+    def campaign_ids(self) -> list[str]:
+        d = self.configs / "campaigns"
+        return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        path = self._config_file("campaigns", campaign_id)
+        if not path.exists():
+            raise NotFoundError(f"campaign {campaign_id!r} not found: no {path}")
+        campaign = parse(Campaign, read_yaml(path), str(path))
+        return campaign.model_copy(update={"id": campaign.id or campaign_id})
+
+    def schedules(self) -> Schedules:
+        path = self.configs / "schedules.yaml"
+        if not path.exists():
+            return Schedules()
+        return parse(Schedules, read_yaml(path) or {}, str(path))

@@ -1,0 +1,85 @@
+"""The contract's vocabulary: enum values, channels, themes and reason codes (CONTRACT.md §5, §8)."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+ContactType = Literal["phone", "email", "address"]
+Label = Literal["personal", "work", "home", "military"]
+Affiliation = Literal["self", "spouse", "parent", "guardian", "representative", "attorney", "employer", "other"]
+ContactStatus = Literal["primary", "secondary", "additional", "archived"]
+ExportChannel = Literal["voice", "text", "email", "mail"]
+Theme = Literal[
+    "opsCollDebt",
+    "opsCollLocateBorrower",
+    "opsCollVerifyEmployment",
+    "opsCollContactEmployerNotice",
+    "opsServicingDebtValidation",
+    "opsServicingNegativeCreditReportNotice",
+    "opsServicingTimeBarredNotice",
+    "opsServicing",
+    "opsAccountCredentials",
+    "agentNotification",
+]
+
+CONTACT_TYPES: Final = ("phone", "email", "address")
+LABELS: Final = ("personal", "work", "home", "military")
+AFFILIATIONS: Final = ("self", "spouse", "parent", "guardian", "representative", "attorney", "employer", "other")
+CONTACT_STATUSES: Final = ("primary", "secondary", "additional", "archived")
+EXPORT_CHANNELS: Final = ("voice", "text", "email", "mail")
+DNI_CHANNELS: Final = ("voice", "email", "text", "mail", "chat")
+INTERACTION_CHANNELS: Final = ("voice", "email", "text", "mail", "chat", "fax", "gui", "document")
+DIRECTIONS: Final = ("outbound", "inbound")
+INTERACTION_STATUSES: Final = ("scheduled", "inProgress", "attempted", "succeeded", "failed", "canceled")
+THEMES: Final = (
+    "opsCollDebt",
+    "opsCollLocateBorrower",
+    "opsCollVerifyEmployment",
+    "opsCollContactEmployerNotice",
+    "opsServicingDebtValidation",
+    "opsServicingNegativeCreditReportNotice",
+    "opsServicingTimeBarredNotice",
+    "opsServicing",
+    "opsAccountCredentials",
+    "agentNotification",
+)
+CONSENT_NAMES: Final = (
+    "electronicComms",
+    "autodialedColl",
+    "contactPersonWork",
+    "contactPersonRepByAttorney",
+    "contactPersonUnusualTime",
+)
+CONSENT_STATUSES: Final = ("consented", "revoked")
+
+# statusDetails vocabulary (COMPLIANCE.md): voice outcomes that count as attempts, and those that never do.
+VOICE_ATTEMPT_DETAILS: Final = (
+    "voiceSpokeWithFirstParty",
+    "voiceSpokeWithThirdParty",
+    "voiceLeftVoicemail",
+    "voiceReachedVoicemail",
+    "voiceNoAnswer",
+    "voiceAnsweredNoConversation",
+)
+VOICE_NON_ATTEMPT_DETAILS: Final = ("voiceBusy", "voiceNotInService", "voiceWrongNumber")
+STATUS_DETAILS: Final = VOICE_ATTEMPT_DETAILS + VOICE_NON_ATTEMPT_DETAILS
+CONVERSATION_DETAIL: Final = "voiceSpokeWithFirstParty"
+ATTEMPT_STATUSES: Final = ("attempted", "succeeded", "inProgress")
+
+DEFAULT_CHANNEL_FOR_TYPE: Final[dict[str, str]] = {"phone": "voice", "email": "email", "address": "mail"}
+CHANNEL_FITS_TYPE: Final[dict[str, str]] = {"voice": "phone", "text": "phone", "email": "email", "mail": "address"}
+
+REASON_CODES: Final = (
+    "AUTODIAL_CONSENT_MISSING",
+    "CHANNEL_MISMATCH",
+    "CONTACT_ARCHIVED",
+    "CONTACT_INVALID",
+    "DO_NOT_INTERACT",
+    "ELECTRONIC_CONSENT_REVOKED",
+    "FREQUENCY_LIMIT",
+    "OUTSIDE_CONTACT_HOURS",
+    "RECENT_CONVERSATION",
+    "TEXT_OPT_IN_MISSING",
+    "THIRD_PARTY_NOT_AUTHORIZED",
+    "TIMEZONE_UNKNOWN",
+)
