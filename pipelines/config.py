@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipelines.errors import ErrorItem, InvalidInputError, NotFoundError
 from pipelines.tables import EXPORTABLE_FIELDS
 from pipelines.vocab import (
-    DNI_CHANNELS,
     Affiliation,
     ContactStatus,
     ContactType,
@@ -88,7 +87,9 @@ LimitChannel = Literal["voice", "text", "email", "mail", "chat"]
 class FrequencyLimit(Strict):
     channels: list[LimitChannel] = Field(min_length=1)
     maxAttempts: int = Field(ge=1, description="attempts allowed in the window")
-    windowDays: int = Field(ge=1, le=366, description="rolling window of calendar days, the as-of date included")
+    windowDays: int = Field(
+        ge=1, le=366, description="rolling window of calendar days, the as-of date included"
+    )
 
 
 class StateRule(Strict):
@@ -219,7 +220,9 @@ def render_file_name(template: str, exporter_id: str, as_of: date, company_id: s
         or name.startswith(".")
         or _CONTROL.search(name)
     ):
-        raise ValueError(f"fileNameTemplate renders to {name!r}: a file name must stay inside the export folder")
+        raise ValueError(
+            f"fileNameTemplate renders to {name!r}: a file name must stay inside the export folder"
+        )
     return name
 
 
@@ -324,7 +327,9 @@ class SftpSetting(Strict):
     @model_validator(mode="after")
     def _auth(self) -> SftpSetting:
         if not (self.privateKeyFile or self.passwordEnv or self.passwordSecretBlock):
-            raise ValueError("give privateKeyFile, passwordEnv or passwordSecretBlock (secrets never in this file)")
+            raise ValueError(
+                "give privateKeyFile, passwordEnv or passwordSecretBlock (secrets never in this file)"
+            )
         return self
 
 
@@ -431,7 +436,9 @@ class Home:
             raise NotFoundError(f"company {company_id!r} not found: no {path} (configured: {known})")
         company = parse(Company, read_yaml(path), str(path))
         if company.id != company_id:
-            raise InvalidInputError(str(path), [ErrorItem("/id", f"id {company.id!r} differs from file name")])
+            raise InvalidInputError(
+                str(path), [ErrorItem("/id", f"id {company.id!r} differs from file name")]
+            )
         return company
 
     def sftp(self, setting_id: str) -> SftpSetting:

@@ -6,7 +6,9 @@ from typing import Final, Literal
 
 ContactType = Literal["phone", "email", "address"]
 Label = Literal["personal", "work", "home", "military"]
-Affiliation = Literal["self", "spouse", "parent", "guardian", "representative", "attorney", "employer", "other"]
+Affiliation = Literal[
+    "self", "spouse", "parent", "guardian", "representative", "attorney", "employer", "other"
+]
 ContactStatus = Literal["primary", "secondary", "additional", "archived"]
 ExportChannel = Literal["voice", "text", "email", "mail"]
 Theme = Literal[
@@ -24,7 +26,16 @@ Theme = Literal[
 
 CONTACT_TYPES: Final = ("phone", "email", "address")
 LABELS: Final = ("personal", "work", "home", "military")
-AFFILIATIONS: Final = ("self", "spouse", "parent", "guardian", "representative", "attorney", "employer", "other")
+AFFILIATIONS: Final = (
+    "self",
+    "spouse",
+    "parent",
+    "guardian",
+    "representative",
+    "attorney",
+    "employer",
+    "other",
+)
 CONTACT_STATUSES: Final = ("primary", "secondary", "additional", "archived")
 EXPORT_CHANNELS: Final = ("voice", "text", "email", "mail")
 DNI_CHANNELS: Final = ("voice", "email", "text", "mail", "chat")
@@ -67,7 +78,12 @@ CONVERSATION_DETAIL: Final = "voiceSpokeWithFirstParty"
 ATTEMPT_STATUSES: Final = ("attempted", "succeeded", "inProgress")
 
 DEFAULT_CHANNEL_FOR_TYPE: Final[dict[str, str]] = {"phone": "voice", "email": "email", "address": "mail"}
-CHANNEL_FITS_TYPE: Final[dict[str, str]] = {"voice": "phone", "text": "phone", "email": "email", "mail": "address"}
+CHANNEL_FITS_TYPE: Final[dict[str, str]] = {
+    "voice": "phone",
+    "text": "phone",
+    "email": "email",
+    "mail": "address",
+}
 
 REASON_CODES: Final = (
     "AUTODIAL_CONSENT_MISSING",
