@@ -1,0 +1,377 @@
+"""`contact-exporter`: one thin command per verb over the library (CONTRACT.md §4).
+
+Machine output is JSON on stdout; progress and human messages go to stderr.
+Exit codes: 0 success, 2 invalid input (config, arguments, source data), 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import click
+import typer
+
+from pipelines.config import Home
+from pipelines.errors import BadRequestError, ContactExporterError, ErrorItem, InvalidInputError
+
+app = typer.Typer(
+    name="contact-exporter",
+    help="Select borrowers' contact records, screen them at company noon, write files and deliver them by SFTP.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+exporters_app = typer.Typer(
+    help="Create, list, get and update contact exporters (configs/exporters/).", no_args_is_help=True
+)
+campaigns_app = typer.Typer(help="Run campaigns (configs/campaigns/).", no_args_is_help=True)
+sftp_app = typer.Typer(help="SFTP destinations (configs/sftp/).", no_args_is_help=True)
+deployments_app = typer.Typer(
+    help="Scheduled Prefect deployments (configs/schedules.yaml, campaigns).", no_args_is_help=True
+)
+app.add_typer(exporters_app, name="exporters")
+app.add_typer(campaigns_app, name="campaigns")
+app.add_typer(sftp_app, name="sftp")
+app.add_typer(deployments_app, name="deployments")
+
+
+def emit(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def say(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def home_of(ctx: typer.Context) -> Home:
+    home: Home = ctx.obj
+    return home
+
+
+def parse_date(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInputError(
+            "arguments", [ErrorItem(option, f"{value!r} is not a date as YYYY-MM-DD")]
+        ) from None
+
+
+def date_arg(value: str, option: str) -> date:
+    parsed = parse_date(value, option)
+    if parsed is None:  # unreachable for a required option; keeps the type exact
+        raise InvalidInputError("arguments", [ErrorItem(option, "a date is required")])
+    return parsed
+
+
+def read_body(file: str) -> Any:
+    source = "stdin" if file == "-" else file
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInputError(source, [ErrorItem("", f"cannot read: {exc.strerror}")]) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequestError(source, [ErrorItem("", f"not valid JSON: {exc}")]) from None
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            help="Home directory (configs/, data/). Default: $CONTACT_EXPORTER_HOME, else the current directory.",
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log library progress to stderr.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = Home.resolve(home)
+
+
+# ---------------------------------------------------------------- exporters
+
+
+@exporters_app.command("create")
+def exporters_create(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Option("--file", "-f", help="JSON body (CONTRACT.md §3); '-' reads stdin.")],
+) -> None:
+    """Create an exporter from a JSON body; prints {"status":200,"message":"success","data":{...}}."""
+    from pipelines.store import ExporterStore, ok_envelope
+
+    body = read_body(file)
+    emit(ok_envelope(ExporterStore(home_of(ctx)).create(body, "stdin" if file == "-" else file)))
+
+
+@exporters_app.command("list")
+def exporters_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="Page size, 1-100.")] = 25,
+    starting_after: Annotated[
+        str | None, typer.Option("--starting-after", help="Cursor: the page after this exporter id.")
+    ] = None,
+    ending_before: Annotated[
+        str | None, typer.Option("--ending-before", help="Cursor: the page before this exporter id.")
+    ] = None,
+) -> None:
+    """List exporters, newest first, one page at a time."""
+    from pipelines.store import ExporterStore, list_envelope
+
+    page = ExporterStore(home_of(ctx)).list(
+        limit=limit, starting_after=starting_after, ending_before=ending_before
+    )
+    emit(list_envelope(page, limit))
+
+
+@exporters_app.command("get")
+def exporters_get(
+    ctx: typer.Context,
+    exporter_id: Annotated[str, typer.Argument(metavar="ID", help="CE-XXXXXXXX or ext-EXTERNALID")],
+) -> None:
+    """Show one exporter."""
+    from pipelines.store import ExporterStore, ok_envelope
+
+    emit(ok_envelope(ExporterStore(home_of(ctx)).get(exporter_id)))
+
+
+@exporters_app.command("update")
+def exporters_update(
+    ctx: typer.Context,
+    exporter_id: Annotated[str, typer.Argument(metavar="ID", help="CE-XXXXXXXX or ext-EXTERNALID")],
+    file: Annotated[
+        str, typer.Option("--file", "-f", help="JSON body: a full replacement (PUT); '-' reads stdin.")
+    ],
+) -> None:
+    """Replace an exporter's settings (id and createdAt are kept)."""
+    from pipelines.store import ExporterStore, ok_envelope
+
+    body = read_body(file)
+    emit(ok_envelope(ExporterStore(home_of(ctx)).update(exporter_id, body, "stdin" if file == "-" else file)))
+
+
+# ---------------------------------------------------------------- runs
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    exporter_id: Annotated[str, typer.Argument(metavar="EXPORTER_ID")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="YYYY-MM-DD; default today in the company time zone.")
+    ] = None,
+    source: Annotated[
+        Path | None,
+        typer.Option(help="DuckDB file or folder of Parquet/CSV tables. Default data/warehouse.duckdb."),
+    ] = None,
+    warehouse: Annotated[
+        Path | None, typer.Option(help="DuckDB file for output tables. Default data/warehouse.duckdb.")
+    ] = None,
+    population: Annotated[
+        Path | None, typer.Option(help="CSV/Parquet file with column id: only these borrowers.")
+    ] = None,
+    no_deliver: Annotated[
+        bool, typer.Option("--no-deliver", help="Write the file but do not send it.")
+    ] = False,
+    redeliver: Annotated[
+        bool, typer.Option("--redeliver", help="Send again even if this file was already delivered.")
+    ] = False,
+) -> None:
+    """Run one exporter for one as-of date (screened at noon, company time) through the Prefect flow."""
+    from flows import runs
+
+    emit(
+        runs.run_exporter(
+            home_of(ctx),
+            exporter_id,
+            parse_date(as_of, "--as-of"),
+            source=source,
+            warehouse=warehouse,
+            population=population,
+            deliver=not no_deliver,
+            redeliver=redeliver,
+        )
+    )
+
+
+@app.command("backfill")
+def backfill(
+    ctx: typer.Context,
+    exporter_id: Annotated[str, typer.Argument(metavar="EXPORTER_ID")],
+    start: Annotated[str, typer.Option("--start", help="First as-of date, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option("--end", help="Last as-of date, YYYY-MM-DD (inclusive).")],
+    source: Annotated[Path | None, typer.Option(help="DuckDB file or folder of tables.")] = None,
+    no_deliver: Annotated[
+        bool, typer.Option("--no-deliver", help="Write files but do not send them.")
+    ] = False,
+) -> None:
+    """Run an exporter for every date from START to END; one failed date does not stop the others."""
+    from flows import runs
+
+    first, last = date_arg(start, "--start"), date_arg(end, "--end")
+    result = runs.run_backfill(home_of(ctx), exporter_id, first, last, source=source, deliver=not no_deliver)
+    emit(result)
+    if result.get("failedDates"):
+        raise typer.Exit(1)
+
+
+@campaigns_app.command("run")
+def campaigns_run(
+    ctx: typer.Context,
+    campaign_id: Annotated[str, typer.Argument(metavar="CAMPAIGN_ID")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="YYYY-MM-DD; default today in the company time zone.")
+    ] = None,
+    no_deliver: Annotated[
+        bool, typer.Option("--no-deliver", help="Write the file but do not send it.")
+    ] = False,
+) -> None:
+    """Run a campaign: its query picks the borrowers, its exporter does the rest."""
+    from flows import runs
+
+    emit(runs.run_campaign(home_of(ctx), campaign_id, parse_date(as_of, "--as-of"), deliver=not no_deliver))
+
+
+# ---------------------------------------------------------------- data, servers, demo
+
+
+@app.command("generate")
+def generate(
+    ctx: typer.Context,
+    out: Annotated[
+        Path, typer.Option("--out", help="DuckDB file (duckdb) or folder (parquet, csv) to write.")
+    ],
+    borrowers: Annotated[int, typer.Option("--borrowers", min=1, help="Number of borrowers.")],
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 1,
+    fmt: Annotated[str, typer.Option("--format", help="duckdb | parquet | csv")] = "duckdb",
+) -> None:
+    """Write synthetic source tables, spread over the companies configured in the home."""
+    import time
+
+    from pipelines import sources, synth
+
+    if fmt not in ("duckdb", "parquet", "csv"):
+        raise InvalidInputError("arguments", [ErrorItem("--format", f"{fmt!r}: use duckdb, parquet or csv")])
+    home = home_of(ctx)
+    companies = [home.company(c) for c in home.company_ids()] or synth.write_sample_companies(home)
+    started = time.perf_counter()
+    tables = synth.generate(borrowers, seed, companies, progress=say)
+    target = home.path(out)
+    sources.write_source(tables, target, fmt)  # type: ignore[arg-type]
+    counts = {
+        name: tables.get(name).collect().height
+        for name in ("borrowers", "contacts", "interactions", "do_not_interact", "consents")
+    }
+    emit(
+        {
+            "out": str(target),
+            "format": fmt,
+            "seed": seed,
+            "companies": [c.id for c in companies],
+            "rows": counts,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    )
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Serve the exporter API (needs $CONTACT_EXPORTER_API_KEY)."""
+    from flows.api import serve as serve_api
+
+    serve_api(home_of(ctx), host, port)
+
+
+@sftp_app.command("check")
+def sftp_check(
+    ctx: typer.Context, setting_id: Annotated[str, typer.Argument(metavar="SFTP_SETTING_ID")]
+) -> None:
+    """Connect, verify the pinned host key and check write permission in remoteDir."""
+    from pipelines.delivery import check_destination
+
+    home = home_of(ctx)
+    emit(check_destination(home.sftp(setting_id), home))
+
+
+@deployments_app.command("list")
+def deployments_list(ctx: typer.Context) -> None:
+    """Show the deployments `serve` would register: name, flow, cron, time zone, parameters."""
+    from flows.deployments import deployment_specs
+
+    emit([spec.as_dict() for spec in deployment_specs(home_of(ctx))])
+
+
+@deployments_app.command("serve")
+def deployments_serve(ctx: typer.Context) -> None:
+    """Register the deployments with the Prefect API (PREFECT_API_URL) and run their schedules here."""
+    from flows import deployments, settings
+
+    home = home_of(ctx)
+    settings.apply(home.root)
+    deployments.serve(home)
+
+
+@app.command("demo")
+def demo(
+    ctx: typer.Context,
+    borrowers: Annotated[int, typer.Option(help="Sample size.")] = 20_000,
+    redeliver: Annotated[
+        bool, typer.Option("--redeliver", help="Deliver again files already delivered.")
+    ] = False,
+) -> None:
+    """The whole job end to end on sample data: generate, run the campaign and exporters, deliver by SFTP."""
+    from flows import demo as demo_mod
+
+    demo_mod.run_demo(home_of(ctx), borrowers=borrowers, redeliver=redeliver, say=say)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _fail(exc: ContactExporterError) -> NoReturn:
+    from pipelines.store import error_envelope
+
+    describe = getattr(exc, "describe", None)
+    say("error: " + (describe() if callable(describe) else str(exc)))
+    emit(error_envelope(exc))
+    raise SystemExit(exc.exit_code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    try:
+        app(args=argv, standalone_mode=False)
+    except ContactExporterError as exc:
+        _fail(exc)
+    except click.exceptions.Abort:
+        say("aborted")
+        raise SystemExit(1) from None
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        say("interrupted")
+        raise SystemExit(130) from None

@@ -1,0 +1,81 @@
+"""What the CLI calls: each command runs the matching Prefect flow (ephemeral unless PREFECT_API_URL is set)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from flows import settings
+from pipelines.config import Home
+
+
+def _flows(home: Home) -> Any:
+    settings.apply(home.root)
+    from flows import prefect_flows
+
+    return prefect_flows
+
+
+def _opt(path: Path | None, home: Home) -> str | None:
+    return str(home.path(path)) if path else None
+
+
+def run_exporter(
+    home: Home,
+    exporter_id: str,
+    as_of: date | None,
+    *,
+    source: Path | None = None,
+    warehouse: Path | None = None,
+    population: Path | None = None,
+    deliver: bool = True,
+    redeliver: bool = False,
+) -> dict[str, Any]:
+    # Validate configuration before Prefect starts: a typo costs milliseconds, not a server start.
+    from pipelines import job
+
+    job.plan_run(
+        home, exporter_id, as_of, source=source, warehouse_path=warehouse, population_file=population
+    )
+    result: dict[str, Any] = _flows(home).export_contacts(
+        exporter_id,
+        as_of,
+        home=str(home.root),
+        source=_opt(source, home),
+        warehouse=_opt(warehouse, home),
+        population_file=_opt(population, home),
+        deliver=deliver,
+        redeliver=redeliver,
+    )
+    return result
+
+
+def run_backfill(
+    home: Home, exporter_id: str, start: date, end: date, *, source: Path | None = None, deliver: bool = True
+) -> dict[str, Any]:
+    from pipelines import job
+
+    job.plan_run(home, exporter_id, start, source=source)
+    state = _flows(home).backfill(
+        exporter_id,
+        start,
+        end,
+        home=str(home.root),
+        source=_opt(source, home),
+        deliver=deliver,
+        return_state=True,
+    )
+    data = state.result(raise_on_failure=False)
+    if isinstance(data, BaseException):
+        raise data
+    result: dict[str, Any] = data
+    return result
+
+
+def run_campaign(home: Home, campaign_id: str, as_of: date | None, *, deliver: bool = True) -> dict[str, Any]:
+    home.campaign(campaign_id)
+    result: dict[str, Any] = _flows(home).run_campaign(
+        campaign_id, as_of, home=str(home.root), deliver=deliver
+    )
+    return result

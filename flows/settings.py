@@ -1,0 +1,23 @@
+"""Prefect settings for local and ephemeral use, applied before Prefect is imported.
+
+First start of Prefect's ephemeral server migrates a SQLite database and can take ~20 s, over
+Prefect's default limit, so the timeout is raised; telemetry is off (no network here). Values already
+set in the environment win.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULTS = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_TO_API_ENABLED": "false",
+}
+
+
+def apply(home_root: Path) -> None:
+    os.environ.setdefault("PREFECT_HOME", str(home_root / ".prefect"))
+    for key, value in DEFAULTS.items():
+        os.environ.setdefault(key, value)

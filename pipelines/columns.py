@@ -1,0 +1,28 @@
+"""Projection and renaming per columnSettings, rows in a stable order (by contact id)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pipelines.config import ColumnSetting
+
+BORROWER_PREFIX = "borrower."
+
+
+def project(contacts: pl.LazyFrame, borrowers: pl.LazyFrame, settings: list[ColumnSetting]) -> pl.LazyFrame:
+    """Select `settings` fields (contacts columns or borrower.<column>) under their output names.
+
+    Rows are ordered by contact id so that the same inputs always give the same file.
+    """
+    borrower_fields = [
+        s.field.removeprefix(BORROWER_PREFIX) for s in settings if s.field.startswith(BORROWER_PREFIX)
+    ]
+    frame = contacts
+    if borrower_fields:
+        wanted = sorted(set(borrower_fields))
+        renamed = borrowers.select(
+            pl.col("id").alias("__borrowerKey"),
+            *[pl.col(c).alias(BORROWER_PREFIX + c) for c in wanted],
+        )
+        frame = frame.join(renamed, left_on="personId", right_on="__borrowerKey", how="left")
+    return frame.sort("id").select([pl.col(s.field).alias(s.output) for s in settings])

@@ -1,0 +1,44 @@
+"""DuckDB connections to a file, opened briefly and one writer at a time.
+
+DuckDB allows one read-write process per file. Every write in this project opens the file, writes in
+one transaction and closes it at once, under a lock file beside the database, so concurrent runs (in
+threads or processes) queue instead of failing, and analysts can open the file between runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+from filelock import FileLock, Timeout
+
+from pipelines.errors import TransientError
+
+_PROCESS_LOCK = threading.RLock()
+LOCK_TIMEOUT_SECONDS = 300.0
+
+
+@contextmanager
+def connect(
+    path: Path, *, read_only: bool = False, timeout: float = LOCK_TIMEOUT_SECONDS
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open `path` under the process lock and the file lock; close it on exit."""
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock", timeout=timeout)
+    with _PROCESS_LOCK:
+        try:
+            lock.acquire()
+        except Timeout:
+            raise TransientError(f"{path} is busy: another writer held it for {timeout:.0f}s") from None
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            try:
+                yield con
+            finally:
+                con.close()
+        finally:
+            lock.release()

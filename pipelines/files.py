@@ -1,0 +1,123 @@
+"""Export files and manifests: deterministic bytes, written to a temp name then renamed into place."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.config import FileSettings, render_file_name
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    path: Path
+    manifest_path: Path
+    sha256: str
+    bytes: int
+    rows: int
+    columns: list[str]
+
+
+def export_dir(exports_root: Path, exporter_id: str, as_of: date) -> Path:
+    return exports_root / exporter_id / as_of.isoformat()
+
+
+def file_name(settings: FileSettings, exporter_id: str, as_of: date, company_id: str) -> str:
+    return render_file_name(settings.template, exporter_id, as_of, company_id)
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temp file beside `target`, fsync it, then rename it over `target`.
+
+    A crash at any point leaves either the old file or the new one under `target`, never a partial one.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _writer(frame: pl.DataFrame, settings: FileSettings) -> Callable[[Path], None]:
+    if settings.format == "parquet":
+
+        def write_parquet(tmp: Path) -> None:
+            frame.write_parquet(tmp, compression="zstd", statistics=False)
+
+        return write_parquet
+
+    def write_csv(tmp: Path) -> None:
+        frame.write_csv(
+            tmp,
+            separator=settings.delimiter,
+            include_header=settings.header,
+            line_terminator="\n",
+            null_value="",
+            quote_style="necessary",
+        )
+
+    return write_csv
+
+
+def write_export(
+    frame: pl.DataFrame,
+    target: Path,
+    settings: FileSettings,
+    *,
+    run_id: str,
+    exporter_id: str,
+    as_of: date,
+    as_of_instant: datetime,
+) -> WrittenFile:
+    """Write the export file, then its manifest `<file>.manifest.json`, each atomically."""
+    atomic_write(target, _writer(frame, settings))
+    sha, size = sha256_of(target)
+    manifest = {
+        "runId": run_id,
+        "exporterId": exporter_id,
+        "asOfDate": as_of.isoformat(),
+        "asOfInstant": iso_utc(as_of_instant),
+        "rows": frame.height,
+        "columns": frame.columns,
+        "sha256": sha,
+        "bytes": size,
+    }
+    manifest_path = target.with_name(target.name + ".manifest.json")
+    text = json.dumps(manifest, indent=2) + "\n"
+    atomic_write(manifest_path, lambda p: p.write_text(text, encoding="utf-8"))
+    return WrittenFile(target, manifest_path, sha, size, frame.height, frame.columns)
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO-8601 in UTC with a Z suffix."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,372 @@
+"""One export run as plain steps: plan → build → record → deliver (DESIGN.md data flow).
+
+Each step takes and returns small records (ids, paths, counts), so an orchestrator can run them as
+separate tasks; `run_export` chains them for callers without one (benchmarks, tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import polars as pl
+from filelock import FileLock, Timeout
+
+from pipelines import columns, compliance, files, matching, population, schemas, sources, warehouse
+from pipelines.config import Company, Exporter, Home, SftpSetting
+from pipelines.errors import ConflictError, ContactExporterError
+from pipelines.store import ExporterStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Validated configuration of one run; made before any data is read."""
+
+    home: Home
+    exporter: Exporter
+    company: Company
+    sftp: SftpSetting | None
+    as_of: date
+    as_of_instant: datetime
+    source: Path
+    warehouse: Path
+    population_file: Path | None = None
+
+    @property
+    def exporter_id(self) -> str:
+        return self.exporter.id
+
+
+@dataclass(frozen=True)
+class Built:
+    """What `build` leaves on disk for the next steps: the file, its manifest and staged results."""
+
+    run_id: str
+    plan: RunPlan
+    file: files.WrittenFile
+    staging: Path
+    population: int
+    matched: int
+    exported: int
+    by_reason: dict[str, int]
+    rejected: int
+    started_at: datetime
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def screened_out(self) -> int:
+        return self.matched - self.exported
+
+
+def new_run_id() -> str:
+    return "RUN-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(4).upper()
+
+
+def today_in(company: Company) -> date:
+    return datetime.now(ZoneInfo(company.timezone)).date()
+
+
+def plan_run(
+    home: Home,
+    exporter_id: str,
+    as_of: date | None = None,
+    *,
+    source: Path | None = None,
+    warehouse_path: Path | None = None,
+    population_file: Path | None = None,
+) -> RunPlan:
+    exporter = ExporterStore(home).get(exporter_id)
+    company = home.company(exporter.companyId)
+    sftp = home.sftp(exporter.sftpSettingId) if exporter.sftpSettingId else None
+    day = as_of or today_in(company)
+    return RunPlan(
+        home=home,
+        exporter=exporter,
+        company=company,
+        sftp=sftp,
+        as_of=day,
+        as_of_instant=compliance.as_of_instant(company, day),
+        source=home.path(source) if source else home.warehouse,
+        warehouse=home.path(warehouse_path) if warehouse_path else home.warehouse,
+        population_file=home.path(population_file) if population_file else None,
+    )
+
+
+@contextmanager
+def run_lock(plan: RunPlan, wait_seconds: float = 0.0) -> Iterator[None]:
+    """One run of an (exporter, as-of date) at a time; a second one fails clearly instead of racing."""
+    folder = files.export_dir(plan.home.exports, plan.exporter_id, plan.as_of)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / ".run.lock"), timeout=wait_seconds)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConflictError(
+            f"a run of {plan.exporter_id} for {plan.as_of} is already in progress (lock {folder / '.run.lock'})"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _timed(timings: dict[str, float], stage: str, started: float) -> float:
+    now = time.perf_counter()
+    timings[stage] = round(now - started, 4)
+    return now
+
+
+def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
+    """Read, validate, select, screen, project and write the file; stage results for `record`."""
+    started_at = datetime.now(UTC)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    exporter, company = plan.exporter, plan.company
+
+    progress(f"reading source {plan.source}")
+    raw = sources.open_source(plan.source)
+    t = _timed(timings, "read", t)
+
+    progress("validating source tables")
+    checked = schemas.validate_sources(raw)
+    tables, rejected = checked.tables, checked.rejected
+    t = _timed(timings, "validate", t)
+
+    if plan.population_file is not None:
+        ids = sources.read_ids(plan.population_file).lazy()
+        pop = population.restrict_to_company(ids, tables.borrowers, company.id)
+    else:
+        pop = matching.company_population(tables.borrowers, company.id)
+    pop_df = pop.collect()
+    matched = matching.match_contacts(
+        tables.contacts, pop_df.lazy(), exporter.contactMatchingCriteria
+    ).collect()
+    t = _timed(timings, "match", t)
+    progress(f"population {pop_df.height} borrowers, {matched.height} matching contacts")
+
+    check = exporter.checkCanInteractData
+    if check is not None:
+        progress(f"screening at {files.iso_utc(plan.as_of_instant)} (noon {company.timezone})")
+        screening = compliance.screen(matched.lazy(), tables, company, check, plan.as_of).collect()
+    else:
+        screening = compliance.unscreened(matched.lazy()).collect()
+    t = _timed(timings, "screen", t)
+
+    allowed = screening.filter(pl.col("canInteract")).select(pl.col("contactId").alias("id"))
+    exported = matched.join(allowed, on="id", how="semi")
+    out = columns.project(exported.lazy(), tables.borrowers, exporter.columnSettings).collect()
+    t = _timed(timings, "project", t)
+
+    name = files.file_name(exporter.fileSettings, exporter.id, plan.as_of, company.id)
+    target = files.export_dir(plan.home.exports, exporter.id, plan.as_of) / name
+    written = files.write_export(
+        out,
+        target,
+        exporter.fileSettings,
+        run_id=run_id,
+        exporter_id=exporter.id,
+        as_of=plan.as_of,
+        as_of_instant=plan.as_of_instant,
+    )
+    t = _timed(timings, "write", t)
+
+    staging = plan.home.root / "data" / "runs" / run_id
+    staging.mkdir(parents=True, exist_ok=True)
+    screening.write_parquet(staging / "screening.parquet")
+    rejected.write_parquet(staging / "rejected.parquet")
+    by_reason = reason_counts(screening)
+    _timed(timings, "stage", t)
+    progress(f"wrote {written.rows} rows to {written.path}")
+    return Built(
+        run_id=run_id,
+        plan=plan,
+        file=written,
+        staging=staging,
+        population=pop_df.height,
+        matched=matched.height,
+        exported=out.height,
+        by_reason=by_reason,
+        rejected=rejected.height,
+        started_at=started_at,
+        timings=timings,
+    )
+
+
+def reason_counts(screening: pl.DataFrame) -> dict[str, int]:
+    counts = screening.select(pl.col("reasons").explode().drop_nulls().value_counts(sort=False)).unnest(
+        "reasons"
+    )
+    return {str(r): int(n) for r, n in sorted(counts.iter_rows())}
+
+
+def record(built: Built) -> None:
+    """Replace the warehouse rows of (exporter, as-of date) with this run's, then drop the staging."""
+    t = time.perf_counter()
+    plan = built.plan
+    screening = pl.read_parquet(built.staging / "screening.parquet")
+    rejected = pl.read_parquet(built.staging / "rejected.parquet")
+    warehouse.record_success(
+        plan.warehouse,
+        warehouse.RunRecord(
+            runId=built.run_id,
+            exporterId=plan.exporter_id,
+            companyId=plan.company.id,
+            asOfDate=plan.as_of,
+            asOfInstant=plan.as_of_instant,
+            status="succeeded",
+            population=built.population,
+            matched=built.matched,
+            screenedOut=built.screened_out,
+            exported=built.exported,
+            filePath=str(built.file.path),
+            sha256=built.file.sha256,
+            startedAt=built.started_at,
+            finishedAt=datetime.now(UTC),
+        ),
+        screening,
+        rejected,
+    )
+    shutil.rmtree(built.staging, ignore_errors=True)
+    built.timings["warehouse"] = round(time.perf_counter() - t, 4)
+
+
+def record_failure(plan: RunPlan, run_id: str, started_at: datetime, error: BaseException) -> None:
+    """Record a failed run without touching earlier successful rows; never raises over the original error."""
+    rejected = None
+    errors = getattr(error, "errors", None)
+    if isinstance(error, ContactExporterError) and errors:
+        rejected = pl.DataFrame(
+            {
+                "tableName": [e.path.split("/")[1] if e.path.count("/") >= 1 else "" for e in errors],
+                "rowKey": [e.path.split("/")[2] if e.path.count("/") >= 2 else None for e in errors],
+                "checks": [[e.message] for e in errors],
+            },
+            schema={"tableName": pl.String, "rowKey": pl.String, "checks": pl.List(pl.String)},
+        )
+    try:
+        warehouse.record_failure(
+            plan.warehouse,
+            warehouse.RunRecord(
+                runId=run_id,
+                exporterId=plan.exporter_id,
+                companyId=plan.company.id,
+                asOfDate=plan.as_of,
+                asOfInstant=plan.as_of_instant,
+                status="failed",
+                population=None,
+                matched=None,
+                screenedOut=None,
+                exported=None,
+                filePath=None,
+                sha256=None,
+                startedAt=started_at,
+                finishedAt=datetime.now(UTC),
+                error=str(error)[:2000],
+            ),
+            rejected,
+        )
+    except Exception:  # the run already failed; its own error is what the user needs to see
+        log.exception("could not record the failed run %s", run_id)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    delivered: bool
+    detail: str
+    delivered_at: datetime | None = None
+
+
+def deliver(
+    built: Built, *, enabled: bool = True, redeliver: bool = False, password: str | None = None
+) -> Delivery:
+    """Send the file and its manifest to the exporter's SFTP destination (if any)."""
+    from pipelines import delivery  # paramiko is only loaded when something is delivered
+
+    plan = built.plan
+    if plan.sftp is None:
+        return Delivery(False, "no sftpSettingId: file kept local")
+    if not enabled:
+        return Delivery(False, "delivery disabled (--no-deliver)")
+    result = delivery.deliver(
+        plan.sftp,
+        plan.home,
+        built.file.path,
+        built.file.manifest_path,
+        exporter_id=plan.exporter_id,
+        as_of=plan.as_of,
+        sha256=built.file.sha256,
+        warehouse=plan.warehouse,
+        redeliver=redeliver,
+        password=password,
+        run_id=built.run_id,
+    )
+    if result.delivered and result.delivered_at is not None:
+        warehouse.mark_delivered(plan.warehouse, built.run_id, result.delivered_at)
+        return Delivery(True, f"delivered to {plan.sftp.host}:{result.remote_path}", result.delivered_at)
+    return Delivery(False, result.skipped_reason or "not delivered")
+
+
+def summary(built: Built, sent: Delivery) -> dict[str, Any]:
+    """The run summary of CONTRACT.md §4 (JSON on stdout)."""
+    plan = built.plan
+    return {
+        "runId": built.run_id,
+        "exporterId": plan.exporter_id,
+        "companyId": plan.company.id,
+        "asOfDate": plan.as_of.isoformat(),
+        "asOfInstant": files.iso_utc(plan.as_of_instant),
+        "counts": {
+            "population": built.population,
+            "matched": built.matched,
+            "screenedOut": built.screened_out,
+            "exported": built.exported,
+            "byReason": built.by_reason,
+            "rejected": built.rejected,
+        },
+        "file": str(built.file.path),
+        "delivered": sent.delivered,
+        "delivery": sent.detail,
+    }
+
+
+def run_export(
+    plan: RunPlan,
+    *,
+    deliver_enabled: bool = True,
+    redeliver: bool = False,
+    password: str | None = None,
+    progress: Progress = _quiet,
+) -> dict[str, Any]:
+    """The whole run without an orchestrator."""
+    run_id = new_run_id()
+    started_at = datetime.now(UTC)
+    with run_lock(plan):
+        try:
+            built = build(plan, run_id, progress)
+            record(built)
+        except Exception as exc:
+            record_failure(plan, run_id, started_at, exc)
+            raise
+        sent = deliver(built, enabled=deliver_enabled, redeliver=redeliver, password=password)
+    return summary(built, sent)
+
+
+def with_population(plan: RunPlan, population_file: Path) -> RunPlan:
+    return replace(plan, population_file=population_file)

@@ -1,0 +1,141 @@
+"""Warehouse output tables (CONTRACT.md §6) in a DuckDB file.
+
+A rerun of the same (exporterId, asOfDate) replaces its earlier rows in one transaction; a failed run
+is recorded beside the earlier successful rows and leaves them intact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+import polars as pl
+
+from pipelines import duck
+
+DDL = (
+    """CREATE TABLE IF NOT EXISTS export_runs (
+        runId VARCHAR PRIMARY KEY, exporterId VARCHAR NOT NULL, companyId VARCHAR, asOfDate DATE NOT NULL,
+        asOfInstant TIMESTAMPTZ, status VARCHAR NOT NULL, population BIGINT, matched BIGINT,
+        screenedOut BIGINT, exported BIGINT, filePath VARCHAR, sha256 VARCHAR, deliveredAt TIMESTAMPTZ,
+        startedAt TIMESTAMPTZ, finishedAt TIMESTAMPTZ, error VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS screening_results (
+        runId VARCHAR NOT NULL, exporterId VARCHAR NOT NULL, asOfDate DATE NOT NULL, contactId VARCHAR NOT NULL,
+        personId VARCHAR NOT NULL, channel VARCHAR, canInteract BOOLEAN NOT NULL, reasons VARCHAR[] NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS rejected_rows (
+        runId VARCHAR NOT NULL, tableName VARCHAR NOT NULL, rowKey VARCHAR, checks VARCHAR[] NOT NULL)""",
+)
+
+SCREENING_COLUMNS = ("contactId", "personId", "channel", "canInteract", "reasons")
+REJECTED_COLUMNS = ("tableName", "rowKey", "checks")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    runId: str
+    exporterId: str
+    companyId: str | None
+    asOfDate: date
+    asOfInstant: datetime | None
+    status: str  # succeeded | failed
+    population: int | None
+    matched: int | None
+    screenedOut: int | None
+    exported: int | None
+    filePath: str | None
+    sha256: str | None
+    startedAt: datetime
+    finishedAt: datetime
+    error: str | None = None
+
+
+def ensure_tables(path: Path) -> None:
+    with duck.connect(path) as con:
+        for ddl in DDL:
+            con.execute(ddl)
+
+
+def _insert_run(con: object, run: RunRecord) -> None:
+    con.execute(  # type: ignore[attr-defined]
+        "INSERT INTO export_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+        [
+            run.runId,
+            run.exporterId,
+            run.companyId,
+            run.asOfDate,
+            run.asOfInstant,
+            run.status,
+            run.population,
+            run.matched,
+            run.screenedOut,
+            run.exported,
+            run.filePath,
+            run.sha256,
+            run.startedAt,
+            run.finishedAt,
+            run.error,
+        ],
+    )
+
+
+def record_success(path: Path, run: RunRecord, screening: pl.DataFrame, rejected: pl.DataFrame) -> None:
+    """Replace every earlier row of (exporterId, asOfDate) with this run's, atomically."""
+    screening_arrow = screening.select(SCREENING_COLUMNS).to_arrow()
+    rejected_arrow = rejected.select(REJECTED_COLUMNS).to_arrow()
+    with duck.connect(path) as con:
+        for ddl in DDL:
+            con.execute(ddl)
+        con.register("new_screening", screening_arrow)
+        con.register("new_rejected", rejected_arrow)
+        key = [run.exporterId, run.asOfDate]
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                "DELETE FROM rejected_rows WHERE runId IN "
+                "(SELECT runId FROM export_runs WHERE exporterId = ? AND asOfDate = ?)",
+                key,
+            )
+            con.execute("DELETE FROM screening_results WHERE exporterId = ? AND asOfDate = ?", key)
+            con.execute("DELETE FROM export_runs WHERE exporterId = ? AND asOfDate = ?", key)
+            _insert_run(con, run)
+            con.execute(
+                "INSERT INTO screening_results SELECT ?, ?, ?, contactId, personId, channel, canInteract, "
+                "CAST(reasons AS VARCHAR[]) FROM new_screening ORDER BY contactId",
+                [run.runId, run.exporterId, run.asOfDate],
+            )
+            con.execute(
+                "INSERT INTO rejected_rows SELECT ?, tableName, rowKey, CAST(checks AS VARCHAR[]) "
+                "FROM new_rejected ORDER BY tableName, rowKey",
+                [run.runId],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
+def record_failure(path: Path, run: RunRecord, rejected: pl.DataFrame | None = None) -> None:
+    """Add a failed run; earlier successful rows of the same (exporterId, asOfDate) stay as they are."""
+    with duck.connect(path) as con:
+        for ddl in DDL:
+            con.execute(ddl)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            _insert_run(con, run)
+            if rejected is not None and rejected.height:
+                con.register("new_rejected", rejected.select(REJECTED_COLUMNS).to_arrow())
+                con.execute(
+                    "INSERT INTO rejected_rows SELECT ?, tableName, rowKey, CAST(checks AS VARCHAR[]) "
+                    "FROM new_rejected ORDER BY tableName, rowKey",
+                    [run.runId],
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
+def mark_delivered(path: Path, run_id: str, delivered_at: datetime) -> None:
+    with duck.connect(path) as con:
+        con.execute("UPDATE export_runs SET deliveredAt = ? WHERE runId = ?", [delivered_at, run_id])
