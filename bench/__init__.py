@@ -1,0 +1,1 @@
+"""Benchmarks: speed and memory of the export pipeline, side by side in one run."""

@@ -1,0 +1,191 @@
+"""`make bench` / `python -m bench`: floor, pipeline, reference and orchestrated runs side by side.
+
+Data is generated once per size and cached in bench/cache/. Each measurement runs in a fresh worker
+process (peak RSS is that process's high-water mark); each is repeated and the median reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+EXPORTER = {
+    "contactMatchingCriteria": {"contactType": ["phone", "email"]},
+    "columnSettings": [
+        {"field": "id", "outputName": "contactId"},
+        {"field": "personId", "outputName": "borrowerId"},
+        {"field": "value"},
+        {"field": "contactType"},
+        {"field": "borrower.firstName", "outputName": "firstName"},
+        {"field": "borrower.lastName", "outputName": "lastName"},
+    ],
+    "checkCanInteractData": {"theme": "opsCollDebt", "isAutodialed": True},
+    "companyId": "CP-BENCH",
+    "name": "benchmark: phones and emails, screened",
+    "id": "CE-BENCHVCE",
+    "createdAt": "2026-11-01T00:00:00.000000Z",
+    "updatedAt": "2026-11-01T00:00:00.000000Z",
+}
+COMPANY = "id: CP-BENCH\nname: Benchmark Lending\ntimezone: America/New_York\n"
+TARGETS = {"pipeline_vs_floor_max": 2.0, "reference_vs_pipeline_min": 200.0, "seconds_1m_max": 20.0, "rss_1m_max_mb": 3072.0, "scaling_max": 1.2}
+
+
+def log(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def bench_home(cache: Path) -> Path:
+    home = cache / "home"
+    (home / "configs" / "companies").mkdir(parents=True, exist_ok=True)
+    (home / "configs" / "exporters").mkdir(parents=True, exist_ok=True)
+    (home / "configs" / "companies" / "CP-BENCH.yaml").write_text(COMPANY)
+    (home / "configs" / "exporters" / "CE-BENCHVCE.json").write_text(json.dumps(EXPORTER, indent=2))
+    return home
+
+
+def ensure_data(home: Path, cache: Path, borrowers: int, seed: int) -> Path:
+    from pipelines import sources, synth
+    from pipelines.config import Home
+
+    path = cache / f"source-{borrowers}-{seed}.duckdb"
+    if path.exists():
+        return path
+    log(f"generating {borrowers:,} borrowers (cached in {path})")
+    h = Home(home)
+    tables = synth.generate(borrowers, seed, [h.company("CP-BENCH")], progress=lambda m: log("  " + m))
+    sources.write_source(tables, path, "duckdb")
+    return path
+
+
+def worker(*args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.worker", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT.parent,
+        env=os.environ | {"PREFECT_LOGGING_LEVEL": "WARNING"},
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+def reference_per_contact(home: Path, source: Path, sample: int) -> dict[str, Any]:
+    """Row-at-a-time reference screening on a sample of matched contacts, seconds per contact."""
+    sys.path.insert(0, str(ROOT.parent))
+    from pipelines import job
+    from pipelines.config import Home
+    from tests.reference import guard
+
+    plan = job.plan_run(Home(home), "CE-BENCHVCE", datetime(2026, 12, 1).date(), source=source)
+    started = time.perf_counter()
+    screened = guard.screen_sample(plan, sample)
+    seconds = time.perf_counter() - started
+    return {"contacts": screened, "seconds": seconds, "perContact": seconds / max(screened, 1)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--sizes", default="100000,250000,1000000", help="borrower counts, comma-separated")
+    parser.add_argument("--large", action="store_true", help="add 4,000,000 borrowers")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median reported)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--reference-sample", type=int, default=20_000)
+    parser.add_argument("--no-orchestrated", action="store_true", help="skip the Prefect flow runs")
+    parser.add_argument("--cache", type=Path, default=ROOT / "cache")
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    args = parser.parse_args(argv)
+
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    if args.large:
+        sizes.append(4_000_000)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    home = bench_home(args.cache)
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        source = ensure_data(home, args.cache, n, args.seed)
+        log(f"[{n:,} borrowers] pipeline x{args.repeat}")
+        pipe = [worker("pipeline", str(home), str(source)) for _ in range(args.repeat)]
+        shape = pipe[0]
+        log(f"[{n:,} borrowers] floor x{args.repeat}")
+        floor = [worker("floor", str(home), str(source), str(shape["exported"]), str(shape["columns"])) for _ in range(args.repeat)]
+        row: dict[str, Any] = {
+            "borrowers": n,
+            "matchedContacts": shape["matched"],
+            "exported": shape["exported"],
+            "floorSeconds": median_of(floor, "seconds"),
+            "pipelineSeconds": median_of(pipe, "seconds"),
+            "pipelinePeakRssMb": max(r["peakRssMb"] for r in pipe),
+            "floorPeakRssMb": max(r["peakRssMb"] for r in floor),
+            "stages": {k: statistics.median(r["stages"][k] for r in pipe) for k in shape["stages"]},
+        }
+        row["pipelineOverFloor"] = row["pipelineSeconds"] / row["floorSeconds"]
+        row["contactsPerSecond"] = row["matchedContacts"] / row["pipelineSeconds"]
+        if not args.no_orchestrated:
+            log(f"[{n:,} borrowers] orchestrated (Prefect) x1")
+            orch = worker("orchestrated", str(home), str(source))
+            row["orchestratedSeconds"] = orch["seconds"]
+            row["prefectOverheadSeconds"] = orch["seconds"] - row["pipelineSeconds"]
+        rows.append(row)
+
+    log(f"reference screening on {args.reference_sample:,} contacts")
+    ref = reference_per_contact(home, ensure_data(home, args.cache, sizes[0], args.seed), args.reference_sample)
+    for row in rows:
+        row["referenceOverPipelinePerContact"] = ref["perContact"] / (row["pipelineSeconds"] / row["matchedContacts"])
+
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "repeat": args.repeat,
+        "sizes": rows,
+        "reference": ref,
+        "targets": TARGETS,
+        "scaling": scaling(rows),
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    out = args.results / f"{datetime.now(UTC):%Y-%m-%d}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(render(report))
+    log(f"results written to {out}")
+
+
+def scaling(rows: list[dict[str, Any]]) -> float | None:
+    by = {r["borrowers"]: r for r in rows}
+    if 250_000 in by and 1_000_000 in by:
+        per_small = by[250_000]["pipelineSeconds"] / 250_000
+        per_large = by[1_000_000]["pipelineSeconds"] / 1_000_000
+        return float(per_large / per_small)
+    return None
+
+
+def render(report: dict[str, Any]) -> str:
+    head = f"{'borrowers':>10} {'contacts':>10} {'floor s':>8} {'pipe s':>8} {'pipe/floor':>10} {'contacts/s':>11} {'peak MB':>8} {'ref/pipe':>9} {'prefect s':>9}"
+    lines = [head, "-" * len(head)]
+    for r in report["sizes"]:
+        lines.append(
+            f"{r['borrowers']:>10,} {r['matchedContacts']:>10,} {r['floorSeconds']:>8.2f} {r['pipelineSeconds']:>8.2f} "
+            f"{r['pipelineOverFloor']:>10.2f} {r['contactsPerSecond']:>11,.0f} {r['pipelinePeakRssMb']:>8,.0f} "
+            f"{r['referenceOverPipelinePerContact']:>9,.0f} {r.get('orchestratedSeconds', float('nan')):>9.2f}"
+        )
+    lines.append("")
+    lines.append("stages (median seconds): " + "; ".join(f"{r['borrowers']:,}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items()) for r in report["sizes"]))
+    ref = report["reference"]
+    lines.append(f"reference: {ref['contacts']:,} contacts in {ref['seconds']:.2f}s = {ref['perContact'] * 1e6:,.0f} us/contact")
+    if report["scaling"] is not None:
+        lines.append(f"scaling 250k -> 1M (per-borrower time ratio): {report['scaling']:.2f} (target <= {TARGETS['scaling_max']})")
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""`contact-exporter demo`: the whole job end to end on sample data, on this machine only.
+
+It builds a demo home under <home>/data/demo (copies of the committed configs), generates a sample
+DuckDB source, starts a throwaway SFTP server on 127.0.0.1 (pinned host key, client key), runs the
+example campaign and the unscreened exporter through the Prefect flows at today's company noon,
+delivers the files, stops the server and says where everything is.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flows import settings
+from pipelines.config import Home
+
+DEMO_SEED = 20261127
+
+
+def prepare_home(home: Home, borrowers: int, say: Callable[[str], None]) -> Home:
+    """Copy the committed configs into data/demo and generate the sample source once per size."""
+    demo = Home((home.root / "data" / "demo").resolve())
+    for part in ("companies", "exporters", "campaigns", "sftp"):
+        src = home.configs / part
+        dst = demo.configs / part
+        shutil.rmtree(dst, ignore_errors=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".*"))
+    if (home.configs / "schedules.yaml").exists():
+        shutil.copy2(home.configs / "schedules.yaml", demo.configs / "schedules.yaml")
+
+    marker = demo.root / "data" / f".generated-{borrowers}-{DEMO_SEED}"
+    if not (marker.exists() and demo.warehouse.exists()):
+        from pipelines import sources, synth
+
+        say(f"generating {borrowers:,} sample borrowers into {demo.warehouse}")
+        for old in (demo.root / "data").glob(".generated-*"):
+            old.unlink()
+        demo.warehouse.unlink(missing_ok=True)
+        companies = [demo.company(c) for c in demo.company_ids()]
+        tables = synth.generate(borrowers, DEMO_SEED, companies, progress=lambda m: say("  " + m))
+        sources.write_source(tables, demo.warehouse, "duckdb")
+        marker.touch()
+    else:
+        say(f"sample data already in {demo.warehouse} (seed {DEMO_SEED}, {borrowers:,} borrowers)")
+    return demo
+
+
+def describe(result: dict[str, Any]) -> list[str]:
+    counts = result["counts"]
+    lines = [
+        f"  {result['exporterId']}  as of {result['asOfDate']} (noon = {result['asOfInstant']})",
+        f"    population {counts['population']:,}  matched {counts['matched']:,}  "
+        f"screened out {counts['screenedOut']:,}  exported {counts['exported']:,}  rejected rows {counts['rejected']:,}",
+    ]
+    if counts["byReason"]:
+        lines.append("    blocked by reason: " + ", ".join(f"{k} {v:,}" for k, v in counts["byReason"].items()))
+    lines.append(f"    file: {result['file']}")
+    lines.append(f"    delivery: {result['delivery']}")
+    return lines
+
+
+def run_demo(home: Home, *, borrowers: int, redeliver: bool, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    from flows.sftp_server import local_sftp_server
+
+    started = time.perf_counter()
+    demo = prepare_home(home, borrowers, say)
+    settings.apply(demo.root)
+    say("starting Prefect (the first start on a new machine migrates its database: up to a minute)")
+    from flows import prefect_flows
+
+    sftp_root = demo.root / "sftp-root"
+    results: list[dict[str, Any]] = []
+    with local_sftp_server(sftp_root) as server:
+        server.write_setting(demo, "partner", remote_dir="/upload")
+        say(f"throwaway SFTP server on {server.host}:{server.port} (host key pinned in {server.known_hosts_file})")
+        say("running campaign collections-daily (exporter CE-VOICECOL, screened at company noon)")
+        campaign = prefect_flows.run_campaign("collections-daily", None, home=str(demo.root))
+        results.append(campaign)
+        say("running exporter CE-EMAILSVC (unscreened)")
+        results.append(prefect_flows.export_contacts("CE-EMAILSVC", None, home=str(demo.root), redeliver=redeliver))
+    say("SFTP server stopped")
+
+    delivered = sorted(p for p in (sftp_root / "upload").glob("*") if p.is_file())
+    wh = demo.warehouse
+    lines = ["", "What ran:"]
+    for result in results:
+        lines += describe(result)
+    lines += ["", f"Delivered files on the (stopped) SFTP server, under {sftp_root / 'upload'}:"]
+    lines += [f"  {p.name}  ({p.stat().st_size:,} bytes)" for p in delivered] or ["  (none)"]
+    lines += [
+        "",
+        "Explore the results (DuckDB's Python client is in .venv):",
+        f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{wh}', read_only=True).sql("
+        "'SELECT exporterId, asOfDate, status, matched, screenedOut, exported, deliveredAt FROM export_runs ORDER BY finishedAt'))\"",
+        f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{wh}', read_only=True).sql("
+        "'SELECT r.reason, count(*) AS contacts FROM screening_results, unnest(reasons) AS r(reason) GROUP BY 1 ORDER BY 2 DESC'))\"",
+        f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{wh}', read_only=True).sql("
+        "'SELECT tableName, rowKey, checks FROM rejected_rows LIMIT 10'))\"",
+        "",
+        f"demo finished in {time.perf_counter() - started:.1f}s; run `make demo` again: nothing is delivered twice "
+        "(add --redeliver to the demo command to send again).",
+    ]
+    say("\n".join(lines))
+    return results
