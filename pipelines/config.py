@@ -18,6 +18,7 @@ from zoneinfo import available_timezones
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from pipelines.errors import ErrorItem, InvalidInputError, NotFoundError
 from pipelines.tables import EXPORTABLE_FIELDS
@@ -273,8 +274,21 @@ class ExporterBody(Strict):
         seen: dict[str, int] = {}
         for i, c in enumerate(v):
             if c.output in seen:
-                raise ValueError(f"outputName {c.output!r} of item {i} repeats item {seen[c.output]}")
+                raise PydanticCustomError(
+                    "duplicate_output_name",
+                    "outputName '{name}' of item {index} repeats item {first}",
+                    {"name": c.output, "index": i, "first": seen[c.output]},
+                )
             seen[c.output] = i
+        return v
+
+    @field_validator("externalId")
+    @classmethod
+    def _external(cls, v: str | None) -> str | None:
+        if v is not None and not _EXTERNAL_ID.fullmatch(v):
+            raise ValueError(
+                f"{v!r}: externalId may hold letters, digits and '-', '_', '.', ':' (at most 128)"
+            )
         return v
 
     @field_validator("sftpSettingId", "companyId")
@@ -286,6 +300,7 @@ class ExporterBody(Strict):
 
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_EXTERNAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
 class Exporter(ExporterBody):
@@ -363,6 +378,8 @@ def errors_of(exc: ValidationError) -> list[ErrorItem]:
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         message = err["msg"]
+        if err["type"] == "duplicate_output_name":
+            loc = (*loc, err["ctx"]["index"], "outputName")
         if err["type"] == "extra_forbidden":
             message = "unknown key"
         message = message.removeprefix("Value error, ")

@@ -1,0 +1,392 @@
+"""Exporter store (CONTRACT.md §3): one JSON file per exporter under `configs/exporters/`.
+
+Writes go to a dot-prefixed temp file in the same folder, are fsynced, then renamed over the
+final name, so a reader never sees a half-written exporter and a crash leaves at most an ignored
+temp file. Create and update hold an exclusive file lock across read-check-write, so the
+externalId uniqueness check holds between separate processes (CLI and HTTP server alike).
+Nothing is cached: every call reads the folder again, so one process' write is visible to the next
+call of another.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from filelock import FileLock, Timeout
+
+from pipelines.config import Exporter, ExporterBody, Home, parse
+from pipelines.errors import (
+    BadRequestError,
+    ConflictError,
+    ContactExporterError,
+    ErrorItem,
+    InvalidInputError,
+    NotFoundError,
+    TransientError,
+)
+
+log = logging.getLogger(__name__)
+
+ID_PATTERN = re.compile(r"CE-[A-Z2-7]{8}")
+EXTERNAL_PREFIX = "ext-"
+DEFAULT_LIMIT = 25
+MAX_LIMIT = 100
+LOCK_NAME = ".lock"
+LOCK_TIMEOUT_SECONDS = 30.0
+API_BASE_PATH = "/campaign-workers/contact-exporters"
+_ID_ATTEMPTS = 20
+
+
+class StoredExporterError(InvalidInputError):
+    """An exporter file on disk fails validation (hand-edited or corrupted). Exit 2; HTTP 500,
+    since the fault is in the server's store, not in the request."""
+
+    http_status = 500
+
+
+class DuplicateExternalIdError(ConflictError):
+    """Another exporter already has this externalId. HTTP 409."""
+
+    def __init__(self, external_id: str, other_id: str):
+        self.errors = [
+            ErrorItem("/externalId", f"externalId is already used by exporter {other_id}; choose another")
+        ]
+        super().__init__(f"externalId {external_id!r} is already used by exporter {other_id}")
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of exporters, newest first, and whether pages exist on either side."""
+
+    total: int
+    data: list[Exporter]
+    has_more_after: bool
+    has_more_before: bool
+
+    @property
+    def first_id(self) -> str | None:
+        return self.data[0].id if self.data else None
+
+    @property
+    def last_id(self) -> str | None:
+        return self.data[-1].id if self.data else None
+
+
+def now_iso() -> str:
+    """UTC now as ISO-8601 with microseconds and a `Z` suffix."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_exporter_id() -> str:
+    """`CE-` + 8 uppercase base32 characters (40 random bits)."""
+    return "CE-" + base64.b32encode(secrets.token_bytes(5)).decode("ascii")
+
+
+def _sort_key(exporter: Exporter) -> tuple[str, str]:
+    return (exporter.createdAt, exporter.id)
+
+
+def _cursor_index(ids: list[str], cursor: str, path: str) -> int:
+    try:
+        return ids.index(cursor)
+    except ValueError:
+        raise BadRequestError(
+            "arguments", [ErrorItem(path, f"no exporter with id {cursor!r}; a cursor is an exporter id")]
+        ) from None
+
+
+def load_exporter_file(path: Path) -> Exporter:
+    """Read and validate one exporter file; errors name the file and the JSON path."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFoundError(f"exporter file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise StoredExporterError(source, [ErrorItem("", f"not UTF-8 text: {exc.reason}")]) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StoredExporterError(
+            source, [ErrorItem("", f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}")]
+        ) from None
+    try:
+        exporter = parse(Exporter, data, source)
+    except InvalidInputError as exc:
+        raise StoredExporterError(source, exc.errors) from None
+    if not ID_PATTERN.fullmatch(exporter.id):
+        raise StoredExporterError(
+            source, [ErrorItem("/id", f"id {exporter.id!r} is not CE- followed by 8 characters A-Z, 2-7")]
+        )
+    if path.name != f"{exporter.id}.json":
+        raise StoredExporterError(
+            source,
+            [ErrorItem("/id", f"id {exporter.id!r} differs from the file name; name it {exporter.id}.json")],
+        )
+    return exporter
+
+
+class ExporterStore:
+    """Create, read, update and page exporters kept as files in `home.exporters_dir`."""
+
+    def __init__(self, home: Home):
+        self.home = home
+
+    @property
+    def folder(self) -> Path:
+        return self.home.exporters_dir
+
+    # ------------------------------------------------------------ reading
+
+    def _files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        # Dot files are temp files of writes in progress (or left by a crash) and the lock file.
+        return sorted(p for p in self.folder.glob("*.json") if not p.name.startswith("."))
+
+    def all(self) -> list[Exporter]:
+        """Every stored exporter, newest first (createdAt desc, then id desc)."""
+        exporters = [load_exporter_file(p) for p in self._files()]
+        exporters.sort(key=_sort_key, reverse=True)
+        return exporters
+
+    def get(self, ident: str) -> Exporter:
+        """Look up by id (`CE-XXXXXXXX`) or by `ext-<externalId>`."""
+        if ident.startswith(EXTERNAL_PREFIX) and len(ident) > len(EXTERNAL_PREFIX):
+            external_id = ident[len(EXTERNAL_PREFIX) :]
+            for exporter in self.all():
+                if exporter.externalId == external_id:
+                    return exporter
+            raise NotFoundError(f"exporter {ident!r} not found: no exporter has externalId {external_id!r}")
+        if not ID_PATTERN.fullmatch(ident):
+            raise NotFoundError(
+                f"exporter {ident!r} not found: ids look like CE-ABCDEFGH (or ext-<externalId>)"
+            )
+        path = self.folder / f"{ident}.json"
+        if not path.is_file():
+            raise NotFoundError(f"exporter {ident!r} not found (no configs/exporters/{ident}.json)")
+        return load_exporter_file(path)
+
+    def list(
+        self,
+        limit: int = DEFAULT_LIMIT,
+        starting_after: str | None = None,
+        ending_before: str | None = None,
+    ) -> Page:
+        """One page, newest first. Cursors are exporter ids; give at most one of them."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise BadRequestError(
+                "arguments", [ErrorItem("/limit", f"limit must be an integer from 1 to {MAX_LIMIT}")]
+            )
+        if starting_after is not None and ending_before is not None:
+            raise BadRequestError(
+                "arguments",
+                [ErrorItem("/endingBefore", "give startingAfter or endingBefore, not both")],
+            )
+        exporters = self.all()
+        total = len(exporters)
+        ids = [e.id for e in exporters]
+        if starting_after is not None:
+            start = _cursor_index(ids, starting_after, "/startingAfter") + 1
+            data = exporters[start : start + limit]
+            return Page(total, data, has_more_after=start + limit < total, has_more_before=True)
+        if ending_before is not None:
+            end = _cursor_index(ids, ending_before, "/endingBefore")
+            begin = max(0, end - limit)
+            data = exporters[begin:end]
+            return Page(total, data, has_more_after=True, has_more_before=begin > 0)
+        return Page(total, exporters[:limit], has_more_after=limit < total, has_more_before=False)
+
+    # ------------------------------------------------------------ writing
+
+    def create(self, body: object, source: str) -> Exporter:
+        """Validate a body (CONTRACT.md §3) and store it as a new exporter."""
+        parsed = parse(ExporterBody, body, source)
+        company_id = self._resolve_company(parsed, source)
+        self._check_sftp(parsed, source)
+        with self._locked():
+            self._check_external_id(parsed.externalId, exclude=None)
+            exporter_id = self._fresh_id()
+            stamp = now_iso()
+            exporter = self._build(parsed, exporter_id, company_id, stamp, stamp)
+            self._write(exporter)
+        log.info("created exporter %s (company %s)", exporter.id, exporter.companyId)
+        return exporter
+
+    def update(self, ident: str, body: object, source: str) -> Exporter:
+        """Replace an exporter's body whole (PUT); id and createdAt stay."""
+        parsed = parse(ExporterBody, body, source)
+        company_id = self._resolve_company(parsed, source)
+        self._check_sftp(parsed, source)
+        with self._locked():
+            current = self.get(ident)
+            self._check_external_id(parsed.externalId, exclude=current.id)
+            exporter = self._build(parsed, current.id, company_id, current.createdAt, now_iso())
+            self._write(exporter)
+        log.info("updated exporter %s", exporter.id)
+        return exporter
+
+    @staticmethod
+    def _build(body: ExporterBody, exporter_id: str, company_id: str, created: str, updated: str) -> Exporter:
+        data = body.model_dump(mode="json")
+        data.update(id=exporter_id, companyId=company_id, createdAt=created, updatedAt=updated)
+        return parse(Exporter, data, exporter_id)
+
+    def _resolve_company(self, body: ExporterBody, source: str) -> str:
+        companies = self.home.company_ids()
+        # Paths in messages are relative to the home: they also go back to HTTP clients.
+        folder = "configs/companies"
+        if body.companyId is not None:
+            if body.companyId not in companies:
+                known = ", ".join(companies) or "none"
+                raise InvalidInputError(
+                    source,
+                    [
+                        ErrorItem(
+                            "/companyId",
+                            f"company {body.companyId!r} is not configured: no {folder}/{body.companyId}.yaml"
+                            f" (configured: {known})",
+                        )
+                    ],
+                )
+            return body.companyId
+        if len(companies) == 1:
+            return companies[0]
+        if not companies:
+            message = f"no company is configured: add {folder}/<companyId>.yaml, then retry"
+        else:
+            message = f"several companies are configured ({', '.join(companies)}): give companyId"
+        raise InvalidInputError(source, [ErrorItem("/companyId", message)])
+
+    def _check_sftp(self, body: ExporterBody, source: str) -> None:
+        if body.sftpSettingId is None:
+            return
+        # The id already matched the safe-id pattern in the model; only existence is checked here,
+        # the setting itself (and its secrets) is read at delivery time.
+        relative = f"configs/sftp/{body.sftpSettingId}.yaml"
+        if not self.home.path(relative).is_file():
+            raise InvalidInputError(
+                source,
+                [
+                    ErrorItem(
+                        "/sftpSettingId", f"SFTP setting {body.sftpSettingId!r} not found: no {relative}"
+                    )
+                ],
+            )
+
+    def _check_external_id(self, external_id: str | None, exclude: str | None) -> None:
+        if external_id is None:
+            return
+        for other in self.all():
+            if other.externalId == external_id and other.id != exclude:
+                raise DuplicateExternalIdError(external_id, other.id)
+
+    def _fresh_id(self) -> str:
+        for _ in range(_ID_ATTEMPTS):
+            candidate = new_exporter_id()
+            if not (self.folder / f"{candidate}.json").exists():
+                return candidate
+        raise TransientError(f"could not find a free exporter id in {self.folder} after {_ID_ATTEMPTS} tries")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # The lock file stays in place: removing it on release would let a waiter lock an unlinked inode.
+        lock = FileLock(self.folder / LOCK_NAME, timeout=LOCK_TIMEOUT_SECONDS, preserve_lock_file=True)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise TransientError(
+                f"exporter store {self.folder} is locked by another writer for over "
+                f"{LOCK_TIMEOUT_SECONDS:.0f} s; retry"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _write(self, exporter: Exporter) -> None:
+        text = json.dumps(exporter.public(), indent=2, ensure_ascii=False) + "\n"
+        final = self.folder / f"{exporter.id}.json"
+        fd, tmp_name = tempfile.mkstemp(dir=self.folder, prefix=f".{exporter.id}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(self.folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- envelopes (CLI stdout and HTTP body)
+
+
+def ok_envelope(exporter: Exporter) -> dict[str, Any]:
+    return {"status": 200, "message": "success", "data": exporter.public()}
+
+
+def _page_url(base_path: str, limit: int, key: str, cursor: str) -> str:
+    return f"{base_path}?{urlencode({'limit': limit, key: cursor})}"
+
+
+def list_envelope(page: Page, limit: int, base_path: str = API_BASE_PATH) -> dict[str, Any]:
+    next_url = (
+        _page_url(base_path, limit, "startingAfter", page.last_id)
+        if page.has_more_after and page.last_id is not None
+        else None
+    )
+    previous_url = (
+        _page_url(base_path, limit, "endingBefore", page.first_id)
+        if page.has_more_before and page.first_id is not None
+        else None
+    )
+    return {
+        "status": 200,
+        "total": page.total,
+        "count": len(page.data),
+        "nextUrl": next_url,
+        "previousUrl": previous_url,
+        "data": [e.public() for e in page.data],
+    }
+
+
+def error_envelope(exc: BaseException) -> dict[str, Any]:
+    """The error envelope; `status` is the HTTP status the error maps to (500 for unexpected ones)."""
+    if not isinstance(exc, ContactExporterError):
+        return {"status": 500, "message": "internal error; see the server log", "errors": []}
+    errors: list[ErrorItem] = list(getattr(exc, "errors", []))
+    message = exc.message if isinstance(exc, InvalidInputError) else str(exc)
+    return {"status": exc.http_status, "message": message, "errors": [e.as_dict() for e in errors]}
