@@ -4,15 +4,15 @@ and publish a run summary artifact. Tasks pass plans, paths and counts, never fr
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import Completed, Failed, State
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
@@ -20,7 +20,7 @@ from pipelines import job, population, sources
 from pipelines.config import Home
 from pipelines.errors import TransientError
 
-DELIVERY_RETRY_DELAYS = [10, 30, 90]
+DELIVERY_RETRY_DELAYS: list[float] = [10.0, 30.0, 90.0]
 
 
 def retry_only_transient(_task: Task[..., Any], _run: TaskRun, state: State[Any]) -> bool:
@@ -87,7 +87,8 @@ def deliver_task(built: job.Built, enabled: bool, redeliver: bool) -> job.Delive
     if enabled and sftp is not None and sftp.passwordSecretBlock:
         from prefect.blocks.system import Secret
 
-        password = str(Secret.load(sftp.passwordSecretBlock).get())
+        block: Any = Secret.load(sftp.passwordSecretBlock)
+        password = str(block.get())
     return job.deliver(built, enabled=enabled, redeliver=redeliver, password=password)
 
 
@@ -127,7 +128,7 @@ def export_contacts(
     logger = get_run_logger()
     plan = plan_task(home, exporter_id, as_of, source, warehouse, population_file)
     run_id = job.new_run_id()
-    started_at = job.datetime.now(job.UTC)
+    started_at = datetime.now(UTC)
     with job.run_lock(plan):
         try:
             built = build_task(plan, run_id)
@@ -193,7 +194,7 @@ def export_date_task(
     return job.run_export(plan, deliver_enabled=deliver)
 
 
-@flow(name="backfill", task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="backfill", task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
 def backfill(
     exporter_id: str,
     start: date,

@@ -114,7 +114,11 @@ def write_export(
     }
     manifest_path = target.with_name(target.name + ".manifest.json")
     text = json.dumps(manifest, indent=2) + "\n"
-    atomic_write(manifest_path, lambda p: p.write_text(text, encoding="utf-8"))
+
+    def write_manifest(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    atomic_write(manifest_path, write_manifest)
     return WrittenFile(target, manifest_path, sha, size, frame.height, frame.columns)
 
 
