@@ -332,6 +332,34 @@ def deployments_serve(ctx: typer.Context) -> None:
     deployments.serve(home)
 
 
+@app.command("sql")
+def sql(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help='A read-only query, e.g. "SELECT * FROM export_runs".')],
+    warehouse: Annotated[
+        Path | None, typer.Option(help="DuckDB file. Default data/warehouse.duckdb.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
+) -> None:
+    """Query the warehouse read-only and print a table (for analysts; any DuckDB client works too)."""
+    from pipelines import duck
+
+    home = home_of(ctx)
+    path = home.path(warehouse) if warehouse else home.warehouse
+    if not path.exists():
+        raise InvalidInputError(
+            "arguments", [ErrorItem("--warehouse", f"{path} does not exist: run an export first")]
+        )
+    with duck.connect(path, read_only=True) as con:
+        try:
+            relation = con.sql(query)
+        except Exception as exc:  # duckdb.Error subclasses; shown to the user as invalid input
+            raise InvalidInputError("query", [ErrorItem("", str(exc).splitlines()[0])]) from None
+        if relation is None:
+            return
+        sys.stdout.write(relation.limit(limit).__str__() + "\n")
+
+
 @app.command("demo")
 def demo(
     ctx: typer.Context,

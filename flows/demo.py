@@ -8,16 +8,21 @@ delivers the files, stops the server and says where everything is.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from flows import settings
 from pipelines.config import Home
 
 DEMO_SEED = 20261127
+EXPLORE_QUERIES = (
+    "SELECT exporterId, asOfDate, status, matched, screenedOut, exported, deliveredAt FROM export_runs ORDER BY finishedAt",
+    "SELECT reason, count(*) AS contacts FROM screening_results, unnest(reasons) AS r(reason) GROUP BY reason ORDER BY contacts DESC",
+    "SELECT tableName, rowKey, checks FROM rejected_rows LIMIT 10",
+)
 
 
 def prepare_home(home: Home, borrowers: int, say: Callable[[str], None]) -> Home:
@@ -57,13 +62,17 @@ def describe(result: dict[str, Any]) -> list[str]:
         f"screened out {counts['screenedOut']:,}  exported {counts['exported']:,}  rejected rows {counts['rejected']:,}",
     ]
     if counts["byReason"]:
-        lines.append("    blocked by reason: " + ", ".join(f"{k} {v:,}" for k, v in counts["byReason"].items()))
+        lines.append(
+            "    blocked by reason: " + ", ".join(f"{k} {v:,}" for k, v in counts["byReason"].items())
+        )
     lines.append(f"    file: {result['file']}")
     lines.append(f"    delivery: {result['delivery']}")
     return lines
 
 
-def run_demo(home: Home, *, borrowers: int, redeliver: bool, say: Callable[[str], None]) -> list[dict[str, Any]]:
+def run_demo(
+    home: Home, *, borrowers: int, redeliver: bool, say: Callable[[str], None]
+) -> list[dict[str, Any]]:
     from flows.sftp_server import local_sftp_server
 
     started = time.perf_counter()
@@ -76,16 +85,19 @@ def run_demo(home: Home, *, borrowers: int, redeliver: bool, say: Callable[[str]
     results: list[dict[str, Any]] = []
     with local_sftp_server(sftp_root) as server:
         server.write_setting(demo, "partner", remote_dir="/upload")
-        say(f"throwaway SFTP server on {server.host}:{server.port} (host key pinned in {server.known_hosts_file})")
+        say(
+            f"throwaway SFTP server on {server.host}:{server.port} (host key pinned in {server.known_hosts_file})"
+        )
         say("running campaign collections-daily (exporter CE-VOICECOL, screened at company noon)")
         campaign = prefect_flows.run_campaign("collections-daily", None, home=str(demo.root))
         results.append(campaign)
         say("running exporter CE-EMAILSVC (unscreened)")
-        results.append(prefect_flows.export_contacts("CE-EMAILSVC", None, home=str(demo.root), redeliver=redeliver))
+        results.append(
+            prefect_flows.export_contacts("CE-EMAILSVC", None, home=str(demo.root), redeliver=redeliver)
+        )
     say("SFTP server stopped")
 
     delivered = sorted(p for p in (sftp_root / "upload").glob("*") if p.is_file())
-    wh = demo.warehouse
     lines = ["", "What ran:"]
     for result in results:
         lines += describe(result)
@@ -93,13 +105,8 @@ def run_demo(home: Home, *, borrowers: int, redeliver: bool, say: Callable[[str]
     lines += [f"  {p.name}  ({p.stat().st_size:,} bytes)" for p in delivered] or ["  (none)"]
     lines += [
         "",
-        "Explore the results (DuckDB's Python client is in .venv):",
-        f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{wh}', read_only=True).sql("
-        "'SELECT exporterId, asOfDate, status, matched, screenedOut, exported, deliveredAt FROM export_runs ORDER BY finishedAt'))\"",
-        f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{wh}', read_only=True).sql("
-        "'SELECT r.reason, count(*) AS contacts FROM screening_results, unnest(reasons) AS r(reason) GROUP BY 1 ORDER BY 2 DESC'))\"",
-        f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{wh}', read_only=True).sql("
-        "'SELECT tableName, rowKey, checks FROM rejected_rows LIMIT 10'))\"",
+        "Explore the results (read-only; any DuckDB client works too):",
+        *[f"  .venv/bin/contact-exporter --home {demo.root} sql {shlex.quote(q)}" for q in EXPLORE_QUERIES],
         "",
         f"demo finished in {time.perf_counter() - started:.1f}s; run `make demo` again: nothing is delivered twice "
         "(add --redeliver to the demo command to send again).",

@@ -71,7 +71,10 @@ def build_deployments(home: Home) -> list[Any]:
 
     from flows import prefect_flows
 
-    flows: dict[str, Any] = {"export-contacts": prefect_flows.export_contacts, "run-campaign": prefect_flows.run_campaign}
+    flows: dict[str, Any] = {
+        "export-contacts": prefect_flows.export_contacts,
+        "run-campaign": prefect_flows.run_campaign,
+    }
     return [
         flows[spec.flow].to_deployment(
             name=spec.name,

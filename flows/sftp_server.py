@@ -74,7 +74,7 @@ class LocalSftp:
         return path
 
 
-class _Server(asyncssh.SSHServer):  # type: ignore[misc]
+class _Server(asyncssh.SSHServer):
     """One user, one authorized key; no passwords, no keyboard-interactive."""
 
     def __init__(self, username: str, client_key: bytes, connections: set[Any]) -> None:
