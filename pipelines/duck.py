@@ -30,10 +30,16 @@ def connect(
         path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path) + ".lock", timeout=timeout)
     with _PROCESS_LOCK:
+        locked = False
         try:
             lock.acquire()
+            locked = True
         except Timeout:
             raise TransientError(f"{path} is busy: another writer held it for {timeout:.0f}s") from None
+        except OSError:
+            # A read-only source on a read-only mount cannot hold a lock file; reading needs none there.
+            if not read_only:
+                raise
         try:
             con = duckdb.connect(str(path), read_only=read_only)
             try:
@@ -41,4 +47,5 @@ def connect(
             finally:
                 con.close()
         finally:
-            lock.release()
+            if locked:
+                lock.release()

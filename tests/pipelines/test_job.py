@@ -1,0 +1,168 @@
+"""A whole run without an orchestrator: file, manifest, warehouse rows, failures and determinism."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from pipelines import job, warehouse
+from pipelines.config import Home
+from pipelines.errors import ConflictError, SourceDataError
+from tests.worlds import make_home, without_sftp
+
+AS_OF = date(2026, 12, 1)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    h = make_home(tmp_path)
+    without_sftp(h, "CE-VOICECOL")
+    without_sftp(h, "CE-EMAILSVC")
+    return h
+
+
+def query(path: Path, sql: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def run(home: Home, exporter_id: str, as_of: date = AS_OF) -> dict[str, object]:
+    return job.run_export(job.plan_run(home, exporter_id, as_of))
+
+
+def test_screened_run_exports_only_allowed_contacts(home: Home) -> None:
+    summary = run(home, "CE-VOICECOL")
+    counts = summary["counts"]
+    assert isinstance(counts, dict)
+    assert summary["asOfInstant"] == "2026-12-01T17:00:00Z"  # noon in New York, winter
+    assert counts["matched"] == counts["exported"] + counts["screenedOut"]
+    assert counts["screenedOut"] > 0, "the sample world must block someone, or this test proves nothing"
+    assert counts["exported"] > 0
+
+    wh = home.warehouse
+    allowed = {r[0] for r in query(wh, "SELECT contactId FROM screening_results WHERE canInteract")}
+    blocked = {r[0] for r in query(wh, "SELECT contactId FROM screening_results WHERE NOT canInteract")}
+    with Path(str(summary["file"])).open(newline="") as fh:
+        exported = {row["contactId"] for row in csv.DictReader(fh)}
+    assert exported == allowed
+    assert not exported & blocked
+    assert len(allowed) + len(blocked) == counts["matched"]
+    # every blocked contact carries its reasons, and the summary counts them per reason
+    by_reason = dict(
+        query(wh, "SELECT r, count(*) FROM screening_results, unnest(reasons) AS t(r) GROUP BY r")  # type: ignore[arg-type]
+    )
+    assert by_reason == counts["byReason"]
+    assert query(wh, "SELECT count(*) FROM screening_results WHERE NOT canInteract AND len(reasons) = 0") == [
+        (0,)
+    ]
+
+
+def test_file_columns_follow_column_settings(home: Home) -> None:
+    summary = run(home, "CE-VOICECOL")
+    header = Path(str(summary["file"])).read_text().split("\n")[0]
+    assert header == "contactId,borrowerId,phone,label,firstName,lastName,borrowerTimezone"
+    manifest = json.loads(Path(str(summary["file"]) + ".manifest.json").read_text())
+    assert manifest["rows"] == summary["counts"]["exported"]  # type: ignore[index]
+    assert manifest["asOfDate"] == "2026-12-01"
+
+
+def test_unscreened_exporter_records_every_match_as_allowed(home: Home) -> None:
+    summary = run(home, "CE-EMAILSVC")
+    counts = summary["counts"]
+    assert isinstance(counts, dict)
+    assert counts["screenedOut"] == 0
+    assert counts["exported"] == counts["matched"] > 0
+    rows = query(
+        home.warehouse, "SELECT count(*), bool_and(canInteract), max(len(reasons)) FROM screening_results"
+    )
+    assert rows == [(counts["matched"], True, 0)]
+    assert Path(str(summary["file"])).name == "servicing_20261201.csv"
+
+
+def test_rerun_is_byte_identical_and_replaces_rows(home: Home) -> None:
+    first = run(home, "CE-VOICECOL")
+    first_bytes = Path(str(first["file"])).read_bytes()
+    first_rows = pl.DataFrame(
+        query(
+            home.warehouse, "SELECT contactId, canInteract, reasons FROM screening_results ORDER BY contactId"
+        ),
+        orient="row",
+    )
+    second = run(home, "CE-VOICECOL")
+    assert first["runId"] != second["runId"]
+    assert Path(str(second["file"])).read_bytes() == first_bytes
+    second_rows = pl.DataFrame(
+        query(
+            home.warehouse, "SELECT contactId, canInteract, reasons FROM screening_results ORDER BY contactId"
+        ),
+        orient="row",
+    )
+    assert first_rows.equals(second_rows)
+    assert query(home.warehouse, "SELECT count(*), any_value(runId) FROM export_runs") == [
+        (1, second["runId"])
+    ]
+
+
+def test_crash_before_warehouse_commit_leaves_complete_file_and_failed_run(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = run(home, "CE-VOICECOL")
+
+    def crash(*_: object, **__: object) -> None:
+        raise RuntimeError("killed between file and warehouse")
+
+    monkeypatch.setattr(warehouse, "record_success", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(home, "CE-VOICECOL")
+    folder = Path(str(good["file"])).parent
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [".run.lock", "CE-VOICECOL_20261201.csv", "CE-VOICECOL_20261201.csv.manifest.json"]
+    assert query(home.warehouse, "SELECT status FROM export_runs ORDER BY finishedAt") == [
+        ("succeeded",),
+        ("failed",),
+    ]
+    assert query(home.warehouse, "SELECT count(DISTINCT runId) FROM screening_results") == [(1,)]
+
+    monkeypatch.undo()
+    again = run(home, "CE-VOICECOL")
+    assert Path(str(again["file"])).read_bytes() == Path(str(good["file"])).read_bytes()
+    assert query(home.warehouse, "SELECT status FROM export_runs") == [("succeeded",)]
+
+
+def test_invalid_interaction_fails_the_run_and_exports_nothing(home: Home) -> None:
+    con = duckdb.connect(str(home.warehouse))
+    con.execute(
+        "UPDATE interactions SET statusDetails = 'voiceMaybe' WHERE id = (SELECT min(id) FROM interactions)"
+    )
+    con.close()
+    with pytest.raises(SourceDataError) as info:
+        run(home, "CE-VOICECOL")
+    assert "interactions" in str(info.value.describe())
+    assert list((home.exports / "CE-VOICECOL").rglob("*.csv")) == []
+    assert query(home.warehouse, "SELECT status FROM export_runs") == [("failed",)]
+    assert query(home.warehouse, "SELECT count(*) FROM screening_results") == [(0,)]
+
+
+def test_second_concurrent_run_fails_clearly(home: Home) -> None:
+    plan = job.plan_run(home, "CE-VOICECOL", AS_OF)
+    with job.run_lock(plan), pytest.raises(ConflictError, match="already in progress"):
+        job.run_export(plan)
+
+
+def test_population_file_limits_the_run(home: Home, tmp_path: Path) -> None:
+    ids = query(home.warehouse, "SELECT id FROM borrowers WHERE companyId = 'CP-ACME' ORDER BY id LIMIT 5")
+    pop = tmp_path / "ids.csv"
+    pop.write_text("id\n" + "\n".join(str(r[0]) for r in ids) + "\nB-NOT-THERE\n")
+    summary = job.run_export(job.plan_run(home, "CE-EMAILSVC", AS_OF, population_file=pop))
+    assert summary["counts"]["population"] == 5  # type: ignore[index]
+    persons = {r[0] for r in query(home.warehouse, "SELECT personId FROM screening_results")}
+    assert persons <= {r[0] for r in ids}
