@@ -1,0 +1,132 @@
+"""The CLI as a user runs it: a separate process, JSON on stdout, messages on stderr, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import Home
+from tests.worlds import make_home, without_sftp
+
+SEED_EXAMPLE = {
+    "contactMatchingCriteria": {
+        "label": ["personal"],
+        "contactType": ["phone"],
+        "affiliation": ["self"],
+        "status": ["primary"],
+    },
+    "columnSettings": [{"field": "value", "outputName": "phone"}],
+    "checkCanInteractData": {"theme": "agentNotification", "isAutodialed": False},
+}
+
+
+def cli(
+    home: Path, *args: str, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    return subprocess.run(
+        [sys.executable, "-m", "flows", "--home", str(home), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    return make_home(tmp_path)
+
+
+def test_help_explains_the_commands(tmp_path: Path) -> None:
+    out = cli(tmp_path, "--help")
+    assert out.returncode == 0
+    for command in ("exporters", "run", "backfill", "campaigns", "generate", "serve", "demo"):
+        assert command in out.stdout
+
+
+def test_create_get_list_update_round_trip(home: Home) -> None:
+    created = cli(home.root, "exporters", "create", "--file", "-", stdin=json.dumps(SEED_EXAMPLE))
+    assert created.returncode == 0, created.stderr
+    envelope = json.loads(created.stdout)
+    assert envelope["status"] == 200
+    assert envelope["message"] == "success"
+    exporter = envelope["data"]
+    assert exporter["id"].startswith("CE-")
+    assert exporter["companyId"] == "CP-ACME"
+
+    got = json.loads(cli(home.root, "exporters", "get", exporter["id"]).stdout)
+    assert got["data"] == exporter
+
+    listed = json.loads(cli(home.root, "exporters", "list", "--limit", "1").stdout)
+    assert listed["total"] == 3
+    assert listed["count"] == 1
+    assert listed["data"][0]["id"] == exporter["id"]  # newest first
+    assert listed["nextUrl"] is not None
+
+    body = dict(SEED_EXAMPLE, name="renamed")
+    updated = json.loads(
+        cli(home.root, "exporters", "update", exporter["id"], "--file", "-", stdin=json.dumps(body)).stdout
+    )
+    assert updated["data"]["name"] == "renamed"
+    assert updated["data"]["createdAt"] == exporter["createdAt"]
+
+
+def test_invalid_body_exits_2_with_json_path_and_writes_nothing(home: Home) -> None:
+    before = sorted(p.name for p in home.exporters_dir.iterdir())
+    body = dict(SEED_EXAMPLE, contactMatchingCriteria={"label": []})
+    out = cli(home.root, "exporters", "create", "--file", "-", stdin=json.dumps(body))
+    assert out.returncode == 2
+    envelope = json.loads(out.stdout)
+    assert envelope["status"] == 422
+    assert envelope["errors"][0]["path"] == "/contactMatchingCriteria/label"
+    assert "/contactMatchingCriteria/label" in out.stderr
+    assert sorted(p.name for p in home.exporters_dir.iterdir()) == before
+
+
+def test_unknown_exporter_and_bad_date_exit_2(home: Home) -> None:
+    missing = cli(home.root, "exporters", "get", "CE-ZZZZZZZZ")
+    assert missing.returncode == 2
+    assert json.loads(missing.stdout)["status"] == 404
+    bad_date = cli(home.root, "run", "CE-EMAILSVC", "--as-of", "2026-13-01", "--no-deliver")
+    assert bad_date.returncode == 2
+    assert "--as-of" in bad_date.stderr
+
+
+def test_invalid_source_data_exits_2(home: Home) -> None:
+    import duckdb
+
+    con = duckdb.connect(str(home.warehouse))
+    con.execute("UPDATE consents SET status = 'maybe' WHERE personId = (SELECT min(personId) FROM consents)")
+    con.close()
+    out = cli(home.root, "run", "CE-EMAILSVC", "--as-of", "2026-12-01", "--no-deliver", timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "consents" in out.stderr
+
+
+@pytest.mark.integration
+def test_run_prints_the_summary(home: Home) -> None:
+    without_sftp(home, "CE-EMAILSVC")
+    out = cli(home.root, "run", "CE-EMAILSVC", "--as-of", "2026-12-01", timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert set(summary) >= {
+        "runId",
+        "exporterId",
+        "companyId",
+        "asOfDate",
+        "asOfInstant",
+        "counts",
+        "file",
+        "delivered",
+    }
+    assert summary["asOfInstant"] == "2026-12-01T17:00:00Z"
+    assert set(summary["counts"]) >= {"population", "matched", "screenedOut", "exported", "byReason"}
+    assert Path(summary["file"]).is_file()
