@@ -200,5 +200,9 @@ def local_sftp_server(root: Path, *, port: int = 0) -> Iterator[LocalSftp]:
             )
         finally:
             server.shutdown()
+        if server.is_alive():
+            raise RuntimeError(f"local SFTP server did not stop within {START_TIMEOUT}s")
+        if server.error is not None:
+            raise RuntimeError(f"local SFTP server failed: {server.error!r}") from server.error
     finally:
         shutil.rmtree(keys_dir, ignore_errors=True)
