@@ -677,7 +677,7 @@ def deliver(
         if earlier is not None:
             reason = (
                 f"already delivered to {setting.host}:{remote_path} at {earlier.isoformat()} "
-                "(same exporter, as-of date and sha256); pass redeliver to send it again"
+                "(same exporter, as-of date and sha256); use --redeliver to send it again"
             )
             logger.info("%s %s: %s", exporter_id, as_of, reason)
             return DeliveryResult(False, reason, remote_path, remote_manifest, earlier, 0, 0.0)
