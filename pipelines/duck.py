@@ -42,6 +42,7 @@ def connect(
                 raise
         try:
             con = duckdb.connect(str(path), read_only=read_only)
+            con.execute("SET enable_progress_bar = false")  # it would print to stdout, our JSON channel
             try:
                 yield con
             finally:

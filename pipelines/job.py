@@ -145,7 +145,7 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
     t = _timed(timings, "read", t)
 
     progress("validating source tables")
-    checked = schemas.validate_sources(raw)
+    checked = schemas.validate_sources(raw, source=str(plan.source))
     tables, rejected = checked.tables, checked.rejected
     t = _timed(timings, "validate", t)
 

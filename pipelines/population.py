@@ -39,6 +39,7 @@ def campaign_ids(query: str, tables: SourceTables, source: str) -> pl.DataFrame:
     check_campaign_query(query, source)
     con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")
         for name in ("borrowers", "contacts", "interactions", "do_not_interact", "consents"):
             con.register(name, tables.get(name).collect().to_arrow())
         con.execute("SET enable_external_access = false")

@@ -1,0 +1,518 @@
+"""Row checks for the source tables (CONTRACT.md §5, §8) as Pandera models and as a fast batch path.
+
+Every check is defined once, as a Polars expression that is true where a row passes (a null result
+counts as a failure: fail closed). The same definitions build the Pandera (polars backend) schemas
+in `pandera_schema()` and the vectorised path that `validate_sources()` uses by default; the two
+engines give the same report, which the tests check.
+
+Policy (CONTRACT.md §5): invalid `borrowers` and `contacts` rows are rejected and left out, contacts
+of a rejected or unknown borrower are rejected too (`personId_references_borrower`), and any invalid
+row in `interactions`, `do_not_interact` or `consents` fails the run with a `SourceDataError`, since
+those tables can only block a contact.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+from zoneinfo import available_timezones
+
+import pandera.polars as pa
+import polars as pl
+from pandera.api.polars.types import PolarsData
+from pandera.config import ValidationDepth, config_context
+from pandera.errors import SchemaErrors
+
+from pipelines.errors import ErrorItem, SourceDataError
+from pipelines.tables import (
+    BORROWERS,
+    CONSENTS,
+    CONTACTS,
+    DO_NOT_INTERACT,
+    INTERACTIONS,
+    TABLES,
+    SourceTables,
+    TableSpec,
+)
+from pipelines.vocab import (
+    AFFILIATIONS,
+    CONSENT_NAMES,
+    CONSENT_STATUSES,
+    CONTACT_STATUSES,
+    CONTACT_TYPES,
+    DIRECTIONS,
+    DNI_CHANNELS,
+    INTERACTION_CHANNELS,
+    INTERACTION_STATUSES,
+    LABELS,
+    STATUS_DETAILS,
+    THEMES,
+)
+
+log = logging.getLogger(__name__)
+
+# Readers add this List(String) column (only when some value could not be converted to its column's
+# type) holding the names of the failed type checks of the row, so that a bad value is reported by
+# validation instead of silently becoming null. Validation drops it.
+CAST_ERRORS: Final = "__castErrors"
+
+E164: Final = r"^\+[1-9]\d{1,14}$"
+EMAIL: Final = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+STATE: Final = r"^[A-Z]{2}$"
+# Tables whose invalid rows fail the run instead of being left out.
+FAIL_RUN_TABLES: Final = ("interactions", "do_not_interact", "consents")
+MAX_ERROR_ITEMS: Final = 50
+
+REJECTED_SCHEMA: Final = pl.Schema(
+    {"tableName": pl.String(), "rowKey": pl.String(), "checks": pl.List(pl.String())}
+)
+
+Engine = Literal["polars", "pandera"]
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """One named row check. `passes` is true where the row passes; null is a failure."""
+
+    name: str
+    column: str | None  # the column the check is about (None: the whole row)
+    passes: pl.Expr
+    # the same check, cheaper when `column` is sorted (used by the fast path only)
+    passes_sorted: pl.Expr | None = None
+
+
+@dataclass(frozen=True)
+class ValidatedSources:
+    """Validated tables (rejected borrowers and contacts left out) and the rejected rows."""
+
+    tables: SourceTables
+    rejected: pl.DataFrame  # tableName, rowKey, checks
+
+
+# ---------------------------------------------------------------- check definitions
+
+
+@functools.cache
+def _zones() -> tuple[str, ...]:
+    return tuple(sorted(available_timezones()))
+
+
+def type_check_name(column: str, dtype: pl.DataType) -> str:
+    """Name of the check that fails when a value cannot be converted to the column's type."""
+    if isinstance(dtype, pl.Datetime):
+        kind = "timestamp"
+    elif isinstance(dtype, pl.Date):
+        kind = "date"
+    elif isinstance(dtype, pl.Boolean):
+        kind = "boolean"
+    elif isinstance(dtype, pl.List):
+        inner = dtype.inner
+        if isinstance(inner, pl.Struct):
+            kind = "time_window_list"
+        elif inner.is_integer():
+            kind = "integer_list"
+        else:
+            kind = "string_list"
+    elif dtype.is_integer():
+        kind = "integer"
+    else:
+        kind = "typed"
+    return f"{column}_is_{kind}"
+
+
+def _cast_failed(name: str) -> pl.Expr:
+    return pl.col(CAST_ERRORS).list.contains(pl.lit(name)).fill_null(False)
+
+
+def _in_vocab(column: str, vocab: Sequence[str]) -> RowCheck:
+    col = pl.col(column)
+    return RowCheck(f"{column}_in_vocabulary", column, col.is_null() | col.is_in(list(vocab)))
+
+
+def _list_in_vocab(column: str, vocab: Sequence[str]) -> RowCheck:
+    col = pl.col(column)
+    each = pl.element().is_in(list(vocab)).fill_null(False)
+    return RowCheck(f"{column}_in_vocabulary", column, col.is_null() | col.list.eval(each).list.all())
+
+
+def _not_empty(column: str) -> RowCheck:
+    col = pl.col(column)
+    # an empty channels/themes list would be a DNI that blocks nothing: refuse it (fail closed)
+    return RowCheck(f"{column}_not_empty", column, col.is_null() | (col.list.len() > 0))
+
+
+def _timezone(column: str = "timezone") -> RowCheck:
+    col = pl.col(column)
+    return RowCheck(f"{column}_is_iana", column, col.is_null() | col.is_in(list(_zones())))
+
+
+def _common_checks(spec: TableSpec) -> list[RowCheck]:
+    checks: list[RowCheck] = []
+    for column in spec.columns:
+        typed = column.dtype != pl.String()
+        type_name = type_check_name(column.name, column.dtype)
+        if typed:
+            checks.append(RowCheck(type_name, column.name, ~_cast_failed(type_name)))
+        if column.required:
+            present = pl.col(column.name).is_not_null()
+            # a value that did not convert is reported by its type check, not as missing
+            checks.append(
+                RowCheck(
+                    f"{column.name}_not_null",
+                    column.name,
+                    present | _cast_failed(type_name) if typed else present,
+                )
+            )
+    if spec.key == "id":
+        ident = pl.col("id")
+        # on a sorted column a duplicate sits next to its twin: no hashing needed
+        apart = (ident != ident.shift(1)).fill_null(True) & (ident != ident.shift(-1)).fill_null(True)
+        checks.append(
+            RowCheck("id_unique", "id", ident.is_null() | ~ident.is_duplicated(), ident.is_null() | apart)
+        )
+    return checks
+
+
+def _contact_checks() -> list[RowCheck]:
+    kind = pl.col("contactType")
+    value = pl.col("value")
+    return [
+        _in_vocab("contactType", CONTACT_TYPES),
+        _in_vocab("label", LABELS),
+        _in_vocab("affiliation", AFFILIATIONS),
+        _in_vocab("status", CONTACT_STATUSES),
+        RowCheck("value_is_e164_phone", "value", kind.ne_missing("phone") | value.str.contains(E164)),
+        RowCheck("value_is_email", "value", kind.ne_missing("email") | value.str.contains(EMAIL)),
+        RowCheck(
+            "state_is_two_letters", "state", pl.col("state").is_null() | pl.col("state").str.contains(STATE)
+        ),
+        _timezone(),
+    ]
+
+
+def _dni_checks() -> list[RowCheck]:
+    days = pl.col("daysOfWeek")
+    windows = pl.col("timesOfDay")
+    start = pl.element().struct.field("fromHour")
+    end = pl.element().struct.field("toHour")
+    window_ok = ((start >= 0) & (start < end) & (end <= 24)).fill_null(False)
+    day_ok = pl.element().is_between(0, 6).fill_null(False)
+    return [
+        _list_in_vocab("channels", ("all", *DNI_CHANNELS)),
+        _not_empty("channels"),
+        _list_in_vocab("themes", ("all", *THEMES)),
+        _not_empty("themes"),
+        RowCheck("daysOfWeek_in_range", "daysOfWeek", days.is_null() | days.list.eval(day_ok).list.all()),
+        RowCheck(
+            "timesOfDay_hours_valid",
+            "timesOfDay",
+            windows.is_null() | windows.list.eval(window_ok).list.all(),
+        ),
+        _list_in_vocab("contactLabels", LABELS),
+        _timezone(),
+    ]
+
+
+def table_checks(spec: TableSpec) -> tuple[RowCheck, ...]:
+    """Every row check of a table, in report order (the cross-table borrower check excluded)."""
+    specific: dict[str, list[RowCheck]] = {
+        BORROWERS.name: [_timezone()],
+        CONTACTS.name: _contact_checks(),
+        INTERACTIONS.name: [
+            _in_vocab("channel", INTERACTION_CHANNELS),
+            _in_vocab("direction", DIRECTIONS),
+            _in_vocab("status", INTERACTION_STATUSES),
+            _in_vocab("statusDetails", STATUS_DETAILS),
+            _in_vocab("theme", THEMES),
+        ],
+        DO_NOT_INTERACT.name: _dni_checks(),
+        CONSENTS.name: [_in_vocab("name", CONSENT_NAMES), _in_vocab("status", CONSENT_STATUSES)],
+    }
+    return tuple(_common_checks(spec) + specific[spec.name])
+
+
+def borrower_reference_check(borrower_ids: pl.Series) -> RowCheck:
+    """contacts.personId must name a borrower that passed validation (fail closed)."""
+    return RowCheck(
+        "personId_references_borrower",
+        "personId",
+        pl.col("personId").is_in(borrower_ids.cast(pl.String).implode()),
+    )
+
+
+# ---------------------------------------------------------------- Pandera models
+
+
+def _prepare(frame: pl.LazyFrame) -> pl.LazyFrame:
+    if CAST_ERRORS in frame.collect_schema().names():
+        return frame
+    return frame.with_columns(pl.lit(None, pl.List(pl.String())).alias(CAST_ERRORS))
+
+
+def _pandera_check(check: RowCheck) -> pa.Check:
+    expr = check.passes.fill_null(False)
+
+    def run(data: PolarsData) -> pl.LazyFrame:
+        return _prepare(data.lazyframe).select(expr.alias(check.name))
+
+    return pa.Check(run, name=check.name, ignore_na=False)
+
+
+def pandera_schema(spec: TableSpec, borrower_ids: pl.Series | None = None) -> pa.DataFrameSchema:
+    """The Pandera model of a table: column types plus every row check of `table_checks()`.
+
+    Nullability and uniqueness are named checks (`<column>_not_null`, `id_unique`) so that Pandera's
+    failure cases carry the same names as the fast path. Give `borrower_ids` (contacts only) to add
+    `personId_references_borrower`.
+    """
+    checks = list(table_checks(spec))
+    if borrower_ids is not None:
+        checks.append(borrower_reference_check(borrower_ids))
+    by_column: dict[str | None, list[pa.Check]] = {}
+    for check in checks:
+        by_column.setdefault(check.column, []).append(_pandera_check(check))
+    columns = {
+        c.name: pa.Column(c.dtype, nullable=True, required=c.required, checks=by_column.get(c.name, []))
+        for c in spec.columns
+    }
+    return pa.DataFrameSchema(
+        columns, checks=by_column.get(None, []), name=spec.name, strict=False, coerce=False
+    )
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _conform(frame: pl.DataFrame, spec: TableSpec, source: str) -> pl.DataFrame:
+    """Check column presence and types; add absent optional columns (typed nulls or defaults)."""
+    added = []
+    for column in spec.columns:
+        if column.name not in frame.columns:
+            if column.required:
+                raise SourceDataError(
+                    source,
+                    [ErrorItem(f"/{spec.name}/{column.name}", "required column is missing")],
+                    message=f"{source}: table {spec.name} has no required column {column.name}; "
+                    "add it to the source",
+                )
+            added.append(pl.lit(column.default, column.dtype).alias(column.name))
+            continue
+        actual = frame.schema[column.name]
+        if actual != column.dtype:
+            raise SourceDataError(
+                source,
+                [ErrorItem(f"/{spec.name}/{column.name}", f"has type {actual}, expected {column.dtype}")],
+                message=f"{source}: column {spec.name}.{column.name} has type {actual}, expected "
+                f"{column.dtype}; read sources with pipelines.sources.open_source",
+            )
+    if added:
+        frame = frame.with_columns(added)
+    if CAST_ERRORS not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, pl.List(pl.String())).alias(CAST_ERRORS))
+    extras = [c for c in frame.columns if c not in spec.names]
+    return frame.select(*spec.names, *extras)
+
+
+def _row_keys(spec: TableSpec) -> pl.Expr:
+    """The row's key: its id, personId/name/updatedAt for consents, else `row N` (1-based)."""
+    row = pl.format("row {}", pl.col("__row") + 1)
+    if spec.key is not None:
+        return pl.coalesce(pl.col(spec.key).cast(pl.String), row)
+    parts = [
+        pl.col("personId"),
+        pl.col("name"),
+        pl.col("updatedAt").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ"),
+    ]
+    return (
+        pl.when(pl.all_horizontal(p.is_not_null() for p in parts))
+        .then(pl.concat_str(parts, separator="/"))
+        .otherwise(row)
+    )
+
+
+def _failures_polars(frame: pl.DataFrame, spec: TableSpec, checks: Sequence[RowCheck]) -> pl.DataFrame:
+    """Rows failing any check: `__row` (0-based), rowKey, checks (names in check order)."""
+    oks = [_fast_expr(frame, c).fill_null(False).alias(f"__ok{i}") for i, c in enumerate(checks)]
+    flagged = (
+        frame.lazy()
+        .with_row_index("__row")
+        .with_columns(oks)
+        .filter(~pl.all_horizontal(pl.col(f"__ok{i}") for i in range(len(checks))))
+    )
+    names = [pl.when(~pl.col(f"__ok{i}")).then(pl.lit(c.name)) for i, c in enumerate(checks)]
+    return flagged.select(
+        pl.col("__row").cast(pl.Int64),
+        _row_keys(spec).alias("rowKey"),
+        pl.concat_list(names).list.drop_nulls().alias("checks"),
+    ).collect()
+
+
+def _fast_expr(frame: pl.DataFrame, check: RowCheck) -> pl.Expr:
+    if check.passes_sorted is not None and check.column is not None:
+        column = frame.get_column(check.column)
+        if column.null_count() == 0 and column.is_sorted():
+            return check.passes_sorted
+    return check.passes
+
+
+def _failures_pandera(
+    frame: pl.DataFrame, spec: TableSpec, borrower_ids: pl.Series | None, source: str
+) -> pl.DataFrame:
+    schema = pandera_schema(spec, borrower_ids)
+    order = {c.name: i for i, c in enumerate(table_checks(spec))}
+    order["personId_references_borrower"] = len(order)
+    try:
+        with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+            schema.validate(frame, lazy=True)
+    except SchemaErrors as exc:
+        cases: pl.DataFrame = exc.failure_cases
+    else:
+        return pl.DataFrame(schema={"__row": pl.Int64, "rowKey": pl.String, "checks": pl.List(pl.String)})
+    unplaced = cases.filter(pl.col("index").is_null())
+    if unplaced.height:
+        where = ", ".join(f"{c}: {k}" for c, k in unplaced.select("column", "check").unique().iter_rows())
+        raise SourceDataError(source, [ErrorItem(f"/{spec.name}", f"schema check failed ({where})")])
+    per_row = (
+        cases.select(
+            pl.col("index").cast(pl.Int64).alias("__row"),
+            pl.col("check"),
+            pl.col("check").replace_strict(order, return_dtype=pl.Int64).alias("__order"),
+        )
+        .unique()
+        .sort("__row", "__order")
+        .group_by("__row", maintain_order=True)
+        .agg(pl.col("check").alias("checks"))
+    )
+    keys = (
+        frame.lazy()
+        .with_row_index("__row")
+        .select(pl.col("__row").cast(pl.Int64), _row_keys(spec).alias("rowKey"))
+    )
+    return per_row.lazy().join(keys, on="__row", how="left").select("__row", "rowKey", "checks").collect()
+
+
+def _failures(
+    frame: pl.DataFrame,
+    spec: TableSpec,
+    engine: Engine,
+    source: str,
+    borrower_ids: pl.Series | None = None,
+) -> pl.DataFrame:
+    if engine == "pandera":
+        return _failures_pandera(frame, spec, borrower_ids, source)
+    checks = list(table_checks(spec))
+    if borrower_ids is not None:
+        checks.append(borrower_reference_check(borrower_ids))
+    return _failures_polars(frame, spec, checks)
+
+
+def _rejected(table: str, failures: pl.DataFrame) -> pl.DataFrame:
+    return failures.select(pl.lit(table).alias("tableName"), "rowKey", "checks")
+
+
+def _fail_run(source: str, bad: dict[str, pl.DataFrame]) -> SourceDataError:
+    items: list[ErrorItem] = []
+    total = 0
+    for table, failures in bad.items():
+        for row_key, checks in failures.select("rowKey", "checks").iter_rows():
+            for check in checks:
+                total += 1
+                if len(items) < MAX_ERROR_ITEMS:
+                    items.append(ErrorItem(f"/{table}/{row_key}", f"failed check {check}"))
+    if total > len(items):
+        items.append(ErrorItem("", f"{total - len(items)} more failed checks not listed"))
+    summary = ", ".join(f"{t}: {f.height} rows" for t, f in bad.items())
+    first = items[0]
+    message = (
+        f"{source}: invalid rows in tables that can only block a contact ({summary}); "
+        f"first: {first.path}: {first.message}. Fix these rows in the source: the run does not "
+        "skip them because a skipped row could let a blocked contact through"
+    )
+    return SourceDataError(source, items, message=message)
+
+
+def validate_sources(
+    tables: SourceTables, *, source: str = "source", engine: Engine = "polars"
+) -> ValidatedSources:
+    """Validate the five tables at data depth; see the module docstring for the policy.
+
+    `source` names the source in error messages. `engine="pandera"` runs the Pandera models and
+    reads their failure cases instead of the vectorised path (same checks, same report; slower).
+    """
+    started = time.perf_counter()
+    frames = {spec.name: _conform(tables.get(spec.name).collect(), spec, source) for spec in TABLES}
+
+    bad = {}
+    for name in FAIL_RUN_TABLES:
+        failures = _failures(frames[name], _spec(name), engine, source)
+        if failures.height:
+            bad[name] = failures
+    if bad:
+        raise _fail_run(source, bad)
+
+    borrowers = frames[BORROWERS.name]
+    borrower_failures = _failures(borrowers, BORROWERS, engine, source)
+    borrowers = _drop_rows(borrowers, borrower_failures)
+    contacts = frames[CONTACTS.name]
+    contact_failures = _failures(contacts, CONTACTS, engine, source, borrowers.get_column("id"))
+    contacts = _drop_rows(contacts, contact_failures)
+
+    rejected = pl.concat(
+        [
+            _rejected(BORROWERS.name, borrower_failures),
+            _rejected(CONTACTS.name, contact_failures),
+        ]
+    ).cast(REJECTED_SCHEMA)
+    validated = SourceTables(
+        borrowers=borrowers.drop(CAST_ERRORS).lazy(),
+        contacts=contacts.drop(CAST_ERRORS).lazy(),
+        interactions=frames[INTERACTIONS.name].drop(CAST_ERRORS).lazy(),
+        do_not_interact=frames[DO_NOT_INTERACT.name].drop(CAST_ERRORS).lazy(),
+        consents=frames[CONSENTS.name].drop(CAST_ERRORS).lazy(),
+    )
+    log.info(
+        "validated source %s in %.2fs: %d borrowers and %d contacts rejected",
+        source,
+        time.perf_counter() - started,
+        borrower_failures.height,
+        contact_failures.height,
+    )
+    return ValidatedSources(validated, rejected)
+
+
+def _spec(name: str) -> TableSpec:
+    return next(t for t in TABLES if t.name == name)
+
+
+def _drop_rows(frame: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
+    if not failures.height:
+        return frame
+    drop = failures.get_column("__row")
+    return (
+        frame.with_row_index("__row")
+        .filter(~pl.col("__row").cast(pl.Int64).is_in(drop.implode()))
+        .drop("__row")
+    )
+
+
+def check_names(spec: TableSpec) -> tuple[str, ...]:
+    """Names of a table's checks (for documentation and tests)."""
+    names = tuple(c.name for c in table_checks(spec))
+    return names + (("personId_references_borrower",) if spec.name == CONTACTS.name else ())
+
+
+__all__ = [
+    "CAST_ERRORS",
+    "REJECTED_SCHEMA",
+    "RowCheck",
+    "ValidatedSources",
+    "check_names",
+    "pandera_schema",
+    "table_checks",
+    "type_check_name",
+    "validate_sources",
+]

@@ -1,0 +1,435 @@
+"""Source tables IO (CONTRACT.md §5): read a DuckDB file or a folder of Parquet/CSV files, write them back.
+
+`open_source()` returns frames with exactly the types of `pipelines.tables`: every column is converted
+to its spec type, absent optional columns are added (nulls, or the boolean default), nulls in
+booleans take their default, and columns not in the spec are kept as they come (after the spec's
+columns). A value that cannot be converted (a timestamp `yesterday`, a boolean `maybe`, a list that
+is not a JSON array) is not silently turned into null: the row gets the name of the failed type
+check in the `CAST_ERRORS` column, which validation reports (`startedAt_is_timestamp`). That column
+is only present when some value failed.
+
+CSV files are read as text, so ids, ZIP codes and phone numbers keep their leading zeros and `+`;
+list columns are JSON arrays (`["voice","text"]`, `[{"fromHour":9,"toHour":17}]`), booleans
+`true`/`false`, timestamps ISO-8601 in UTC (`2026-11-03T14:00:00Z`; an offset is converted, no
+offset means UTC), dates `YYYY-MM-DD`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import duckdb
+import polars as pl
+from filelock import FileLock, Timeout
+from polars.datatypes import DataTypeClass
+
+from pipelines import duck
+from pipelines.errors import ErrorItem, InvalidInputError, SourceDataError, TransientError
+from pipelines.schemas import CAST_ERRORS, type_check_name
+from pipelines.tables import TABLES, SourceTables, TableSpec
+
+log = logging.getLogger(__name__)
+
+SourceFormat = Literal["duckdb", "parquet", "csv"]
+PolarsType = pl.DataType | DataTypeClass
+FOLDER_FORMATS: Final = ("parquet", "csv")
+TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.fZ"
+_BOOLEANS: Final = {"true": True, "1": True, "false": False, "0": False}
+# ISO-8601 variants accepted in text; the first two carry a zone (Z or an offset), the others are UTC.
+_ZONED_FORMATS: Final = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
+_NAIVE_FORMATS: Final = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f")
+
+
+# ---------------------------------------------------------------- reading
+
+
+def open_source(path: Path) -> SourceTables:
+    """Read the five source tables from a DuckDB file or a folder of `<table>.parquet|csv` files."""
+    path = Path(path)
+    source = str(path)
+    if path.is_dir():
+        raw = {spec.name: _read_folder_table(path, spec) for spec in TABLES}
+    elif path.is_file():
+        raw = _read_duckdb(path)
+    else:
+        raise SourceDataError(
+            source,
+            [ErrorItem("", "does not exist")],
+            message=f"source {source} does not exist; give a DuckDB file or a folder of "
+            "<table>.parquet/<table>.csv files (contact-exporter generate --out PATH makes one)",
+        )
+    frames = {spec.name: conform(raw[spec.name], spec, source) for spec in TABLES}
+    log.info("read source %s: %s", source, ", ".join(f"{k}={v.height}" for k, v in frames.items()))
+    return SourceTables(**{name: frame.lazy() for name, frame in frames.items()})
+
+
+def _missing_table(source: str, table: str, how: str) -> SourceDataError:
+    return SourceDataError(
+        source,
+        [ErrorItem(f"/{table}", "required table is missing")],
+        message=f"source {source} has no table {table} ({how})",
+    )
+
+
+def _read_folder_table(folder: Path, spec: TableSpec) -> pl.DataFrame:
+    source = str(folder)
+    found = [
+        folder / f"{spec.name}.{ext}" for ext in FOLDER_FORMATS if (folder / f"{spec.name}.{ext}").is_file()
+    ]
+    if not found:
+        raise _missing_table(source, spec.name, f"add {spec.name}.parquet or {spec.name}.csv")
+    if len(found) > 1:
+        raise SourceDataError(
+            source,
+            [ErrorItem(f"/{spec.name}", "both a Parquet and a CSV file")],
+            message=f"source {source} holds both {spec.name}.parquet and {spec.name}.csv; remove one",
+        )
+    file = found[0]
+    try:
+        if file.suffix == ".csv":
+            # all text: ids, ZIP codes and phone numbers keep leading zeros; types come from the spec
+            return pl.read_csv(file, infer_schema=False, encoding="utf8")
+        return pl.read_parquet(file)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise SourceDataError(
+            str(file),
+            [ErrorItem(f"/{spec.name}", f"cannot be read: {type(exc).__name__}")],
+            message=f"source file {file} cannot be read as {file.suffix[1:]}: {type(exc).__name__}; "
+            "check that it is a complete file",
+        ) from None
+
+
+def _read_duckdb(path: Path) -> dict[str, pl.DataFrame]:
+    source = str(path)
+    # Through duck.connect: the source may be the warehouse file that this process also writes.
+    try:
+        with duck.connect(path, read_only=True) as con:
+            con.execute("SET enable_progress_bar = false")  # stdout carries the CLI's JSON
+            rows = con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", ["main"]
+            ).fetchall()
+            present = {str(r[0]) for r in rows}
+            frames = {}
+            for spec in TABLES:
+                if spec.name not in present:
+                    raise _missing_table(source, spec.name, "create it in the DuckDB file")
+                frames[spec.name] = con.table(spec.name).pl()
+            return frames
+    except duckdb.Error as exc:
+        raise SourceDataError(
+            source,
+            [ErrorItem("", f"cannot be opened as DuckDB: {type(exc).__name__}")],
+            message=f"source {source} cannot be opened as a DuckDB file ({type(exc).__name__}: {exc}); "
+            "give a DuckDB file or a folder of Parquet/CSV files",
+        ) from None
+
+
+def conform(frame: pl.DataFrame, spec: TableSpec, source: str) -> pl.DataFrame:
+    """Convert a raw table to the spec's types (see the module docstring); spec columns first."""
+    missing = [c.name for c in spec.columns if c.required and c.name not in frame.columns]
+    if missing:
+        raise SourceDataError(
+            source,
+            [ErrorItem(f"/{spec.name}/{name}", "required column is missing") for name in missing],
+            message=f"source {source}: table {spec.name} has no column {missing[0]} (required); add it"
+            + (f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""),
+        )
+    converted: list[pl.Series] = []
+    failed: list[pl.Series] = []
+    for column in spec.columns:
+        if column.name not in frame.columns:
+            converted.append(pl.Series(column.name, [column.default] * frame.height, column.dtype))
+            continue
+        raw = frame.get_column(column.name)
+        if raw.dtype == column.dtype:
+            value = raw
+        else:
+            value, bad = _convert(raw, column.dtype)
+            if bad.any():
+                failed.append(_mark(bad, type_check_name(column.name, column.dtype)))
+        if column.default is not None:
+            value = value.fill_null(column.default)
+        converted.append(value.alias(column.name))
+    extras = [frame.get_column(c) for c in frame.columns if c not in spec.names and c != CAST_ERRORS]
+    out = pl.DataFrame(converted + extras)
+    if failed:
+        names = pl.DataFrame(failed).select(pl.concat_list(pl.all()).list.drop_nulls().alias(CAST_ERRORS))
+        out = pl.concat([out, names], how="horizontal").with_columns(
+            pl.when(pl.col(CAST_ERRORS).list.len() > 0).then(pl.col(CAST_ERRORS)).alias(CAST_ERRORS)
+        )
+        log.warning(
+            "source %s: table %s has %d rows with values that do not convert to their column type",
+            source,
+            spec.name,
+            out.get_column(CAST_ERRORS).is_not_null().sum(),
+        )
+    return out
+
+
+def _mark(bad: pl.Series, name: str) -> pl.Series:
+    """`name` where `bad`, else null."""
+    return bad.to_frame("bad").select(pl.when(pl.col("bad")).then(pl.lit(name)).alias(name)).to_series()
+
+
+def _convert(raw: pl.Series, dtype: pl.DataType) -> tuple[pl.Series, pl.Series]:
+    """Convert a column to `dtype`; return it with a mask of values that could not be converted."""
+    if raw.dtype == pl.Null:
+        return pl.Series(raw.name, [None] * raw.len(), dtype), pl.Series([False] * raw.len())
+    if isinstance(dtype, pl.List) and raw.dtype == pl.String:
+        return _decode_json_lists(raw, dtype)
+    if raw.dtype == pl.String:
+        value = _parse_text(raw, dtype)
+    elif isinstance(dtype, pl.Datetime) and isinstance(raw.dtype, pl.Datetime):
+        value = (
+            raw.dt.convert_time_zone("UTC") if raw.dtype.time_zone else raw.dt.replace_time_zone("UTC")
+        ).cast(dtype)
+    elif isinstance(dtype, pl.Datetime) and raw.dtype == pl.Date:
+        value = raw.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    elif isinstance(dtype, pl.Date) and isinstance(raw.dtype, pl.Datetime):
+        utc = raw.dt.convert_time_zone("UTC") if raw.dtype.time_zone else raw
+        value = utc.dt.date()
+    else:
+        value = raw.cast(dtype, strict=False)
+    return value.alias(raw.name), raw.is_not_null() & value.is_null()
+
+
+TextParser = Callable[[pl.Series], pl.Series]
+
+
+def _boolean(text: pl.Series) -> pl.Series:
+    return text.replace_strict(_BOOLEANS, default=None, return_dtype=pl.Boolean)
+
+
+def _zoned(fmt: str) -> TextParser:
+    return lambda text: text.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False)
+
+
+def _naive(fmt: str) -> TextParser:
+    return lambda text: text.str.to_datetime(fmt, time_unit="us", strict=False).dt.replace_time_zone("UTC")
+
+
+def _parsers(dtype: pl.DataType) -> list[TextParser]:
+    """Ways to read text as `dtype`, most common (and fastest) first."""
+    if isinstance(dtype, pl.Boolean):
+        return [_boolean, lambda text: _boolean(text.str.to_lowercase())]
+    if isinstance(dtype, pl.Datetime):
+        # whole seconds with Z (what write_source writes) has a fast fixed-width path
+        return (
+            [_zoned("%Y-%m-%dT%H:%M:%SZ")]
+            + [_zoned(f) for f in _ZONED_FORMATS]
+            + [_naive(f) for f in _NAIVE_FORMATS]
+        )
+    if isinstance(dtype, pl.Date):
+        return [lambda text: text.str.to_date("%Y-%m-%d", strict=False)]
+    return [lambda text: text.cast(dtype, strict=False)]
+
+
+def _parse_text(raw: pl.Series, dtype: pl.DataType) -> pl.Series:
+    """Try each parser in turn; later ones only see the (stripped) values still unparsed."""
+    parsers = _parsers(dtype)
+    value = parsers[0](raw)
+    for parse in [*parsers, None]:
+        pending = (raw.is_not_null() & value.is_null()).arg_true()
+        if pending.len() == 0 or parse is None:
+            break
+        retry = parse(raw.gather(pending).str.strip_chars())
+        value = value.scatter(pending, retry)
+    return value.cast(dtype)
+
+
+def _decode_json_lists(raw: pl.Series, dtype: pl.List) -> tuple[pl.Series, pl.Series]:
+    """Decode JSON arrays, one distinct text at a time (list columns repeat a few values)."""
+    distinct = raw.drop_nulls().unique(maintain_order=True)
+    decoded: list[list[Any] | None] = []
+    ok: list[bool] = []
+    for text in distinct.to_list():
+        value = _json_list(text, dtype.inner)
+        decoded.append(value)
+        ok.append(value is not None or text.strip() == "null")
+    table = pl.DataFrame(
+        [distinct.alias("__raw"), pl.Series("__value", decoded, dtype), pl.Series("__ok", ok, pl.Boolean)]
+    )
+    joined = raw.alias("__raw").to_frame().join(table, on="__raw", how="left", maintain_order="left")
+    return joined.get_column("__value").alias(raw.name), ~joined.get_column("__ok").fill_null(True)
+
+
+def _json_list(text: str, inner: PolarsType) -> list[Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, list):
+        return None
+    if all(_fits(item, inner) for item in value):
+        return value
+    return None
+
+
+def _fits(item: object, dtype: PolarsType) -> bool:
+    if isinstance(dtype, pl.Struct):
+        if not isinstance(item, dict) or set(item) != {f.name for f in dtype.fields}:
+            return False
+        return all(_fits(item[f.name], f.dtype) for f in dtype.fields)
+    if dtype.is_integer():
+        return isinstance(item, int) and not isinstance(item, bool)
+    if dtype == pl.String:
+        return isinstance(item, str)
+    if isinstance(dtype, pl.Boolean):
+        return isinstance(item, bool)
+    return False
+
+
+def read_ids(path: Path) -> pl.DataFrame:
+    """Read a population file (CSV or Parquet with a column `id`) as distinct text ids."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(
+            str(path), [ErrorItem("", "does not exist")], message=f"population file {path} does not exist"
+        )
+    try:
+        if path.suffix.lower() == ".parquet":
+            frame = pl.read_parquet(path)
+        elif path.suffix.lower() == ".csv":
+            frame = pl.read_csv(path, infer_schema=False, encoding="utf8")
+        else:
+            raise InvalidInputError(
+                str(path),
+                [ErrorItem("", "unknown file type")],
+                message=f"population file {path} must be a .csv or .parquet file with a column id",
+            )
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InvalidInputError(
+            str(path),
+            [ErrorItem("", f"cannot be read: {type(exc).__name__}")],
+            message=f"population file {path} cannot be read ({type(exc).__name__})",
+        ) from None
+    if "id" not in frame.columns:
+        raise InvalidInputError(
+            str(path),
+            [ErrorItem("/id", "required column is missing")],
+            message=f"population file {path} has no column id (columns: {', '.join(frame.columns) or 'none'})",
+        )
+    return frame.select(pl.col("id").cast(pl.String)).drop_nulls().unique(maintain_order=True)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_source(tables: SourceTables, path: Path, fmt: SourceFormat) -> None:
+    """Write the five tables as a DuckDB file or a folder of Parquet/CSV files, atomically.
+
+    DuckDB: the file is built under a temporary name beside `path` (starting from a copy of an
+    existing file, whose other tables are kept) and renamed over it. Folders: each table file is
+    written under a temporary name in the folder and renamed; a file of the other format for the
+    same table is removed so the folder holds one version of each table.
+    """
+    path = Path(path)
+    frames = {spec.name: tables.get(spec.name).collect() for spec in TABLES}
+    if fmt == "duckdb":
+        _write_duckdb(frames, path)
+    elif fmt in FOLDER_FORMATS:
+        _write_folder(frames, path, fmt)
+    else:
+        raise InvalidInputError(
+            "arguments", [ErrorItem("/format", f"unknown format {fmt!r}; use duckdb, parquet or csv")]
+        )
+    log.info("wrote source %s (%s)", path, fmt)
+
+
+@contextlib.contextmanager
+def _temporary(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path`; removed unless the caller renamed it over `path`."""
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        yield temp
+    finally:
+        for leftover in (temp, temp.with_name(temp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+
+
+def _write_duckdb(frames: dict[str, pl.DataFrame], path: Path) -> None:
+    if path.is_dir():
+        raise InvalidInputError(
+            str(path), [ErrorItem("", "is a folder")], message=f"{path} is a folder; a DuckDB file is needed"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The same lock file as pipelines.duck: the target may be the warehouse, which other runs write
+    # in place; holding it from copy to rename means no write of theirs is lost in between.
+    lock = FileLock(str(path) + ".lock", timeout=duck.LOCK_TIMEOUT_SECONDS)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TransientError(f"{path} is busy: another writer held it for {lock.timeout:.0f}s") from None
+    try:
+        if path.with_name(path.name + ".wal").exists():
+            raise InvalidInputError(
+                str(path),
+                [ErrorItem("", "has a write-ahead log")],
+                message=f"{path} has a write-ahead log ({path.name}.wal): another process has it open "
+                "or stopped while writing; close it (or open and close it once) first",
+            )
+        with _temporary(path) as temp:
+            if path.exists():
+                shutil.copyfile(path, temp)
+            con = duckdb.connect(str(temp))
+            try:
+                # stdout carries the CLI's JSON: no progress bar on long writes
+                con.execute("SET enable_progress_bar = false")
+                for spec in TABLES:
+                    con.execute(f'DROP TABLE IF EXISTS "{spec.name}"')  # table names are constants
+                    con.from_arrow(frames[spec.name].to_arrow()).create(spec.name)
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            os.replace(temp, path)
+    finally:
+        lock.release()
+
+
+def _write_folder(frames: dict[str, pl.DataFrame], folder: Path, fmt: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInputError(
+            str(folder),
+            [ErrorItem("", "is not a folder")],
+            message=f"{folder} is a file; {fmt} sources are folders of <table>.{fmt} files",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    for spec in TABLES:
+        target = folder / f"{spec.name}.{fmt}"
+        with _temporary(target) as temp:
+            frame = frames[spec.name]
+            if fmt == "csv":
+                _text_frame(frame).write_csv(temp, line_terminator="\n")
+            else:
+                frame.write_parquet(temp)
+            os.replace(temp, target)
+        for other in FOLDER_FORMATS:
+            if other != fmt:
+                (folder / f"{spec.name}.{other}").unlink(missing_ok=True)
+
+
+def _text_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """Lists as JSON arrays, timestamps as ISO-8601 UTC with `Z`, everything else as polars writes it."""
+    exprs = []
+    for name, dtype in frame.schema.items():
+        col = pl.col(name)
+        if isinstance(dtype, (pl.List, pl.Array, pl.Struct)):
+            encoded = pl.struct(col.alias("v")).struct.json_encode().str.slice(5).str.strip_suffix("}")
+            exprs.append(pl.when(col.is_not_null()).then(encoded).alias(name))
+        elif isinstance(dtype, pl.Datetime):
+            utc = col.dt.convert_time_zone("UTC") if dtype.time_zone else col
+            exprs.append(utc.dt.to_string(TIMESTAMP_FORMAT if dtype.time_zone else "%Y-%m-%dT%H:%M:%S%.f"))
+        else:
+            exprs.append(col)
+    return frame.select(exprs)
+
+
+__all__ = ["SourceFormat", "conform", "open_source", "read_ids", "write_source"]

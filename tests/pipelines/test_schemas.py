@@ -1,0 +1,453 @@
+"""Schema checks: one minimal bad row per check, the reject/fail policy, and both engines agreeing."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pandera.polars as pa
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from pipelines.errors import SourceDataError
+from pipelines.schemas import (
+    CAST_ERRORS,
+    MAX_ERROR_ITEMS,
+    check_names,
+    pandera_schema,
+    validate_sources,
+)
+from pipelines.tables import (
+    BORROWERS,
+    CONSENTS,
+    CONTACTS,
+    DO_NOT_INTERACT,
+    INTERACTIONS,
+    TABLES,
+    SourceTables,
+    TableSpec,
+)
+
+T0 = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
+
+BORROWER = {"id": "BR-1", "companyId": "CP-ACME", "timezone": "America/New_York"}
+PHONE = {
+    "id": "CT-1",
+    "personId": "BR-1",
+    "contactType": "phone",
+    "label": "personal",
+    "affiliation": "self",
+    "status": "primary",
+    "value": "+14155550123",
+}
+EMAIL = {**PHONE, "id": "CT-2", "contactType": "email", "value": "pat@example.com"}
+ADDRESS = {
+    **PHONE,
+    "id": "CT-3",
+    "contactType": "address",
+    "label": "home",
+    "value": None,
+    "state": "MA",
+    "postalCode": "02108",
+}
+INTERACTION = {
+    "id": "IN-1",
+    "personId": "BR-1",
+    "channel": "voice",
+    "direction": "outbound",
+    "status": "attempted",
+    "statusDetails": "voiceNoAnswer",
+    "theme": "opsCollDebt",
+    "startedAt": T0,
+}
+DNI = {
+    "id": "DNI-1",
+    "personId": "BR-1",
+    "channels": ["voice"],
+    "themes": ["all"],
+    "startDate": date(2026, 11, 1),
+    "daysOfWeek": [1, 2],
+    "timesOfDay": [{"fromHour": 9, "toHour": 17}],
+    "timezone": "America/Chicago",
+    "contactLabels": ["home"],
+}
+CONSENT = {"personId": "BR-1", "name": "autodialedColl", "status": "consented", "updatedAt": T0}
+
+
+def frame(spec: TableSpec, rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Rows as a frame with the spec's exact types; absent keys are null, booleans get defaults."""
+    data = {c.name: [r.get(c.name, c.default) for r in rows] for c in spec.columns}
+    return pl.DataFrame(data, schema=spec.schema)
+
+
+def tables(**rows: list[dict[str, Any]]) -> SourceTables:
+    defaults = {
+        "borrowers": [BORROWER],
+        "contacts": [PHONE, EMAIL, ADDRESS],
+        "interactions": [INTERACTION],
+        "do_not_interact": [DNI],
+        "consents": [CONSENT],
+    }
+    defaults.update(rows)
+    return SourceTables(**{spec.name: frame(spec, defaults[spec.name]).lazy() for spec in TABLES})
+
+
+ENGINES = ["polars", "pandera"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_valid_tables_pass_unchanged(engine: str) -> None:
+    source = tables()
+    result = validate_sources(source, engine=engine)  # type: ignore[arg-type]
+    assert result.rejected.height == 0
+    assert result.rejected.schema == pl.Schema(
+        {"tableName": pl.String, "rowKey": pl.String, "checks": pl.List(pl.String)}
+    )
+    for spec in TABLES:
+        assert_frame_equal(result.tables.get(spec.name).collect(), source.get(spec.name).collect())
+
+
+CONTACT_CASES = [
+    ({"id": None}, "id_not_null"),
+    ({"personId": None}, "personId_not_null"),
+    ({"contactType": None}, "contactType_not_null"),
+    ({"contactType": "fax"}, "contactType_in_vocabulary"),
+    ({"label": None}, "label_not_null"),
+    ({"label": "office"}, "label_in_vocabulary"),
+    ({"affiliation": None}, "affiliation_not_null"),
+    ({"affiliation": "friend"}, "affiliation_in_vocabulary"),
+    ({"status": None}, "status_not_null"),
+    ({"status": "deleted"}, "status_in_vocabulary"),
+    ({"value": "4155550123"}, "value_is_e164_phone"),
+    ({"value": "+04155550123"}, "value_is_e164_phone"),
+    ({"value": None}, "value_is_e164_phone"),
+    ({"contactType": "email", "value": "not-an-email"}, "value_is_email"),
+    ({"state": "Ma"}, "state_is_two_letters"),
+    ({"state": "MAS"}, "state_is_two_letters"),
+    ({"timezone": "Eastern"}, "timezone_is_iana"),
+    ({"personId": "BR-404"}, "personId_references_borrower"),
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("change", "check"), CONTACT_CASES)
+def test_bad_contact_is_rejected_and_left_out(engine: str, change: dict[str, Any], check: str) -> None:
+    bad = {**PHONE, "id": "CT-9", **change}
+    result = validate_sources(tables(contacts=[PHONE, bad, EMAIL]), engine=engine)  # type: ignore[arg-type]
+    key = "row 2" if change.get("id", "x") is None else "CT-9"
+    rejected = result.rejected.filter(pl.col("rowKey") == key)
+    assert rejected.height == 1
+    assert rejected.get_column("tableName").item() == "contacts"
+    assert check in rejected.get_column("checks").item().to_list()
+    kept = result.tables.contacts.collect().get_column("id").to_list()
+    assert kept == ["CT-1", "CT-2"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_duplicate_contact_ids_reject_both(engine: str) -> None:
+    twin = {**EMAIL, "id": "CT-1"}
+    result = validate_sources(tables(contacts=[PHONE, twin, ADDRESS]), engine=engine)  # type: ignore[arg-type]
+    assert result.rejected.rows() == [
+        ("contacts", "CT-1", ["id_unique"]),
+        ("contacts", "CT-1", ["id_unique"]),
+    ]
+    assert result.tables.contacts.collect().get_column("id").to_list() == ["CT-3"]
+
+
+def test_unsorted_duplicates_are_found_too() -> None:
+    rows = [{**PHONE, "id": i} for i in ("CT-5", "CT-1", "CT-3", "CT-1", "CT-2")]
+    result = validate_sources(tables(contacts=rows))
+    assert result.rejected.get_column("rowKey").to_list() == ["CT-1", "CT-1"]
+
+
+def test_every_failed_check_of_a_row_is_listed_in_check_order() -> None:
+    bad = {**PHONE, "id": "CT-9", "label": "office", "value": "555", "timezone": "Mars/Base"}
+    result = validate_sources(tables(contacts=[bad]))
+    assert result.rejected.rows() == [
+        ("contacts", "CT-9", ["label_in_vocabulary", "value_is_e164_phone", "timezone_is_iana"])
+    ]
+
+
+BORROWER_CASES = [
+    ({"id": None}, "id_not_null"),
+    ({"companyId": None}, "companyId_not_null"),
+    ({"timezone": "EST+5"}, "timezone_is_iana"),
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("change", "check"), BORROWER_CASES)
+def test_bad_borrower_is_rejected_with_its_contacts(engine: str, change: dict[str, Any], check: str) -> None:
+    other = {"id": "BR-2", "companyId": "CP-ACME"}
+    bad = {**BORROWER, **change}
+    other_phone = {**PHONE, "id": "CT-8", "personId": "BR-2"}
+    source = tables(borrowers=[other, bad], contacts=[PHONE, EMAIL, other_phone])
+    result = validate_sources(source, engine=engine)  # type: ignore[arg-type]
+    key = "row 2" if change.get("id", "x") is None else "BR-1"
+    assert (("borrowers", key, [check])) in result.rejected.rows()
+    assert result.tables.borrowers.collect().get_column("id").to_list() == ["BR-2"]
+    # fail closed: the contacts of a rejected borrower are never exported
+    refs = result.rejected.filter(pl.col("tableName") == "contacts")
+    assert refs.rows() == [
+        ("contacts", "CT-1", ["personId_references_borrower"]),
+        ("contacts", "CT-2", ["personId_references_borrower"]),
+    ]
+    assert result.tables.contacts.collect().get_column("id").to_list() == ["CT-8"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_duplicate_borrower_ids_reject_both_and_their_contacts(engine: str) -> None:
+    result = validate_sources(tables(borrowers=[BORROWER, BORROWER]), engine=engine)  # type: ignore[arg-type]
+    assert result.rejected.filter(pl.col("tableName") == "borrowers").rows() == [
+        ("borrowers", "BR-1", ["id_unique"]),
+        ("borrowers", "BR-1", ["id_unique"]),
+    ]
+    assert result.tables.contacts.collect().height == 0
+
+
+FAIL_RUN_CASES = [
+    ("interactions", INTERACTION, {"id": None}, "row 1", "id_not_null"),
+    ("interactions", INTERACTION, {"personId": None}, "IN-1", "personId_not_null"),
+    ("interactions", INTERACTION, {"channel": None}, "IN-1", "channel_not_null"),
+    ("interactions", INTERACTION, {"channel": "pigeon"}, "IN-1", "channel_in_vocabulary"),
+    ("interactions", INTERACTION, {"direction": "sideways"}, "IN-1", "direction_in_vocabulary"),
+    ("interactions", INTERACTION, {"direction": None}, "IN-1", "direction_not_null"),
+    ("interactions", INTERACTION, {"status": "done"}, "IN-1", "status_in_vocabulary"),
+    ("interactions", INTERACTION, {"status": None}, "IN-1", "status_not_null"),
+    ("interactions", INTERACTION, {"statusDetails": "voiceHungUp"}, "IN-1", "statusDetails_in_vocabulary"),
+    ("interactions", INTERACTION, {"theme": "marketing"}, "IN-1", "theme_in_vocabulary"),
+    ("interactions", INTERACTION, {"startedAt": None}, "IN-1", "startedAt_not_null"),
+    ("do_not_interact", DNI, {"id": None}, "row 1", "id_not_null"),
+    ("do_not_interact", DNI, {"personId": None}, "DNI-1", "personId_not_null"),
+    ("do_not_interact", DNI, {"channels": None}, "DNI-1", "channels_not_null"),
+    ("do_not_interact", DNI, {"channels": ["fax"]}, "DNI-1", "channels_in_vocabulary"),
+    ("do_not_interact", DNI, {"channels": []}, "DNI-1", "channels_not_empty"),
+    ("do_not_interact", DNI, {"themes": None}, "DNI-1", "themes_not_null"),
+    ("do_not_interact", DNI, {"themes": ["opsCollDebt", "spam"]}, "DNI-1", "themes_in_vocabulary"),
+    ("do_not_interact", DNI, {"themes": []}, "DNI-1", "themes_not_empty"),
+    ("do_not_interact", DNI, {"startDate": None}, "DNI-1", "startDate_not_null"),
+    ("do_not_interact", DNI, {"daysOfWeek": [7]}, "DNI-1", "daysOfWeek_in_range"),
+    ("do_not_interact", DNI, {"daysOfWeek": [-1]}, "DNI-1", "daysOfWeek_in_range"),
+    (
+        "do_not_interact",
+        DNI,
+        {"timesOfDay": [{"fromHour": 17, "toHour": 9}]},
+        "DNI-1",
+        "timesOfDay_hours_valid",
+    ),
+    (
+        "do_not_interact",
+        DNI,
+        {"timesOfDay": [{"fromHour": 9, "toHour": 25}]},
+        "DNI-1",
+        "timesOfDay_hours_valid",
+    ),
+    (
+        "do_not_interact",
+        DNI,
+        {"timesOfDay": [{"fromHour": 9, "toHour": 9}]},
+        "DNI-1",
+        "timesOfDay_hours_valid",
+    ),
+    (
+        "do_not_interact",
+        DNI,
+        {"timesOfDay": [{"fromHour": None, "toHour": 9}]},
+        "DNI-1",
+        "timesOfDay_hours_valid",
+    ),
+    ("do_not_interact", DNI, {"timezone": "Central"}, "DNI-1", "timezone_is_iana"),
+    ("do_not_interact", DNI, {"contactLabels": ["cell"]}, "DNI-1", "contactLabels_in_vocabulary"),
+    ("consents", CONSENT, {"personId": None}, "row 1", "personId_not_null"),
+    ("consents", CONSENT, {"name": None}, "row 1", "name_not_null"),
+    ("consents", CONSENT, {"name": "marketing"}, "BR-1/marketing/2026-11-03T12:00:00Z", "name_in_vocabulary"),
+    ("consents", CONSENT, {"status": None}, "BR-1/autodialedColl/2026-11-03T12:00:00Z", "status_not_null"),
+    (
+        "consents",
+        CONSENT,
+        {"status": "maybe"},
+        "BR-1/autodialedColl/2026-11-03T12:00:00Z",
+        "status_in_vocabulary",
+    ),
+    ("consents", CONSENT, {"updatedAt": None}, "row 1", "updatedAt_not_null"),
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("table", "good", "change", "key", "check"), FAIL_RUN_CASES)
+def test_bad_row_in_a_blocking_table_fails_the_run(
+    engine: str, table: str, good: dict[str, Any], change: dict[str, Any], key: str, check: str
+) -> None:
+    with pytest.raises(SourceDataError) as caught:
+        validate_sources(tables(**{table: [{**good, **change}]}), source="src.duckdb", engine=engine)  # type: ignore[arg-type]
+    error = caught.value
+    assert error.exit_code == 2
+    assert error.source == "src.duckdb"
+    found = [(e.path, e.message) for e in error.errors]
+    assert (f"/{table}/{key}", f"failed check {check}") in found
+    assert table in error.message
+    assert check in error.message
+
+
+def test_dni_with_a_null_window_list_or_days_is_fine() -> None:
+    plain = {**DNI, "daysOfWeek": None, "timesOfDay": None, "contactLabels": None, "timezone": None}
+    empty = {**DNI, "id": "DNI-2", "daysOfWeek": [], "timesOfDay": [], "contactLabels": []}
+    assert validate_sources(tables(do_not_interact=[plain, empty])).rejected.height == 0
+
+
+def test_interaction_without_optional_fields_is_fine() -> None:
+    bare = {**INTERACTION, "statusDetails": None, "theme": None, "status": "attempted"}
+    assert validate_sources(tables(interactions=[bare])).rejected.height == 0
+
+
+def test_failures_in_several_blocking_tables_are_all_reported() -> None:
+    source = tables(
+        interactions=[{**INTERACTION, "channel": "pigeon"}],
+        consents=[{**CONSENT, "status": "maybe"}],
+    )
+    with pytest.raises(SourceDataError) as caught:
+        validate_sources(source)
+    paths = [e.path for e in caught.value.errors]
+    assert "/interactions/IN-1" in paths
+    assert "/consents/BR-1/autodialedColl/2026-11-03T12:00:00Z" in paths
+
+
+def test_error_list_is_capped_with_a_count() -> None:
+    rows = [{**INTERACTION, "id": f"IN-{i:03d}", "channel": "pigeon"} for i in range(MAX_ERROR_ITEMS + 10)]
+    with pytest.raises(SourceDataError) as caught:
+        validate_sources(tables(interactions=rows))
+    errors = caught.value.errors
+    assert len(errors) == MAX_ERROR_ITEMS + 1
+    assert errors[-1].message == "10 more failed checks not listed"
+
+
+def test_no_contact_values_in_reports() -> None:
+    bad = {**PHONE, "id": "CT-9", "value": "415-555-0123"}
+    result = validate_sources(tables(contacts=[bad]))
+    assert "415" not in str(result.rejected.rows())
+    with pytest.raises(SourceDataError) as caught:
+        validate_sources(tables(contacts=[bad], interactions=[{**INTERACTION, "channel": "pigeon"}]))
+    assert "415" not in caught.value.describe()
+
+
+def test_type_failures_recorded_by_the_reader_are_reported() -> None:
+    """A value the reader could not convert arrives as null plus its check name in CAST_ERRORS."""
+    bad = frame(INTERACTIONS, [{**INTERACTION, "startedAt": None}]).with_columns(
+        pl.lit(["startedAt_is_timestamp"], pl.List(pl.String)).alias(CAST_ERRORS)
+    )
+    source = tables()
+    source = SourceTables(
+        source.borrowers, source.contacts, bad.lazy(), source.do_not_interact, source.consents
+    )
+    with pytest.raises(SourceDataError) as caught:
+        validate_sources(source)
+    messages = [(e.path, e.message) for e in caught.value.errors]
+    # reported as a bad value, not as a missing one
+    assert messages == [("/interactions/IN-1", "failed check startedAt_is_timestamp")]
+
+    contacts = frame(CONTACTS, [PHONE, {**EMAIL, "valid": True}]).with_columns(
+        pl.Series(CAST_ERRORS, [None, ["valid_is_boolean"]], pl.List(pl.String))
+    )
+    source = tables()
+    result = validate_sources(
+        SourceTables(
+            source.borrowers, contacts.lazy(), source.interactions, source.do_not_interact, source.consents
+        )
+    )
+    assert result.rejected.rows() == [("contacts", "CT-2", ["valid_is_boolean"])]
+    assert CAST_ERRORS not in result.tables.contacts.collect_schema().names()
+
+
+def test_wrong_column_type_names_table_and_column() -> None:
+    source = tables()
+    wrong = source.interactions.with_columns(pl.col("startedAt").cast(pl.String))
+    with pytest.raises(SourceDataError) as caught:
+        validate_sources(
+            SourceTables(source.borrowers, source.contacts, wrong, source.do_not_interact, source.consents)
+        )
+    assert "interactions.startedAt" in caught.value.message
+
+
+def test_missing_required_column_names_table_and_column() -> None:
+    source = tables()
+    with pytest.raises(SourceDataError) as caught:
+        validate_sources(
+            SourceTables(
+                source.borrowers,
+                source.contacts.drop("label"),
+                source.interactions,
+                source.do_not_interact,
+                source.consents,
+            ),
+            source="warehouse.duckdb",
+        )
+    assert "warehouse.duckdb" in caught.value.message
+    assert "contacts" in caught.value.message
+    assert "label" in caught.value.message
+
+
+def test_missing_optional_columns_are_added_with_defaults() -> None:
+    source = tables()
+    slim = source.contacts.select("id", "personId", "contactType", "label", "affiliation", "status", "value")
+    result = validate_sources(
+        SourceTables(source.borrowers, slim, source.interactions, source.do_not_interact, source.consents)
+    )
+    contacts = result.tables.contacts.collect()
+    assert contacts.schema == pl.Schema(CONTACTS.schema)
+    assert contacts.get_column("valid").to_list() == [True, True, True]
+    assert contacts.get_column("verified").to_list() == [False, False, False]
+
+
+def test_lazy_input_is_validated_at_data_depth() -> None:
+    """Pandera checks only the schema of a LazyFrame by default; validate_sources must not."""
+    bad = {**PHONE, "id": "CT-9", "contactType": "fax"}
+    source = tables(contacts=[bad])
+    assert isinstance(source.contacts, pl.LazyFrame)
+    for engine in ENGINES:
+        result = validate_sources(source, engine=engine)  # type: ignore[arg-type]
+        assert result.rejected.rows() == [("contacts", "CT-9", ["contactType_in_vocabulary"])]
+
+
+def test_pandera_model_reports_the_same_check_names() -> None:
+    bad = frame(CONTACTS, [PHONE, {**PHONE, "id": "CT-9", "status": "deleted"}])
+    schema = pandera_schema(CONTACTS, pl.Series(["BR-1"]))
+    with pytest.raises(pa.errors.SchemaErrors) as caught:
+        schema.validate(bad, lazy=True)
+    cases = caught.value.failure_cases
+    assert cases.select("check", "index").rows() == [("status_in_vocabulary", 1)]
+    schema.validate(frame(CONTACTS, [PHONE]), lazy=True)
+
+
+def test_pandera_model_checks_types() -> None:
+    wrong = frame(CONSENTS, [CONSENT]).with_columns(pl.col("updatedAt").dt.replace_time_zone(None))
+    with pytest.raises(pa.errors.SchemaErrors):
+        pandera_schema(CONSENTS).validate(wrong, lazy=True)
+
+
+def test_engines_agree_on_a_frame_full_of_faults() -> None:
+    rows = [{**PHONE, "id": f"CT-{i:02d}", **change} for i, (change, _) in enumerate(CONTACT_CASES)]
+    rows += [PHONE, {**EMAIL, "id": "CT-01"}]
+    source = tables(contacts=rows)
+    fast = validate_sources(source)
+    slow = validate_sources(source, engine="pandera")
+    assert fast.rejected.height >= len(CONTACT_CASES)
+    assert_frame_equal(fast.rejected, slow.rejected)
+    assert_frame_equal(fast.tables.contacts.collect(), slow.tables.contacts.collect())
+
+
+def test_every_documented_check_has_a_case() -> None:
+    covered = (
+        {c for _, c in CONTACT_CASES}
+        | {c for _, c in BORROWER_CASES}
+        | {case[-1] for case in FAIL_RUN_CASES}
+        | {"id_unique"}
+    )
+    type_checks = {n for spec in TABLES for n in check_names(spec) if "_is_" in n and not n.endswith("_iana")}
+    type_checks -= {"value_is_e164_phone", "value_is_email"}
+    every = {n for spec in TABLES for n in check_names(spec)}
+    # the type checks are exercised through the readers in test_sources.py
+    assert every - covered - type_checks == set()
+    assert {spec.name for spec in (BORROWERS, CONTACTS, INTERACTIONS, DO_NOT_INTERACT, CONSENTS)} == {
+        t.name for t in TABLES
+    }
