@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 import polars as pl
-import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow as pa
 import yaml
 import zipcodes
 
