@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 ContactType = Literal["phone", "email", "address"]
 Label = Literal["personal", "work", "home", "military"]
@@ -24,36 +24,16 @@ Theme = Literal[
     "agentNotification",
 ]
 
-CONTACT_TYPES: Final = ("phone", "email", "address")
-LABELS: Final = ("personal", "work", "home", "military")
-AFFILIATIONS: Final = (
-    "self",
-    "spouse",
-    "parent",
-    "guardian",
-    "representative",
-    "attorney",
-    "employer",
-    "other",
-)
-CONTACT_STATUSES: Final = ("primary", "secondary", "additional", "archived")
-EXPORT_CHANNELS: Final = ("voice", "text", "email", "mail")
+CONTACT_TYPES: Final = get_args(ContactType)
+LABELS: Final = get_args(Label)
+AFFILIATIONS: Final = get_args(Affiliation)
+CONTACT_STATUSES: Final = get_args(ContactStatus)
+EXPORT_CHANNELS: Final = get_args(ExportChannel)
 DNI_CHANNELS: Final = ("voice", "email", "text", "mail", "chat")
 INTERACTION_CHANNELS: Final = ("voice", "email", "text", "mail", "chat", "fax", "gui", "document")
 DIRECTIONS: Final = ("outbound", "inbound")
 INTERACTION_STATUSES: Final = ("scheduled", "inProgress", "attempted", "succeeded", "failed", "canceled")
-THEMES: Final = (
-    "opsCollDebt",
-    "opsCollLocateBorrower",
-    "opsCollVerifyEmployment",
-    "opsCollContactEmployerNotice",
-    "opsServicingDebtValidation",
-    "opsServicingNegativeCreditReportNotice",
-    "opsServicingTimeBarredNotice",
-    "opsServicing",
-    "opsAccountCredentials",
-    "agentNotification",
-)
+THEMES: Final = get_args(Theme)
 CONSENT_NAMES: Final = (
     "electronicComms",
     "autodialedColl",

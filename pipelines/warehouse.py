@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from pipelines import duck
@@ -56,8 +57,8 @@ def ensure_tables(path: Path) -> None:
             con.execute(ddl)
 
 
-def _insert_run(con: object, run: RunRecord) -> None:
-    con.execute(  # type: ignore[attr-defined]
+def _insert_run(con: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
+    con.execute(
         "INSERT INTO export_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
         [
             run.runId,
@@ -79,15 +80,22 @@ def _insert_run(con: object, run: RunRecord) -> None:
     )
 
 
+def _insert_rejected(con: duckdb.DuckDBPyConnection, run_id: str, rejected: pl.DataFrame) -> None:
+    con.register("new_rejected", rejected.select(REJECTED_COLUMNS).to_arrow())
+    con.execute(
+        "INSERT INTO rejected_rows SELECT ?, tableName, rowKey, CAST(checks AS VARCHAR[]) "
+        "FROM new_rejected ORDER BY tableName, rowKey",
+        [run_id],
+    )
+
+
 def record_success(path: Path, run: RunRecord, screening: pl.DataFrame, rejected: pl.DataFrame) -> None:
     """Replace every earlier row of (exporterId, asOfDate) with this run's, atomically."""
     screening_arrow = screening.select(SCREENING_COLUMNS).to_arrow()
-    rejected_arrow = rejected.select(REJECTED_COLUMNS).to_arrow()
     with duck.connect(path) as con:
         for ddl in DDL:
             con.execute(ddl)
         con.register("new_screening", screening_arrow)
-        con.register("new_rejected", rejected_arrow)
         key = [run.exporterId, run.asOfDate]
         con.execute("BEGIN TRANSACTION")
         try:
@@ -104,11 +112,7 @@ def record_success(path: Path, run: RunRecord, screening: pl.DataFrame, rejected
                 "CAST(reasons AS VARCHAR[]) FROM new_screening ORDER BY contactId",
                 [run.runId, run.exporterId, run.asOfDate],
             )
-            con.execute(
-                "INSERT INTO rejected_rows SELECT ?, tableName, rowKey, CAST(checks AS VARCHAR[]) "
-                "FROM new_rejected ORDER BY tableName, rowKey",
-                [run.runId],
-            )
+            _insert_rejected(con, run.runId, rejected)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -124,12 +128,7 @@ def record_failure(path: Path, run: RunRecord, rejected: pl.DataFrame | None = N
         try:
             _insert_run(con, run)
             if rejected is not None and rejected.height:
-                con.register("new_rejected", rejected.select(REJECTED_COLUMNS).to_arrow())
-                con.execute(
-                    "INSERT INTO rejected_rows SELECT ?, tableName, rowKey, CAST(checks AS VARCHAR[]) "
-                    "FROM new_rejected ORDER BY tableName, rowKey",
-                    [run.runId],
-                )
+                _insert_rejected(con, run.runId, rejected)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from pipelines import sources, synth
 from pipelines.config import Home
@@ -12,6 +13,18 @@ from pipelines.tables import SourceTables
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 11
+
+# The platform documentation's request example, its placeholder column filled in with `value`.
+SEED_REQUEST: dict[str, Any] = {
+    "contactMatchingCriteria": {
+        "label": ["personal"],
+        "contactType": ["phone"],
+        "affiliation": ["self"],
+        "status": ["primary"],
+    },
+    "columnSettings": [{"field": "value", "outputName": "phone"}],
+    "checkCanInteractData": {"theme": "agentNotification", "isAutodialed": False},
+}
 
 
 @cache

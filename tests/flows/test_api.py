@@ -20,23 +20,13 @@ import pytest
 
 from pipelines.config import Home
 from pipelines.store import ExporterStore
+from tests.worlds import SEED_REQUEST
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "/campaign-workers/contact-exporters"
 API_KEY = "test-key-5f1c"  # a test value, not a secret
-
-SEED_REQUEST: dict[str, Any] = {
-    "contactMatchingCriteria": {
-        "label": ["personal"],
-        "contactType": ["phone"],
-        "affiliation": ["self"],
-        "status": ["primary"],
-    },
-    "columnSettings": [{"field": "value", "outputName": "phone"}],
-    "checkCanInteractData": {"theme": "agentNotification", "isAutodialed": False},
-}
 
 
 def seed(**extra: Any) -> dict[str, Any]:

@@ -11,18 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import Home
-from tests.worlds import make_home, without_sftp
-
-SEED_EXAMPLE = {
-    "contactMatchingCriteria": {
-        "label": ["personal"],
-        "contactType": ["phone"],
-        "affiliation": ["self"],
-        "status": ["primary"],
-    },
-    "columnSettings": [{"field": "value", "outputName": "phone"}],
-    "checkCanInteractData": {"theme": "agentNotification", "isAutodialed": False},
-}
+from tests.worlds import SEED_REQUEST, make_home, without_sftp
 
 
 def cli(
@@ -53,7 +42,7 @@ def test_help_explains_the_commands(tmp_path: Path) -> None:
 
 
 def test_create_get_list_update_round_trip(home: Home) -> None:
-    created = cli(home.root, "exporters", "create", "--file", "-", stdin=json.dumps(SEED_EXAMPLE))
+    created = cli(home.root, "exporters", "create", "--file", "-", stdin=json.dumps(SEED_REQUEST))
     assert created.returncode == 0, created.stderr
     envelope = json.loads(created.stdout)
     assert envelope["status"] == 200
@@ -71,7 +60,7 @@ def test_create_get_list_update_round_trip(home: Home) -> None:
     assert listed["data"][0]["id"] == exporter["id"]  # newest first
     assert listed["nextUrl"] is not None
 
-    body = dict(SEED_EXAMPLE, name="renamed")
+    body = dict(SEED_REQUEST, name="renamed")
     updated = json.loads(
         cli(home.root, "exporters", "update", exporter["id"], "--file", "-", stdin=json.dumps(body)).stdout
     )
@@ -81,7 +70,7 @@ def test_create_get_list_update_round_trip(home: Home) -> None:
 
 def test_invalid_body_exits_2_with_json_path_and_writes_nothing(home: Home) -> None:
     before = sorted(p.name for p in home.exporters_dir.iterdir())
-    body = dict(SEED_EXAMPLE, contactMatchingCriteria={"label": []})
+    body = dict(SEED_REQUEST, contactMatchingCriteria={"label": []})
     out = cli(home.root, "exporters", "create", "--file", "-", stdin=json.dumps(body))
     assert out.returncode == 2
     envelope = json.loads(out.stdout)

@@ -10,17 +10,7 @@ import pytest
 
 from pipelines.config import Company, ExporterBody, parse
 from pipelines.errors import InvalidInputError
-
-SEED_REQUEST: dict[str, Any] = {
-    "contactMatchingCriteria": {
-        "label": ["personal"],
-        "contactType": ["phone"],
-        "affiliation": ["self"],
-        "status": ["primary"],
-    },
-    "columnSettings": [{"field": "value", "outputName": "phone"}],
-    "checkCanInteractData": {"theme": "agentNotification", "isAutodialed": False},
-}
+from tests.worlds import SEED_REQUEST
 
 
 def _body(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

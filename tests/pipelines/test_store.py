@@ -26,19 +26,10 @@ from pipelines.store import (
     load_exporter_file,
     ok_envelope,
 )
+from tests.worlds import SEED_REQUEST
 
 REPO = Path(__file__).resolve().parents[2]
 
-SEED_REQUEST: dict[str, Any] = {
-    "contactMatchingCriteria": {
-        "label": ["personal"],
-        "contactType": ["phone"],
-        "affiliation": ["self"],
-        "status": ["primary"],
-    },
-    "columnSettings": [{"field": "value", "outputName": "phone"}],
-    "checkCanInteractData": {"theme": "agentNotification", "isAutodialed": False},
-}
 
 ISO_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 
