@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class ContactExporterError(Exception):
@@ -70,6 +71,9 @@ class ConflictError(ContactExporterError):
 
 class SourceDataError(InvalidInputError):
     """Source tables are missing, malformed, or hold rows that fail validation where skipping is unsafe."""
+
+    # The failing rows as data (tableName, rowKey, checks), for the warehouse's rejected_rows.
+    rejected: Any = None
 
 
 class TerminalError(ContactExporterError):

@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 
 from pipelines import columns, compliance, files, matching, population, schemas, sources, warehouse
 from pipelines.config import Company, Exporter, Home, SftpSetting
-from pipelines.errors import ConflictError, ContactExporterError
+from pipelines.errors import ConflictError
 from pipelines.store import ExporterStore
 
 log = logging.getLogger(__name__)
@@ -249,17 +249,9 @@ def record(built: Built) -> None:
 
 def record_failure(plan: RunPlan, run_id: str, started_at: datetime, error: BaseException) -> None:
     """Record a failed run without touching earlier successful rows; never raises over the original error."""
-    rejected = None
-    errors = getattr(error, "errors", None)
-    if isinstance(error, ContactExporterError) and errors:
-        rejected = pl.DataFrame(
-            {
-                "tableName": [e.path.split("/")[1] if e.path.count("/") >= 1 else "" for e in errors],
-                "rowKey": [e.path.split("/")[2] if e.path.count("/") >= 2 else None for e in errors],
-                "checks": [[e.message] for e in errors],
-            },
-            schema={"tableName": pl.String, "rowKey": pl.String, "checks": pl.List(pl.String)},
-        )
+    rejected = getattr(error, "rejected", None)  # the invalid source rows that failed the run, if any
+    if not isinstance(rejected, pl.DataFrame):
+        rejected = None
     try:
         warehouse.record_failure(
             plan.warehouse,

@@ -432,7 +432,9 @@ def _fail_run(source: str, bad: dict[str, pl.DataFrame]) -> SourceDataError:
         f"first: {first.path}: {first.message}. Fix these rows in the source: the run does not "
         "skip them because a skipped row could let a blocked contact through"
     )
-    return SourceDataError(source, items, message=message)
+    error = SourceDataError(source, items, message=message)
+    error.rejected = pl.concat([_rejected(t, f) for t, f in bad.items()], how="vertical")
+    return error
 
 
 def validate_sources(

@@ -150,6 +150,11 @@ def test_invalid_interaction_fails_the_run_and_exports_nothing(home: Home) -> No
     assert list((home.exports / "CE-VOICECOL").rglob("*.csv")) == []
     assert query(home.warehouse, "SELECT status FROM export_runs") == [("failed",)]
     assert query(home.warehouse, "SELECT count(*) FROM screening_results") == [(0,)]
+    # the offending row is kept as data, named by table, key and check
+    bad_id = query(home.warehouse, "SELECT id FROM interactions WHERE statusDetails = 'voiceMaybe'")[0][0]
+    assert query(home.warehouse, "SELECT tableName, rowKey, checks FROM rejected_rows") == [
+        ("interactions", bad_id, ["statusDetails_in_vocabulary"])
+    ]
 
 
 def test_second_concurrent_run_fails_clearly(home: Home) -> None:
