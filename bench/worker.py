@@ -65,9 +65,13 @@ def orchestrated(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
     settings.apply(home)
     from flows.prefect_flows import export_contacts
 
-    export_contacts(EXPORTER_ID, AS_OF, home=str(home), source=str(source), warehouse=str(warehouse), deliver=False)
+    export_contacts(
+        EXPORTER_ID, AS_OF, home=str(home), source=str(source), warehouse=str(warehouse), deliver=False
+    )
     started = time.perf_counter()  # second run: the ephemeral server is up; its start-up is reported apart
-    export_contacts(EXPORTER_ID, AS_OF, home=str(home), source=str(source), warehouse=str(warehouse), deliver=False)
+    export_contacts(
+        EXPORTER_ID, AS_OF, home=str(home), source=str(source), warehouse=str(warehouse), deliver=False
+    )
     return {"seconds": time.perf_counter() - started}
 
 

@@ -1,0 +1,34 @@
+"""The benchmark harness runs end to end at a tiny size (a smoke test, not a timing assertion)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.harness import main
+
+
+def test_harness_writes_a_complete_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    main(
+        [
+            "--sizes", "300",
+            "--repeat", "1",
+            "--reference-sample", "100",
+            "--no-orchestrated",
+            "--cache", str(tmp_path / "cache"),
+            "--results", str(results),
+        ]
+    )  # fmt: skip
+    (report_file,) = results.glob("*.json")
+    report = json.loads(report_file.read_text())
+    (size,) = report["sizes"]
+    assert size["borrowers"] == 300
+    assert size["matchedContacts"] > 0
+    assert size["pipelineSeconds"] > 0
+    assert size["floorSeconds"] > 0
+    assert set(size["stages"]) >= {"read", "validate", "match", "screen", "project", "write", "warehouse"}
+    assert report["reference"]["contacts"] == 100
+    assert "pipe/floor" in capsys.readouterr().out
