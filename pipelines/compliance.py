@@ -1,0 +1,497 @@
+"""The batch Compliance Guard (COMPLIANCE.md): every matched contact screened at company noon.
+
+`screen` answers `canInteract` and every blocking reason for each matched contact, as vectorised
+Polars over the whole batch: per-borrower facts (zones, counts, DNIs, consents) are computed once
+and joined to the contacts. Local times are computed once per time zone (there are a few hundred at
+most), never per row. Only facts known at the instant count, so a backfill a year later gives the
+same answer as a run on the day.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Final
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from pipelines.config import CheckCanInteractData, Company, Policy
+from pipelines.errors import ErrorItem, SourceDataError
+from pipelines.tables import SourceTables
+from pipelines.timezones import (
+    contact_zones,
+    known_zones,
+    person_states,
+    person_zones,
+)
+from pipelines.vocab import (
+    ATTEMPT_STATUSES,
+    CHANNEL_FITS_TYPE,
+    CONVERSATION_DETAIL,
+    DEFAULT_CHANNEL_FOR_TYPE,
+    EXPORT_CHANNELS,
+    REASON_CODES,
+    STATUS_DETAILS,
+    VOICE_ATTEMPT_DETAILS,
+)
+
+log = logging.getLogger(__name__)
+
+S: Final = pl.String()
+REASONS: Final = pl.List(pl.String())
+SCREENING_SCHEMA: Final = pl.Schema(
+    {
+        "contactId": S,
+        "personId": S,
+        "channel": S,
+        "canInteract": pl.Boolean(),
+        "reasons": REASONS,
+    }
+)
+
+NOON: Final = time(12)
+HOURS_CHANNELS: Final = ("voice", "text", "email")  # contact hours and time-zone rules
+NEVER_COUNTED: Final = ("scheduled", "canceled")
+CREDENTIALS_THEME: Final = "opsAccountCredentials"  # a DNI theme `all` does not cover it
+
+_CONTACT_COLUMNS: Final = (
+    "id",
+    "personId",
+    "contactType",
+    "label",
+    "affiliation",
+    "status",
+    "value",
+    "valid",
+    "receiveTextMessages",
+    "authorizedThirdParty",
+    "powerOfAttorney",
+    "timezone",
+)
+
+
+def as_of_instant(company: Company, as_of: date) -> datetime:
+    """12:00 on `as_of` in the company's time zone, as an aware UTC datetime."""
+    return datetime.combine(as_of, NOON, tzinfo=ZoneInfo(company.timezone)).astimezone(UTC)
+
+
+def day_start(day: date, zone: ZoneInfo) -> datetime:
+    """The first instant (UTC) of a calendar date in `zone`.
+
+    A midnight skipped by a clock change maps to the change itself, which is the day's first instant.
+    """
+    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+
+
+def channel_expr(check: CheckCanInteractData | None) -> pl.Expr:
+    """The exporter's channel, else the default for the contact type."""
+    if check is not None and check.channel is not None:
+        return pl.lit(check.channel, dtype=S)
+    return pl.col("contactType").replace_strict(DEFAULT_CHANNEL_FOR_TYPE, default=None, return_dtype=S)
+
+
+def unscreened(matched: pl.LazyFrame) -> pl.LazyFrame:
+    """The screening rows of an exporter without checkCanInteractData: everyone allowed."""
+    return (
+        matched.select(
+            pl.col("id").alias("contactId"),
+            pl.col("personId"),
+            channel_expr(None).alias("channel"),
+            pl.lit(True).alias("canInteract"),
+            pl.lit([], dtype=REASONS).alias("reasons"),
+        )
+        .cast(SCREENING_SCHEMA)
+        .sort("contactId")
+    )
+
+
+# ---------------------------------------------------------------- local facts per zone
+
+
+@functools.cache
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def zone_facts(instant: datetime, policy: Policy, zones: Iterable[str]) -> pl.DataFrame:
+    """For each zone: whether the instant is outside contact hours there, and its local date,
+    weekday (0 = Sunday) and hour (for DNIs). Names must be known IANA zones."""
+    start, end = policy.contactHours.start_time, policy.contactHours.end_time
+    rows = []
+    for name in sorted(set(zones)):
+        local = instant.astimezone(_zone(name))
+        clock = local.time()
+        rows.append((name, clock < start or clock > end, local.date(), local.isoweekday() % 7, local.hour))
+    return pl.DataFrame(
+        rows,
+        schema={
+            "zone": S,
+            "outside": pl.Boolean(),
+            "localDate": pl.Date(),
+            "weekday": pl.Int64(),
+            "hour": pl.Int64(),
+        },
+        orient="row",
+    )
+
+
+def _reject_unknown_zones(zones: pl.DataFrame, table: str, what: str) -> None:
+    """Fail on a zone name the IANA database does not know (`zones`: an id column, then `zone`)."""
+    unknown = set(zones.get_column("zone").unique()) - known_zones()
+    if unknown:
+        bad = zones.filter(pl.col("zone").is_in(sorted(unknown)))
+        first_id, zone = bad.row(0)
+        raise SourceDataError(
+            table,
+            [
+                ErrorItem(
+                    "/timezone",
+                    f"{what} {first_id}: {zone!r} is not an IANA time zone name "
+                    f"(for example 'America/New_York'); {bad.height} row(s) affected, fix the source",
+                )
+            ],
+        )
+
+
+# ---------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True)
+class _Limit:
+    channels: tuple[str, ...]
+    max_attempts: int
+    since: datetime  # first instant of D-(windowDays-1)
+    state: str | None  # None: the company's own limit; else applies to borrowers with that state
+
+
+def _limits(policy: Policy, as_of: date, zone: ZoneInfo) -> list[_Limit]:
+    out = []
+    for lim in policy.frequencyLimits:
+        since = day_start(as_of - timedelta(days=lim.windowDays - 1), zone)
+        out.append(_Limit(tuple(lim.channels), lim.maxAttempts, since, None))
+    for state, rule in sorted(policy.stateRules.items()):
+        for lim in rule.frequencyLimits:
+            since = day_start(as_of - timedelta(days=lim.windowDays - 1), zone)
+            out.append(_Limit(tuple(lim.channels), lim.maxAttempts, since, state))
+    return out
+
+
+def _is_attempt(channels: tuple[str, ...]) -> pl.Expr:
+    """Whether an interaction is an attempt on one of `channels` (COMPLIANCE.md, Counting)."""
+    outbound = pl.col("direction") == "outbound"
+    others = [c for c in channels if c != "voice"]
+    expr = pl.col("channel").is_in(others) & outbound & pl.col("status").is_in(ATTEMPT_STATUSES)
+    if "voice" in channels:
+        details = pl.col("statusDetails")
+        voice = (
+            (pl.col("channel") == "voice")
+            & outbound
+            & ~pl.col("status").is_in(NEVER_COUNTED)
+            & (
+                details.is_in(VOICE_ATTEMPT_DETAILS)
+                | (details.is_null() & pl.col("status").is_in(ATTEMPT_STATUSES))
+            )
+        )
+        expr = expr | voice
+    return expr.fill_null(False)
+
+
+def _interactions_in_scope(
+    tables: SourceTables, persons: pl.LazyFrame, instant: datetime, since: datetime
+) -> pl.LazyFrame:
+    """The borrowers' interactions that any window can see: since <= startedAt < instant."""
+    return (
+        tables.interactions.select("id", "personId", "channel", "direction", "status", "statusDetails", "startedAt")
+        .filter((pl.col("startedAt") < instant) & (pl.col("startedAt") >= since))
+        .join(persons, on="personId", how="semi")
+    )
+
+
+def _reject_unknown_details(rows: pl.DataFrame) -> None:
+    bad = rows.filter(pl.col("statusDetails").is_not_null() & ~pl.col("statusDetails").is_in(STATUS_DETAILS))
+    if bad.height:
+        raise SourceDataError(
+            "interactions",
+            [
+                ErrorItem(
+                    "/statusDetails",
+                    f"interaction {bad.item(0, 'id')}: statusDetails is not one of "
+                    f"{', '.join(STATUS_DETAILS)}; {bad.height} row(s) affected, fix the source",
+                )
+            ],
+        )
+
+
+def _interaction_counts(
+    rows: pl.LazyFrame, limits: list[_Limit], conversation_since: datetime | None
+) -> pl.LazyFrame:
+    """personId, n<i> (attempts counted by limit i), conversation: one row per borrower with any."""
+    aggs = [
+        (_is_attempt(lim.channels) & (pl.col("startedAt") >= lim.since)).sum().alias(f"n{i}")
+        for i, lim in enumerate(limits)
+    ]
+    if conversation_since is not None:
+        conversation = (
+            (pl.col("channel") == "voice")
+            & (pl.col("statusDetails") == CONVERSATION_DETAIL)
+            & ~pl.col("status").is_in(NEVER_COUNTED)
+            & (pl.col("startedAt") >= conversation_since)
+        ).fill_null(False)
+        aggs.append(conversation.any().alias("conversation"))
+    if not aggs:
+        return rows.select("personId").unique()
+    return rows.group_by("personId").agg(aggs)
+
+
+# ---------------------------------------------------------------- do not interact
+
+
+def _dnis_in_scope(
+    tables: SourceTables, persons: pl.LazyFrame, company: Company, check: CheckCanInteractData, instant: datetime
+) -> pl.LazyFrame:
+    """The borrowers' DNIs that exist at the instant and cover the theme, with their zone."""
+    themes = pl.col("themes")
+    covers_theme = themes.list.contains(check.theme)
+    if check.theme != CREDENTIALS_THEME:
+        covers_theme = covers_theme | themes.list.contains("all")
+    return (
+        tables.do_not_interact.join(persons, on="personId", how="semi")
+        .filter(
+            (pl.col("createdAt").is_null() | (pl.col("createdAt") <= instant))
+            & (pl.col("deletedAt").is_null() | (pl.col("deletedAt") > instant))
+            & covers_theme.fill_null(False)
+        )
+        .select(
+            "id",
+            "personId",
+            "channels",
+            "startDate",
+            "endDate",
+            "daysOfWeek",
+            "timesOfDay",
+            "contactLabels",
+            pl.col("timezone").fill_null(company.timezone).alias("zone"),
+        )
+    )
+
+
+def _dni_blocked(dnis: pl.LazyFrame, facts: pl.DataFrame, contacts: pl.LazyFrame) -> pl.LazyFrame:
+    """contactId, dni=True for every contact an active DNI covers (date, day, hour, channel, label)."""
+    days = pl.col("daysOfWeek")
+    active = (
+        dnis.join(facts.lazy().select("zone", "localDate", "weekday", "hour"), on="zone", how="inner")
+        .filter(
+            (pl.col("startDate") <= pl.col("localDate"))
+            & (pl.col("endDate").is_null() | (pl.col("localDate") <= pl.col("endDate")))
+            & (days.is_null() | (days.list.len() == 0) | days.list.contains(pl.col("weekday")).fill_null(False))
+        )
+        .with_row_index("_dni")
+    )
+    in_hours = (
+        active.select("_dni", "hour", "timesOfDay")
+        .explode("timesOfDay")
+        .unnest("timesOfDay")
+        .group_by("_dni")
+        .agg(((pl.col("fromHour") <= pl.col("hour")) & (pl.col("hour") < pl.col("toHour"))).any().alias("inHours"))
+    )
+    times = pl.col("timesOfDay")
+    channels = pl.col("channels")
+    active = (
+        active.join(in_hours, on="_dni", how="left")
+        .filter(times.is_null() | (times.list.len() == 0) | pl.col("inHours").fill_null(False))
+        .select(
+            "personId",
+            "contactLabels",
+            *[
+                (channels.list.contains("all") | channels.list.contains(ch)).fill_null(False).alias(f"covers_{ch}")
+                for ch in EXPORT_CHANNELS
+            ],
+        )
+    )
+    covers_channel = pl.lit(False)
+    for ch in EXPORT_CHANNELS:
+        covers_channel = pl.when(pl.col("channel") == ch).then(pl.col(f"covers_{ch}")).otherwise(covers_channel)
+    labels = pl.col("contactLabels")
+    return (
+        contacts.select("id", "personId", "label", "channel")
+        .join(active, on="personId", how="inner")
+        .filter(
+            covers_channel.fill_null(False)
+            & (labels.is_null() | (labels.list.len() == 0) | labels.list.contains(pl.col("label")).fill_null(False))
+        )
+        .select("id")
+        .unique()
+        .with_columns(pl.lit(True).alias("dni"))
+    )
+
+
+# ---------------------------------------------------------------- consents
+
+
+def _consents(tables: SourceTables, persons: pl.LazyFrame, instant: datetime) -> list[pl.LazyFrame]:
+    """Per consent name, (personId, <name>): the latest status at the instant (revoked wins ties)."""
+    names = ("autodialedColl", "electronicComms")
+    latest = (
+        tables.consents.join(persons, on="personId", how="semi")
+        .filter((pl.col("updatedAt") <= instant) & pl.col("name").is_in(names))
+        .group_by("personId", "name")
+        .agg(pl.col("status").sort_by(["updatedAt", pl.col("status") == "revoked"]).last())
+    )
+    return [
+        latest.filter(pl.col("name") == name).select("personId", pl.col("status").alias(name)) for name in names
+    ]
+
+
+# ---------------------------------------------------------------- screening
+
+
+def screen(
+    matched: pl.LazyFrame,
+    tables: SourceTables,
+    company: Company,
+    check: CheckCanInteractData,
+    as_of: date,
+) -> pl.LazyFrame:
+    """One row per matched contact: contactId, personId, channel, canInteract, reasons (sorted).
+
+    `matched` is a subset of `tables.contacts`. Raises SourceDataError for source values the rules
+    cannot judge (unknown statusDetails or time zone names), since skipping them could let a blocked
+    contact through. The work is done here; the LazyFrame returned is over the finished result.
+    """
+    policy = company.policy
+    zone = ZoneInfo(company.timezone)
+    instant = as_of_instant(company, as_of)
+    limits = _limits(policy, as_of, zone)
+    cooldown = policy.conversationCooldownDays
+    conversation_since = day_start(as_of - timedelta(days=cooldown - 1), zone) if cooldown > 0 else None
+    since = min([lim.since for lim in limits] + ([conversation_since] if conversation_since else []), default=instant)
+
+    contacts = matched.select(*_CONTACT_COLUMNS).with_columns(channel_expr(check).alias("channel")).collect()
+    if contacts.height == 0:
+        return pl.LazyFrame(schema=SCREENING_SCHEMA)
+    persons = contacts.lazy().select("personId").unique()
+
+    # The inputs that need a look before the rules run: zone names and statusDetails values.
+    by_contact = contact_zones(contacts)
+    by_person, interactions, dnis = pl.collect_all(
+        [
+            person_zones(tables.contacts, tables.borrowers, persons),
+            _interactions_in_scope(tables, persons, instant, since),
+            _dnis_in_scope(tables, persons, company, check, instant),
+        ]
+    )
+    _reject_unknown_zones(by_person, "borrowers", "borrower")
+    _reject_unknown_zones(by_contact, "contacts", "contact")
+    _reject_unknown_zones(dnis.select("id", "zone"), "do_not_interact", "DNI")
+    _reject_unknown_details(interactions)
+    zones = {*by_person.get_column("zone"), *by_contact.get_column("zone"), *dnis.get_column("zone")}
+    facts = zone_facts(instant, policy, zones)
+    outside = facts.lazy().select("zone", "outside")
+
+    person_hours = (
+        by_person.lazy().join(outside, on="zone").group_by("personId").agg(pl.col("outside").any().alias("pOutside"))
+    )
+    contact_hours = (
+        by_contact.lazy()
+        .join(outside, on="zone")
+        .group_by(pl.col("contactId").alias("id"))
+        .agg(pl.col("outside").any().alias("cOutside"))
+    )
+    frame = (
+        contacts.lazy()
+        .join(person_hours, on="personId", how="left")
+        .join(contact_hours, on="id", how="left")
+        .join(_interaction_counts(interactions.lazy(), limits, conversation_since), on="personId", how="left")
+        .join(_dni_blocked(dnis.lazy(), facts, contacts.lazy()), on="id", how="left")
+    )
+    rule_states = sorted({lim.state for lim in limits if lim.state is not None})
+    if rule_states:
+        states = (
+            person_states(tables.contacts, persons)
+            .filter(pl.col("state").is_in(rule_states))
+            .group_by("personId")
+            .agg([(pl.col("state") == st).any().alias(f"state_{st}") for st in rule_states])
+        )
+        frame = frame.join(states, on="personId", how="left")
+    for consent in _consents(tables, persons, instant):
+        frame = frame.join(consent, on="personId", how="left")
+
+    flags = _reason_flags(frame.collect_schema().names(), policy, check, limits)
+    reasons = pl.concat_list([pl.when(flags[code]).then(pl.lit(code)) for code in sorted(REASON_CODES)])
+    result = (
+        frame.select(
+            pl.col("id").alias("contactId"),
+            "personId",
+            "channel",
+            reasons.list.drop_nulls().alias("reasons"),
+        )
+        .with_columns((pl.col("reasons").list.len() == 0).alias("canInteract"))
+        .select(*SCREENING_SCHEMA.names())
+        .cast(SCREENING_SCHEMA)
+        .sort("contactId")
+        .collect()
+    )
+    log.info(
+        "screened %d contacts of %d borrowers as of %s: %d blocked",
+        result.height,
+        contacts.get_column("personId").n_unique(),
+        as_of.isoformat(),
+        result.height - int(result.get_column("canInteract").sum()),
+    )
+    return result.lazy()
+
+
+def _reason_flags(
+    columns: list[str], policy: Policy, check: CheckCanInteractData, limits: list[_Limit]
+) -> dict[str, pl.Expr]:
+    """One non-null boolean expression per reason code."""
+    channel = pl.col("channel")
+    hours_channel = channel.is_in(HOURS_CHANNELS)
+    zone_known = pl.col("pOutside").is_not_null() | pl.col("cOutside").is_not_null()
+    frequency = pl.lit(False)
+    for i, lim in enumerate(limits):
+        applies = channel.is_in(lim.channels)
+        if lim.state is not None:
+            applies = applies & pl.col(f"state_{lim.state}").fill_null(False)
+        count = pl.col(f"n{i}").fill_null(0) if f"n{i}" in columns else pl.lit(0)
+        frequency = frequency | (applies & (count >= lim.max_attempts))
+    conversation = pl.col("conversation").fill_null(False) if "conversation" in columns else pl.lit(False)
+    autodial = pl.col("autodialedColl")
+    electronic = pl.col("electronicComms")
+    flags = {
+        "AUTODIAL_CONSENT_MISSING": pl.lit(check.isAutodialed)
+        & channel.is_in(("voice", "text"))
+        & (autodial.is_null() | (autodial != "consented")),
+        "CHANNEL_MISMATCH": (
+            channel.replace_strict(CHANNEL_FITS_TYPE, default=None, return_dtype=S) != pl.col("contactType")
+        ).fill_null(True),
+        "CONTACT_ARCHIVED": pl.col("status") == "archived",
+        "CONTACT_INVALID": ~pl.col("valid").fill_null(True),
+        "DO_NOT_INTERACT": pl.col("dni").fill_null(False),
+        "ELECTRONIC_CONSENT_REVOKED": channel.is_in(("email", "text")) & (electronic == "revoked"),
+        "FREQUENCY_LIMIT": frequency,
+        "OUTSIDE_CONTACT_HOURS": hours_channel
+        & (pl.col("pOutside").fill_null(False) | pl.col("cOutside").fill_null(False)),
+        "RECENT_CONVERSATION": (channel == "voice") & conversation,
+        "TEXT_OPT_IN_MISSING": (channel == "text") & ~pl.col("receiveTextMessages").fill_null(False),
+        "THIRD_PARTY_NOT_AUTHORIZED": (pl.col("affiliation") != "self")
+        & ~(pl.col("authorizedThirdParty").fill_null(False) | pl.col("powerOfAttorney").fill_null(False)),
+        "TIMEZONE_UNKNOWN": hours_channel & ~zone_known & pl.lit(policy.unknownTimezone == "block"),
+    }
+    assert set(flags) == set(REASON_CODES)
+    return {code: expr.fill_null(False) for code, expr in flags.items()}
+
+
+__all__ = [
+    "SCREENING_SCHEMA",
+    "as_of_instant",
+    "channel_expr",
+    "day_start",
+    "screen",
+    "unscreened",
+    "zone_facts",
+]

@@ -1,0 +1,389 @@
+"""Candidate time zones of a contact (COMPLIANCE.md, "Candidate time zones").
+
+The union of: the borrower's `timezone`; the contact's `timezone`; for every non-archived `address`
+contact of the borrower with affiliation `self` (valid or not), the zone of its ZIP code and, when
+the ZIP is missing or unknown, every zone of its `state` (both when ZIP and state disagree); and for a
+phone contact every zone `phonenumbers` gives for its own number.
+
+Lookups come from maintained packages (`zipcodes`, `us`, `phonenumbers`), loaded once per process.
+Zone names a package gives that the IANA database here does not know (for example a blank ZIP zone)
+count as unknown.
+
+Phone numbers: `phonenumbers` costs ~100 µs a number, far too slow for millions of rows. Its answer
+for a North American (+1) number depends only on which patterns of its metadata the number matches
+and on the longest time-zone prefix it starts with; every such pattern is a set of digit prefixes
+followed by free digits. `_nanp_prefix_sets` enumerates those prefixes once, which gives each number
+the shortest prefix that decides its answer; the package is then asked once per distinct prefix
+(a few thousand at most). Any other number is asked once per distinct value.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import itertools
+import logging
+import zoneinfo
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+import phonenumbers
+import polars as pl
+import us
+import zipcodes
+from phonenumbers import timezone as phone_tz
+from phonenumbers.tzdata import TIMEZONE_DATA
+
+log = logging.getLogger(__name__)
+
+S: Final = pl.String()
+ZONE_LIST: Final = pl.List(pl.String())
+
+# ZIP code: the first five digits of postalCode ("02108-1234" → "02108"); anything else is missing.
+ZIP5_PATTERN: Final = r"^[ \t]*([0-9]{5})"
+# E.164 numbers of the North American Numbering Plan that the prefix lookup handles.
+NANP_PATTERN: Final = r"^\+1[2-9][0-9]{9}$"
+_NANP_LENGTH: Final = 10
+
+
+@functools.cache
+def known_zones() -> frozenset[str]:
+    """IANA zone names this process can compute local times for."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+def usable_zones(zones: Iterable[str]) -> list[str]:
+    """The given zones that are real IANA names (drops `Etc/Unknown`, blanks and typos), sorted."""
+    known = known_zones()
+    return sorted({z for z in zones if z in known})
+
+
+# ---------------------------------------------------------------- lookup tables (once per process)
+
+
+def _all_zips() -> list[dict[str, Any]]:
+    list_all: Callable[[], list[dict[str, Any]]] = zipcodes.list_all
+    return list_all()
+
+
+@functools.cache
+def zip_table() -> pl.DataFrame:
+    """ZIP → its zone (null when the package has none usable) and its state, from `zipcodes`."""
+    known = known_zones()
+    rows = [
+        (r["zip_code"], r["timezone"] if r["timezone"] in known else None, r["state"] or None)
+        for r in _all_zips()
+    ]
+    return pl.DataFrame(rows, schema={"zip": S, "zipZone": S, "zipState": S}, orient="row").unique(
+        "zip", keep="first", maintain_order=True
+    )
+
+
+@functools.cache
+def state_zone_table() -> pl.DataFrame:
+    """State abbreviation → each of its zones (long form), from `us.states`."""
+    rows = [(s.abbr, z) for s in us.states.STATES_AND_TERRITORIES for z in usable_zones(s.time_zones)]
+    return pl.DataFrame(rows, schema={"state": S, "zone": S}, orient="row").unique(maintain_order=True)
+
+
+# ---------------------------------------------------------------- phone numbers
+
+
+class _UnsupportedPatternError(Exception):
+    """A metadata pattern this analysis does not understand: fall back to one lookup per number."""
+
+
+_DIGITS: Final = "0123456789"
+_MAX_STATES: Final = 500_000
+
+
+def _charset(items: list[tuple[Any, Any]], sre: Any) -> str | None:
+    """The digits a character class accepts; None when it accepts every digit."""
+    chars: set[str] = set()
+    for op, av in items:
+        if op == sre.LITERAL:
+            chars.add(chr(av))
+        elif op == sre.RANGE:
+            chars.update(chr(c) for c in range(av[0], av[1] + 1))
+        elif op == sre.CATEGORY and av == sre.CATEGORY_DIGIT:
+            chars.update(_DIGITS)
+        else:
+            raise _UnsupportedPatternError(f"character class item {op}")
+    digits = "".join(sorted(chars & set(_DIGITS)))
+    return None if digits == _DIGITS else digits
+
+
+def _extend(states: set[tuple[str, int]], chars: str) -> set[tuple[str, int]]:
+    out: set[tuple[str, int]] = set()
+    for head, free in states:
+        if free > 4:
+            raise _UnsupportedPatternError("too many free digits before a fixed one")
+        for fill in itertools.product(_DIGITS, repeat=free):
+            base = head + "".join(fill)
+            out.update((base + c, 0) for c in chars)
+    return out
+
+
+def _walk(items: list[tuple[Any, Any]], states: set[tuple[str, int]], sre: Any) -> set[tuple[str, int]]:
+    """Advance (fixed prefix, free digits after it) pairs over a parsed pattern sequence."""
+    for op, av in items:
+        if op == sre.LITERAL:
+            states = _extend(states, chr(av) if chr(av) in _DIGITS else "")
+        elif op == sre.IN:
+            chars = _charset(list(av), sre)
+            states = {(h, f + 1) for h, f in states} if chars is None else _extend(states, chars)
+        elif op == sre.SUBPATTERN:
+            states = _walk(list(av[-1]), states, sre)
+        elif op == sre.BRANCH:
+            out: set[tuple[str, int]] = set()
+            for branch in av[1]:
+                out |= _walk(list(branch), states, sre)
+            states = out
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, getattr(sre, "POSSESSIVE_REPEAT", sre.MAX_REPEAT)):
+            low, high, body = av
+            if high == sre.MAXREPEAT or high > _NANP_LENGTH:
+                raise _UnsupportedPatternError("unbounded repeat")
+            out = set()
+            current = states
+            for count in range(high + 1):
+                if count >= low:
+                    out |= current
+                if count < high:
+                    current = _walk(list(body), current, sre)
+            states = out
+        else:
+            raise _UnsupportedPatternError(f"pattern operation {op}")
+        if len(states) > _MAX_STATES:
+            raise _UnsupportedPatternError("pattern expands too far")
+    return states
+
+
+def _pattern_heads(pattern: str) -> set[tuple[str, int]]:
+    """Every (fixed digit prefix, number of free digits after it) a pattern is made of."""
+    sre = importlib.import_module("re._parser")
+    return _walk(list(sre.parse(pattern)), {("", 0)}, sre)
+
+
+@functools.cache
+def _nanp_prefix_sets() -> tuple[frozenset[str], ...] | None:
+    """For d = 0..10, the d-digit national prefixes that some deciding prefix longer than d extends.
+
+    A 10-digit national number n is decided by n[:d] for the smallest d with n[:d] not in set d:
+    every deciding prefix longer than d differs from n there, so no number sharing n[:d] has it.
+    None when the metadata holds a pattern this analysis cannot read.
+    """
+    heads: set[str] = set()
+    descs = (
+        "general_desc",
+        "fixed_line",
+        "mobile",
+        "toll_free",
+        "premium_rate",
+        "shared_cost",
+        "personal_number",
+        "voip",
+        "pager",
+        "uan",
+        "voicemail",
+    )
+    try:
+        for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]:
+            meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+            if meta is None:
+                continue
+            if meta.leading_digits:  # matched as a prefix
+                heads |= {h for h, _ in _pattern_heads(meta.leading_digits)}
+            for name in descs:
+                desc = getattr(meta, name)
+                if desc is None or not desc.national_number_pattern:
+                    continue
+                if desc.possible_length and _NANP_LENGTH not in desc.possible_length:
+                    continue
+                heads |= {
+                    h
+                    for h, free in _pattern_heads(desc.national_number_pattern)
+                    if len(h) + free == _NANP_LENGTH
+                }
+    except _UnsupportedPatternError as exc:
+        log.warning("phone metadata not analysable (%s): one time-zone lookup per number", exc)
+        return None
+    heads |= {key[1:] for key in TIMEZONE_DATA if key.startswith("1")}
+    return tuple(frozenset(h[:d] for h in heads if len(h) > d) for d in range(_NANP_LENGTH + 1))
+
+
+@functools.cache
+def _prefix_series() -> tuple[pl.Series, ...] | None:
+    sets = _nanp_prefix_sets()
+    return None if sets is None else tuple(pl.Series(sorted(p), dtype=S) for p in sets)
+
+
+def phone_key(value: pl.Expr) -> pl.Expr:
+    """A key such that numbers with the same key get the same zones from `phonenumbers`."""
+    prefixes = _prefix_series()
+    raw = pl.lit("V") + value
+    if prefixes is None:
+        return raw
+    national = value.str.slice(2)
+    chain: Any = pl
+    for d in range(_NANP_LENGTH):
+        chain = chain.when(~national.str.slice(0, d).is_in(prefixes[d].implode())).then(pl.lit(d))
+    depth = chain.otherwise(pl.lit(_NANP_LENGTH))
+    nanp = pl.lit("N") + national.str.slice(0, depth)
+    return pl.when(value.str.contains(NANP_PATTERN)).then(nanp).otherwise(raw)
+
+
+def zones_for_number(value: str) -> list[str]:
+    """The zones `phonenumbers` gives for one number: none when unknown or unparsable."""
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return []
+    return usable_zones(z for z in phone_tz.time_zones_for_number(number) if z != phone_tz.UNKNOWN_TIMEZONE)
+
+
+def phone_zones(values: pl.Series) -> pl.DataFrame:
+    """(value, zone) for every zone of every distinct non-null number in `values`."""
+    keyed = (
+        pl.LazyFrame({"value": values.cast(S)})
+        .drop_nulls()
+        .unique()
+        .with_columns(phone_key(pl.col("value")).alias("key"))
+        .collect()
+    )
+    reps = keyed.lazy().group_by("key").agg(pl.col("value").min().alias("rep")).collect()
+    rows = [(key, zone) for key, rep in reps.iter_rows() for zone in zones_for_number(rep)]
+    table = pl.LazyFrame(rows, schema={"key": S, "zone": S}, orient="row")
+    return keyed.lazy().join(table, on="key", how="inner").select("value", "zone").collect()
+
+
+# ---------------------------------------------------------------- frames
+
+
+def zip5(column: str) -> pl.Expr:
+    return pl.col(column).str.extract(ZIP5_PATTERN, 1)
+
+
+def norm_state(column: str) -> pl.Expr:
+    state = pl.col(column).str.strip_chars().str.to_uppercase()
+    return pl.when(state == "").then(None).otherwise(state)
+
+
+def _persons_of(contacts: pl.LazyFrame) -> pl.LazyFrame:
+    return contacts.select("personId").unique()
+
+
+def address_places(all_contacts: pl.LazyFrame, persons: pl.LazyFrame) -> pl.LazyFrame:
+    """The addresses the time-zone rule uses, with ZIP, state and the ZIP's zone and state."""
+    return (
+        all_contacts.filter(
+            (pl.col("contactType") == "address")
+            & (pl.col("status") != "archived")
+            & (pl.col("affiliation") == "self")
+        )
+        .join(persons, on="personId", how="semi")
+        .select("personId", zip5("postalCode").alias("zip"), norm_state("state").alias("state"))
+        .join(zip_table().lazy(), on="zip", how="left")
+    )
+
+
+def person_zones(all_contacts: pl.LazyFrame, borrowers: pl.LazyFrame, persons: pl.LazyFrame) -> pl.LazyFrame:
+    """(personId, zone), unique: the borrower's own zone and those of the addresses used."""
+    places = address_places(all_contacts, persons)
+    own = (
+        borrowers.select(pl.col("id").alias("personId"), pl.col("timezone").alias("zone"))
+        .join(persons, on="personId", how="semi")
+        .drop_nulls("zone")
+    )
+    by_zip = places.select("personId", pl.col("zipZone").alias("zone")).drop_nulls("zone")
+    use_state = pl.col("state").is_not_null() & (
+        pl.col("zipZone").is_null() | (pl.col("zipState").is_not_null() & (pl.col("zipState") != pl.col("state")))
+    )
+    by_state = (
+        places.filter(use_state)
+        .select("personId", "state")
+        .join(state_zone_table().lazy(), on="state", how="inner")
+        .select("personId", "zone")
+    )
+    return pl.concat([own, by_zip, by_state], how="vertical").unique()
+
+
+def person_states(all_contacts: pl.LazyFrame, persons: pl.LazyFrame) -> pl.LazyFrame:
+    """(personId, state), unique: each address's state and its ZIP's state (either may be the truth)."""
+    places = address_places(all_contacts, persons)
+    return (
+        pl.concat(
+            [
+                places.select("personId", "state"),
+                places.select("personId", pl.col("zipState").alias("state")),
+            ]
+        )
+        .drop_nulls("state")
+        .unique()
+    )
+
+
+def contact_zones(contacts: pl.DataFrame) -> pl.DataFrame:
+    """(contactId, zone), unique: the contact's own zone and, for a phone, its number's zones."""
+    phones = contacts.lazy().filter(pl.col("contactType") == "phone").select(pl.col("id").alias("contactId"), "value")
+    numbers = phone_zones(contacts.filter(pl.col("contactType") == "phone").get_column("value"))
+    own = contacts.lazy().select(pl.col("id").alias("contactId"), pl.col("timezone").alias("zone")).drop_nulls()
+    by_number = phones.join(numbers.lazy(), on="value", how="inner").select("contactId", "zone")
+    return pl.concat([own, by_number]).unique().collect()
+
+
+def candidate_zones(
+    contacts: pl.LazyFrame, all_contacts: pl.LazyFrame, borrowers: pl.LazyFrame
+) -> pl.LazyFrame:
+    """contactId, personId, zones (sorted, unique; empty when unknown), states of the addresses used.
+
+    `contacts` are the contacts to place (a subset of `all_contacts`); addresses come from
+    `all_contacts`. Phone zones are looked up here, eagerly; the result is a LazyFrame over it.
+    """
+    mine = contacts.select("id", "personId", "contactType", "value", "timezone").collect()
+    persons = mine.lazy().pipe(_persons_of)
+    by_person = person_zones(all_contacts, borrowers, persons)
+    by_contact = contact_zones(mine).lazy()
+    zones = pl.concat(
+        [
+            mine.lazy().select(pl.col("id").alias("contactId"), "personId").join(by_person, on="personId"),
+            by_contact.join(
+                mine.lazy().select(pl.col("id").alias("contactId"), "personId"), on="contactId"
+            ).select("contactId", "personId", "zone"),
+        ]
+    )
+    zone_lists = zones.group_by("contactId").agg(pl.col("zone").unique().sort().alias("zones"))
+    state_lists = person_states(all_contacts, persons).group_by("personId").agg(
+        pl.col("state").unique().sort().alias("states")
+    )
+    out = (
+        mine.lazy()
+        .select(pl.col("id").alias("contactId"), "personId")
+        .join(zone_lists, on="contactId", how="left")
+        .join(state_lists, on="personId", how="left")
+        .with_columns(
+            pl.col("zones").fill_null(pl.lit([], dtype=ZONE_LIST)),
+            pl.col("states").fill_null(pl.lit([], dtype=ZONE_LIST)),
+        )
+        .sort("contactId")
+    )
+    return pl.LazyFrame(out.collect())
+
+
+__all__ = [
+    "NANP_PATTERN",
+    "ZIP5_PATTERN",
+    "address_places",
+    "candidate_zones",
+    "contact_zones",
+    "known_zones",
+    "norm_state",
+    "person_states",
+    "person_zones",
+    "phone_key",
+    "phone_zones",
+    "state_zone_table",
+    "usable_zones",
+    "zip5",
+    "zip_table",
+    "zones_for_number",
+]

@@ -1,0 +1,1 @@
+"""Plain, row-at-a-time reference implementations the fast engines are checked against."""

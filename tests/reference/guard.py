@@ -1,0 +1,269 @@
+"""The Compliance Guard, one contact at a time, read straight from COMPLIANCE.md.
+
+Deliberately naive: plain dicts, zoneinfo, one loop per rule. It shares no code with
+pipelines/compliance.py or pipelines/timezones.py; only the lookup packages are the same.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import zoneinfo
+from collections import defaultdict
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+import polars as pl
+import us
+import zipcodes
+from phonenumbers.timezone import time_zones_for_number
+
+from pipelines.config import CheckCanInteractData, Company
+from pipelines.tables import SourceTables
+
+Row = dict[str, Any]
+
+# Vocabulary as COMPLIANCE.md states it.
+VOICE_ATTEMPT_DETAILS = {
+    "voiceSpokeWithFirstParty",
+    "voiceSpokeWithThirdParty",
+    "voiceLeftVoicemail",
+    "voiceReachedVoicemail",
+    "voiceNoAnswer",
+    "voiceAnsweredNoConversation",
+}
+ATTEMPT_STATUSES = {"attempted", "succeeded", "inProgress"}
+DEFAULT_CHANNEL = {"phone": "voice", "email": "email", "address": "mail"}
+FITS = {"voice": "phone", "text": "phone", "email": "email", "mail": "address"}
+
+
+def instant_of(company: Company, as_of: date) -> datetime:
+    return datetime.combine(as_of, time(12), tzinfo=ZoneInfo(company.timezone))
+
+
+def channel_of(contact: Row, check: CheckCanInteractData) -> str:
+    return check.channel or DEFAULT_CHANNEL[contact["contactType"]]
+
+
+# ---------------------------------------------------------------- where is the borrower?
+
+
+@functools.cache
+def _iana() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+@functools.cache
+def _zips() -> dict[str, Row]:
+    return {r["zip_code"]: r for r in zipcodes.list_all()}
+
+
+def _state_zones(state: str) -> set[str]:
+    found = us.states.lookup(state, field="abbr")
+    return set(found.time_zones) & _iana() if found else set()
+
+
+def _phone_zones(value: str) -> set[str]:
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return set()
+    return {z for z in time_zones_for_number(number) if z != "Etc/Unknown"} & _iana()
+
+
+def places(contact: Row, borrower: Row | None, contacts_of_borrower: list[Row]) -> tuple[set[str], set[str]]:
+    """(candidate zones, states of the addresses used)."""
+    zones: set[str] = set()
+    states: set[str] = set()
+    if borrower and borrower.get("timezone"):
+        zones.add(borrower["timezone"])
+    if contact.get("timezone"):
+        zones.add(contact["timezone"])
+    for c in contacts_of_borrower:
+        if c["contactType"] != "address" or c["status"] == "archived" or c["affiliation"] != "self":
+            continue
+        m = re.match(r"[ \t]*([0-9]{5})", c.get("postalCode") or "")
+        record = _zips().get(m.group(1)) if m else None
+        zip_zone = record["timezone"] if record and record["timezone"] in _iana() else None
+        zip_state = (record["state"] or None) if record else None
+        state = (c.get("state") or "").strip().upper() or None
+        if zip_zone:
+            zones.add(zip_zone)
+        if state and (zip_zone is None or (zip_state is not None and zip_state != state)):
+            zones |= _state_zones(state)
+        states |= {s for s in (state, zip_state) if s}
+    if contact["contactType"] == "phone" and contact.get("value"):
+        zones |= _phone_zones(contact["value"])
+    return zones, states
+
+
+# ---------------------------------------------------------------- the rules
+
+
+def _local_date(ts: datetime, company: Company) -> date:
+    return ts.astimezone(ZoneInfo(company.timezone)).date()
+
+
+def _is_attempt(i: Row, channels: list[str]) -> bool:
+    if i["channel"] not in channels or i["direction"] != "outbound":
+        return False
+    if i["channel"] != "voice":
+        return bool(i["status"] in ATTEMPT_STATUSES)
+    if i["status"] in ("scheduled", "canceled"):
+        return False
+    if i["statusDetails"] is None:
+        return bool(i["status"] in ATTEMPT_STATUSES)
+    return bool(i["statusDetails"] in VOICE_ATTEMPT_DETAILS)
+
+
+def _is_conversation(i: Row) -> bool:
+    return bool(
+        i["channel"] == "voice"
+        and i["statusDetails"] == "voiceSpokeWithFirstParty"
+        and i["status"] not in ("scheduled", "canceled")
+    )
+
+
+def _dni_blocks(dni: Row, contact: Row, channel: str, theme: str, noon: datetime, company: Company) -> bool:
+    if dni["createdAt"] is not None and dni["createdAt"] > noon:
+        return False
+    if dni["deletedAt"] is not None and dni["deletedAt"] <= noon:
+        return False
+    local = noon.astimezone(ZoneInfo(dni["timezone"] or company.timezone))
+    d, w, h = local.date(), local.isoweekday() % 7, local.hour
+    if dni["startDate"] > d or (dni["endDate"] is not None and d > dni["endDate"]):
+        return False
+    if dni["daysOfWeek"] and w not in dni["daysOfWeek"]:
+        return False
+    if dni["timesOfDay"] and not any(t["fromHour"] <= h < t["toHour"] for t in dni["timesOfDay"]):
+        return False
+    if dni["contactLabels"] and contact["label"] not in dni["contactLabels"]:
+        return False
+    covers_channel = "all" in dni["channels"] or channel in dni["channels"]
+    covers_theme = theme in dni["themes"] or ("all" in dni["themes"] and theme != "opsAccountCredentials")
+    return covers_channel and covers_theme
+
+
+def _consent(consents: list[Row], name: str, noon: datetime) -> str | None:
+    known = [c for c in consents if c["name"] == name and c["updatedAt"] <= noon]
+    if not known:
+        return None
+    latest = max(known, key=lambda c: (c["updatedAt"], c["status"] == "revoked"))
+    return str(latest["status"])
+
+
+def screen_row(
+    contact: Row,
+    borrower: Row | None,
+    contacts_of_borrower: list[Row],
+    interactions: list[Row],
+    dnis: list[Row],
+    consents: list[Row],
+    company: Company,
+    check: CheckCanInteractData,
+    as_of: date,
+) -> tuple[bool, list[str]]:
+    """(canInteract, sorted reasons) for one contact; the lists hold the borrower's rows only."""
+    policy = company.policy
+    noon = instant_of(company, as_of)
+    channel = channel_of(contact, check)
+    reasons: set[str] = set()
+
+    if FITS[channel] != contact["contactType"]:
+        reasons.add("CHANNEL_MISMATCH")
+    if contact["status"] == "archived":
+        reasons.add("CONTACT_ARCHIVED")
+    if contact["valid"] is False:
+        reasons.add("CONTACT_INVALID")
+    if contact["affiliation"] != "self" and not (
+        contact["authorizedThirdParty"] or contact["powerOfAttorney"]
+    ):
+        reasons.add("THIRD_PARTY_NOT_AUTHORIZED")
+    if any(_dni_blocks(d, contact, channel, check.theme, noon, company) for d in dnis):
+        reasons.add("DO_NOT_INTERACT")
+
+    zones, states = places(contact, borrower, contacts_of_borrower)
+    if channel in ("voice", "text", "email"):
+        if not zones and policy.unknownTimezone == "block":
+            reasons.add("TIMEZONE_UNKNOWN")
+        start, end = policy.contactHours.start_time, policy.contactHours.end_time
+        for z in zones:
+            local = noon.astimezone(ZoneInfo(z)).time()
+            if local < start or local > end:
+                reasons.add("OUTSIDE_CONTACT_HOURS")
+
+    known = [i for i in interactions if i["startedAt"] < noon]
+    limits = list(policy.frequencyLimits)
+    for state, rule in policy.stateRules.items():
+        if state in states:
+            limits += rule.frequencyLimits
+    for lim in limits:
+        if channel not in lim.channels:
+            continue
+        first = as_of - timedelta(days=lim.windowDays - 1)
+        n = sum(
+            1
+            for i in known
+            if _is_attempt(i, list(lim.channels)) and first <= _local_date(i["startedAt"], company) <= as_of
+        )
+        if n >= lim.maxAttempts:
+            reasons.add("FREQUENCY_LIMIT")
+
+    if channel == "voice":
+        first = as_of - timedelta(days=policy.conversationCooldownDays - 1)
+        if any(_is_conversation(i) and first <= _local_date(i["startedAt"], company) <= as_of for i in known):
+            reasons.add("RECENT_CONVERSATION")
+
+    if (
+        check.isAutodialed
+        and channel in ("voice", "text")
+        and _consent(consents, "autodialedColl", noon) != "consented"
+    ):
+        reasons.add("AUTODIAL_CONSENT_MISSING")
+    if channel == "text" and contact["receiveTextMessages"] is not True:
+        reasons.add("TEXT_OPT_IN_MISSING")
+    if channel in ("email", "text") and _consent(consents, "electronicComms", noon) == "revoked":
+        reasons.add("ELECTRONIC_CONSENT_REVOKED")
+
+    return not reasons, sorted(reasons)
+
+
+def screen_frames(
+    matched: pl.LazyFrame | pl.DataFrame,
+    tables: SourceTables,
+    company: Company,
+    check: CheckCanInteractData,
+    as_of: date,
+) -> list[Row]:
+    """screen_row over every matched contact: rows like the engine's, sorted by contactId."""
+
+    def by_person(frame: pl.LazyFrame) -> dict[str, list[Row]]:
+        out: dict[str, list[Row]] = defaultdict(list)
+        for row in frame.collect().to_dicts():
+            out[row["personId"]].append(row)
+        return out
+
+    borrowers = {b["id"]: b for b in tables.borrowers.collect().to_dicts()}
+    contacts = by_person(tables.contacts)
+    interactions = by_person(tables.interactions)
+    dnis = by_person(tables.do_not_interact)
+    consents = by_person(tables.consents)
+    rows = matched.lazy().collect().to_dicts()
+    out = []
+    for c in sorted(rows, key=lambda r: r["id"]):
+        p = c["personId"]
+        ok, reasons = screen_row(
+            c, borrowers.get(p), contacts[p], interactions[p], dnis[p], consents[p], company, check, as_of
+        )
+        out.append(
+            {
+                "contactId": c["id"],
+                "personId": p,
+                "channel": channel_of(c, check),
+                "canInteract": ok,
+                "reasons": reasons,
+            }
+        )
+    return out
