@@ -119,3 +119,25 @@ def test_run_prints_the_summary(home: Home) -> None:
     assert summary["asOfInstant"] == "2026-12-01T17:00:00Z"
     assert set(summary["counts"]) >= {"population", "matched", "screenedOut", "exported", "byReason"}
     assert Path(summary["file"]).is_file()
+
+
+def test_generate_writes_a_readable_source_and_is_deterministic(tmp_path: Path) -> None:
+    from pipelines.sources import open_source
+
+    outputs = []
+    for name in ("a", "b"):
+        out = cli(tmp_path, "generate", "--out", f"{name}.duckdb", "--borrowers", "60", "--seed", "5")
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        assert report["rows"]["borrowers"] == 60
+        assert sorted(report["companies"]) == ["CP-ACME", "CP-ISLAND", "CP-PACIFIC"]  # sample companies written
+        outputs.append(open_source(tmp_path / f"{name}.duckdb"))
+    a, b = outputs
+    assert a.contacts.collect().equals(b.contacts.collect())
+    assert (tmp_path / "configs" / "companies" / "CP-ACME.yaml").exists()
+
+
+def test_generate_refuses_an_unknown_format(tmp_path: Path) -> None:
+    out = cli(tmp_path, "generate", "--out", "x", "--borrowers", "5", "--format", "xlsx")
+    assert out.returncode == 2
+    assert "--format" in out.stderr
