@@ -206,6 +206,7 @@ def generate(
         for spec in TABLES:
             say(f"{spec.name}: 0 rows")
         return SourceTables(**empty)
+    companies = sorted(companies, key=lambda c: c.id)  # the same data whatever order they came in
     rng = _Random(seed)
     people = _borrowers(rng, borrowers, companies)
     say(f"borrowers: {people.height:,} rows")
