@@ -421,19 +421,21 @@ def screen(
         frame = frame.join(consent, on="personId", how="left")
 
     flags = _reason_flags(frame.collect_schema().names(), policy, check, limits)
-    reasons = pl.concat_list([pl.when(flags[code]).then(pl.lit(code)) for code in sorted(REASON_CODES)])
+    # Reasons as a bitmask first: building a list per row is slow, and there are few distinct sets.
+    codes = sorted(REASON_CODES)
+    mask = pl.sum_horizontal([flags[code].cast(pl.UInt32) * (1 << bit) for bit, code in enumerate(codes)])
+    decided = frame.select(pl.col("id").alias("contactId"), "personId", "channel", mask.alias("_mask")).collect()
+    masks = decided.get_column("_mask").unique().sort().to_list()
+    reason_sets = pl.DataFrame(
+        {"_mask": masks, "reasons": [[c for bit, c in enumerate(codes) if m >> bit & 1] for m in masks]},
+        schema={"_mask": pl.UInt32(), "reasons": REASONS},
+    )
     result = (
-        frame.select(
-            pl.col("id").alias("contactId"),
-            "personId",
-            "channel",
-            reasons.list.drop_nulls().alias("reasons"),
-        )
-        .with_columns((pl.col("reasons").list.len() == 0).alias("canInteract"))
+        decided.join(reason_sets, on="_mask", how="left")
+        .with_columns((pl.col("_mask") == 0).alias("canInteract"))
         .select(*SCREENING_SCHEMA.names())
         .cast(SCREENING_SCHEMA)
         .sort("contactId")
-        .collect()
     )
     log.info(
         "screened %d contacts of %d borrowers as of %s: %d blocked",
