@@ -5,6 +5,10 @@ Polars over the whole batch: per-borrower facts (zones, counts, DNIs, consents) 
 and joined to the contacts. Local times are computed once per time zone (there are a few hundred at
 most), never per row. Only facts known at the instant count, so a backfill a year later gives the
 same answer as a run on the day.
+
+A window of calendar days D-(n-1) … D (frequency limits, conversation cool-down) is the interval
+from the first instant of day D-(n-1) in the company zone up to the instant, so counting compares
+UTC timestamps with one bound per window instead of converting every interaction's time.
 """
 
 from __future__ import annotations
@@ -205,7 +209,9 @@ def _interactions_in_scope(
 ) -> pl.LazyFrame:
     """The borrowers' interactions that any window can see: since <= startedAt < instant."""
     return (
-        tables.interactions.select("id", "personId", "channel", "direction", "status", "statusDetails", "startedAt")
+        tables.interactions.select(
+            "id", "personId", "channel", "direction", "status", "statusDetails", "startedAt"
+        )
         .filter((pl.col("startedAt") < instant) & (pl.col("startedAt") >= since))
         .join(persons, on="personId", how="semi")
     )
@@ -251,7 +257,11 @@ def _interaction_counts(
 
 
 def _dnis_in_scope(
-    tables: SourceTables, persons: pl.LazyFrame, company: Company, check: CheckCanInteractData, instant: datetime
+    tables: SourceTables,
+    persons: pl.LazyFrame,
+    company: Company,
+    check: CheckCanInteractData,
+    instant: datetime,
 ) -> pl.LazyFrame:
     """The borrowers' DNIs that exist at the instant and cover the theme, with their zone."""
     themes = pl.col("themes")
@@ -287,7 +297,11 @@ def _dni_blocked(dnis: pl.LazyFrame, facts: pl.DataFrame, contacts: pl.LazyFrame
         .filter(
             (pl.col("startDate") <= pl.col("localDate"))
             & (pl.col("endDate").is_null() | (pl.col("localDate") <= pl.col("endDate")))
-            & (days.is_null() | (days.list.len() == 0) | days.list.contains(pl.col("weekday")).fill_null(False))
+            & (
+                days.is_null()
+                | (days.list.len() == 0)
+                | days.list.contains(pl.col("weekday")).fill_null(False)
+            )
         )
         .with_row_index("_dni")
     )
@@ -296,7 +310,11 @@ def _dni_blocked(dnis: pl.LazyFrame, facts: pl.DataFrame, contacts: pl.LazyFrame
         .explode("timesOfDay")
         .unnest("timesOfDay")
         .group_by("_dni")
-        .agg(((pl.col("fromHour") <= pl.col("hour")) & (pl.col("hour") < pl.col("toHour"))).any().alias("inHours"))
+        .agg(
+            ((pl.col("fromHour") <= pl.col("hour")) & (pl.col("hour") < pl.col("toHour")))
+            .any()
+            .alias("inHours")
+        )
     )
     times = pl.col("timesOfDay")
     channels = pl.col("channels")
@@ -307,21 +325,29 @@ def _dni_blocked(dnis: pl.LazyFrame, facts: pl.DataFrame, contacts: pl.LazyFrame
             "personId",
             "contactLabels",
             *[
-                (channels.list.contains("all") | channels.list.contains(ch)).fill_null(False).alias(f"covers_{ch}")
+                (channels.list.contains("all") | channels.list.contains(ch))
+                .fill_null(False)
+                .alias(f"covers_{ch}")
                 for ch in EXPORT_CHANNELS
             ],
         )
     )
     covers_channel = pl.lit(False)
     for ch in EXPORT_CHANNELS:
-        covers_channel = pl.when(pl.col("channel") == ch).then(pl.col(f"covers_{ch}")).otherwise(covers_channel)
+        covers_channel = (
+            pl.when(pl.col("channel") == ch).then(pl.col(f"covers_{ch}")).otherwise(covers_channel)
+        )
     labels = pl.col("contactLabels")
     return (
         contacts.select("id", "personId", "label", "channel")
         .join(active, on="personId", how="inner")
         .filter(
             covers_channel.fill_null(False)
-            & (labels.is_null() | (labels.list.len() == 0) | labels.list.contains(pl.col("label")).fill_null(False))
+            & (
+                labels.is_null()
+                | (labels.list.len() == 0)
+                | labels.list.contains(pl.col("label")).fill_null(False)
+            )
         )
         .select("id")
         .unique()
@@ -342,7 +368,8 @@ def _consents(tables: SourceTables, persons: pl.LazyFrame, instant: datetime) ->
         .agg(pl.col("status").sort_by(["updatedAt", pl.col("status") == "revoked"]).last())
     )
     return [
-        latest.filter(pl.col("name") == name).select("personId", pl.col("status").alias(name)) for name in names
+        latest.filter(pl.col("name") == name).select("personId", pl.col("status").alias(name))
+        for name in names
     ]
 
 
@@ -368,7 +395,9 @@ def screen(
     limits = _limits(policy, as_of, zone)
     cooldown = policy.conversationCooldownDays
     conversation_since = day_start(as_of - timedelta(days=cooldown - 1), zone) if cooldown > 0 else None
-    since = min([lim.since for lim in limits] + ([conversation_since] if conversation_since else []), default=instant)
+    since = min(
+        [lim.since for lim in limits] + ([conversation_since] if conversation_since else []), default=instant
+    )
 
     contacts = matched.select(*_CONTACT_COLUMNS).with_columns(channel_expr(check).alias("channel")).collect()
     if contacts.height == 0:
@@ -388,12 +417,15 @@ def screen(
     _reject_unknown_zones(by_contact, "contacts", "contact")
     _reject_unknown_zones(dnis.select("id", "zone"), "do_not_interact", "DNI")
     _reject_unknown_details(interactions)
-    zones = {*by_person.get_column("zone"), *by_contact.get_column("zone"), *dnis.get_column("zone")}
+    zones = {z for f in (by_person, by_contact, dnis) for z in f.get_column("zone").unique().to_list()}
     facts = zone_facts(instant, policy, zones)
     outside = facts.lazy().select("zone", "outside")
 
     person_hours = (
-        by_person.lazy().join(outside, on="zone").group_by("personId").agg(pl.col("outside").any().alias("pOutside"))
+        by_person.lazy()
+        .join(outside, on="zone")
+        .group_by("personId")
+        .agg(pl.col("outside").any().alias("pOutside"))
     )
     contact_hours = (
         by_contact.lazy()
@@ -424,7 +456,9 @@ def screen(
     # Reasons as a bitmask first: building a list per row is slow, and there are few distinct sets.
     codes = sorted(REASON_CODES)
     mask = pl.sum_horizontal([flags[code].cast(pl.UInt32) * (1 << bit) for bit, code in enumerate(codes)])
-    decided = frame.select(pl.col("id").alias("contactId"), "personId", "channel", mask.alias("_mask")).collect()
+    decided = frame.select(
+        pl.col("id").alias("contactId"), "personId", "channel", mask.alias("_mask")
+    ).collect()
     masks = decided.get_column("_mask").unique().sort().to_list()
     reason_sets = pl.DataFrame(
         {"_mask": masks, "reasons": [[c for bit, c in enumerate(codes) if m >> bit & 1] for m in masks]},

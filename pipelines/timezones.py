@@ -5,6 +5,10 @@ contact of the borrower with affiliation `self` (valid or not), the zone of its 
 the ZIP is missing or unknown, every zone of its `state` (both when ZIP and state disagree); and for a
 phone contact every zone `phonenumbers` gives for its own number.
 
+The states of the addresses used decide which state rules apply; an address counts for its own
+`state` and for the state of its ZIP code (where the two disagree the borrower may be in either, so
+both states' limits apply, the stricter reading).
+
 Lookups come from maintained packages (`zipcodes`, `us`, `phonenumbers`), loaded once per process.
 Zone names a package gives that the IANA database here does not know (for example a blank ZIP zone)
 count as unknown.
@@ -13,8 +17,10 @@ Phone numbers: `phonenumbers` costs ~100 µs a number, far too slow for millions
 for a North American (+1) number depends only on which patterns of its metadata the number matches
 and on the longest time-zone prefix it starts with; every such pattern is a set of digit prefixes
 followed by free digits. `_nanp_prefix_sets` enumerates those prefixes once, which gives each number
-the shortest prefix that decides its answer; the package is then asked once per distinct prefix
-(a few thousand at most). Any other number is asked once per distinct value.
+the shortest prefix that decides its answer (its `phone_key`, a few thousand distinct at most); the
+package is then asked once per key, about any number with that prefix. Any other number is asked
+about once per distinct value. tests/pipelines/test_timezones.py checks the keys against one
+lookup per number.
 """
 
 from __future__ import annotations
@@ -213,22 +219,33 @@ def _nanp_prefix_sets() -> tuple[frozenset[str], ...] | None:
 
 @functools.cache
 def _prefix_series() -> tuple[pl.Series, ...] | None:
+    """The prefix sets as Series, up to the deepest one that is not empty."""
     sets = _nanp_prefix_sets()
-    return None if sets is None else tuple(pl.Series(sorted(p), dtype=S) for p in sets)
+    if sets is None:
+        return None
+    deepest = max(d for d, prefixes in enumerate(sets) if prefixes)
+    return tuple(pl.Series(sorted(p), dtype=S) for p in sets[: deepest + 1])
+
+
+def _nanp_depth(national: pl.Expr, prefixes: tuple[pl.Series, ...]) -> pl.Expr:
+    """The number of leading national digits that decide a number's zones."""
+    chain: Any = pl
+    for d, known in enumerate(prefixes):
+        if d == 0 and known.len():
+            continue  # every number extends the empty prefix
+        chain = chain.when(~national.str.slice(0, d).is_in(known.implode())).then(pl.lit(d))
+    return chain.otherwise(pl.lit(len(prefixes))) if chain is not pl else pl.lit(len(prefixes))
 
 
 def phone_key(value: pl.Expr) -> pl.Expr:
-    """A key such that numbers with the same key get the same zones from `phonenumbers`."""
+    """A key such that numbers with the same key get the same zones from `phonenumbers`:
+    `N` + the deciding national digits for a +1 number, else `V` + the value itself."""
     prefixes = _prefix_series()
     raw = pl.lit("V") + value
     if prefixes is None:
         return raw
     national = value.str.slice(2)
-    chain: Any = pl
-    for d in range(_NANP_LENGTH):
-        chain = chain.when(~national.str.slice(0, d).is_in(prefixes[d].implode())).then(pl.lit(d))
-    depth = chain.otherwise(pl.lit(_NANP_LENGTH))
-    nanp = pl.lit("N") + national.str.slice(0, depth)
+    nanp = pl.lit("N") + national.str.slice(0, _nanp_depth(national, prefixes))
     return pl.when(value.str.contains(NANP_PATTERN)).then(nanp).otherwise(raw)
 
 
@@ -241,17 +258,38 @@ def zones_for_number(value: str) -> list[str]:
     return usable_zones(z for z in phone_tz.time_zones_for_number(number) if z != phone_tz.UNKNOWN_TIMEZONE)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def zones_for_key(key: str) -> tuple[str, ...]:
+    """The zones of every number with this `phone_key`: any completion of the deciding digits
+    answers for all of them."""
+    if key.startswith("N"):
+        return tuple(zones_for_number("+1" + key[1:].ljust(_NANP_LENGTH, "0")))
+    return tuple(zones_for_number(key[1:]))
+
+
 def phone_zones(values: pl.Series) -> pl.DataFrame:
     """(value, zone) for every zone of every distinct non-null number in `values`."""
-    keyed = (
-        pl.LazyFrame({"value": values.cast(S)})
-        .drop_nulls()
-        .unique()
-        .with_columns(phone_key(pl.col("value")).alias("key"))
-        .collect()
-    )
-    reps = keyed.lazy().group_by("key").agg(pl.col("value").min().alias("rep")).collect()
-    rows = [(key, zone) for key, rep in reps.iter_rows() for zone in zones_for_number(rep)]
+    numbers = pl.LazyFrame({"value": values.cast(S)}).drop_nulls().unique()
+    prefixes = _prefix_series()
+    if prefixes is None:
+        keyed = numbers.with_columns(phone_key(pl.col("value")).alias("key")).collect()
+    else:
+        # Keys depend on the first len(prefixes) national digits only: work on those, distinct.
+        head = pl.col("value").str.slice(2, len(prefixes))
+        numbers = numbers.with_columns(
+            pl.when(pl.col("value").str.contains(NANP_PATTERN)).then(head).alias("head")
+        )
+        heads = numbers.select("head").drop_nulls().unique()
+        heads = heads.with_columns(
+            (pl.lit("N") + pl.col("head").str.slice(0, _nanp_depth(pl.col("head"), prefixes))).alias("key")
+        )
+        keyed = (
+            numbers.join(heads, on="head", how="left")
+            .select("value", pl.coalesce("key", pl.lit("V") + pl.col("value")).alias("key"))
+            .collect()
+        )
+    keys = keyed.get_column("key").unique().sort().to_list()
+    rows = [(key, zone) for key in keys for zone in zones_for_key(key)]
     table = pl.LazyFrame(rows, schema={"key": S, "zone": S}, orient="row")
     return keyed.lazy().join(table, on="key", how="inner").select("value", "zone").collect()
 
@@ -296,7 +334,8 @@ def person_zones(all_contacts: pl.LazyFrame, borrowers: pl.LazyFrame, persons: p
     )
     by_zip = places.select("personId", pl.col("zipZone").alias("zone")).drop_nulls("zone")
     use_state = pl.col("state").is_not_null() & (
-        pl.col("zipZone").is_null() | (pl.col("zipState").is_not_null() & (pl.col("zipState") != pl.col("state")))
+        pl.col("zipZone").is_null()
+        | (pl.col("zipState").is_not_null() & (pl.col("zipState") != pl.col("state")))
     )
     by_state = (
         places.filter(use_state)
@@ -324,9 +363,15 @@ def person_states(all_contacts: pl.LazyFrame, persons: pl.LazyFrame) -> pl.LazyF
 
 def contact_zones(contacts: pl.DataFrame) -> pl.DataFrame:
     """(contactId, zone), unique: the contact's own zone and, for a phone, its number's zones."""
-    phones = contacts.lazy().filter(pl.col("contactType") == "phone").select(pl.col("id").alias("contactId"), "value")
+    phones = (
+        contacts.lazy()
+        .filter(pl.col("contactType") == "phone")
+        .select(pl.col("id").alias("contactId"), "value")
+    )
     numbers = phone_zones(contacts.filter(pl.col("contactType") == "phone").get_column("value"))
-    own = contacts.lazy().select(pl.col("id").alias("contactId"), pl.col("timezone").alias("zone")).drop_nulls()
+    own = (
+        contacts.lazy().select(pl.col("id").alias("contactId"), pl.col("timezone").alias("zone")).drop_nulls()
+    )
     by_number = phones.join(numbers.lazy(), on="value", how="inner").select("contactId", "zone")
     return pl.concat([own, by_number]).unique().collect()
 
@@ -352,8 +397,10 @@ def candidate_zones(
         ]
     )
     zone_lists = zones.group_by("contactId").agg(pl.col("zone").unique().sort().alias("zones"))
-    state_lists = person_states(all_contacts, persons).group_by("personId").agg(
-        pl.col("state").unique().sort().alias("states")
+    state_lists = (
+        person_states(all_contacts, persons)
+        .group_by("personId")
+        .agg(pl.col("state").unique().sort().alias("states"))
     )
     out = (
         mine.lazy()
