@@ -144,7 +144,7 @@ def exporters_list(
 @exporters_app.command("get")
 def exporters_get(
     ctx: typer.Context,
-    exporter_id: Annotated[str, typer.Argument(metavar="ID", help="CE-XXXXXXXX or ext-EXTERNALID")],
+    exporter_id: Annotated[str, typer.Argument(metavar="ID", help="CE-7ABCDEFG or ext-EXTERNALID")],
 ) -> None:
     """Show one exporter."""
     from pipelines.store import ExporterStore, ok_envelope
@@ -155,7 +155,7 @@ def exporters_get(
 @exporters_app.command("update")
 def exporters_update(
     ctx: typer.Context,
-    exporter_id: Annotated[str, typer.Argument(metavar="ID", help="CE-XXXXXXXX or ext-EXTERNALID")],
+    exporter_id: Annotated[str, typer.Argument(metavar="ID", help="CE-7ABCDEFG or ext-EXTERNALID")],
     file: Annotated[
         str, typer.Option("--file", "-f", help="JSON body: a full replacement (PUT); '-' reads stdin.")
     ],

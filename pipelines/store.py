@@ -164,7 +164,7 @@ class ExporterStore:
         return exporters
 
     def get(self, ident: str) -> Exporter:
-        """Look up by id (`CE-XXXXXXXX`) or by `ext-<externalId>`."""
+        """Look up by id (`CE-7ABCDEFG`) or by `ext-<externalId>`."""
         if ident.startswith(EXTERNAL_PREFIX) and len(ident) > len(EXTERNAL_PREFIX):
             external_id = ident[len(EXTERNAL_PREFIX) :]
             for exporter in self.all():
