@@ -22,12 +22,11 @@ LOCK_TIMEOUT_SECONDS = 300.0
 
 
 @contextmanager
-def connect(
-    path: Path, *, read_only: bool = False, timeout: float = LOCK_TIMEOUT_SECONDS
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open `path` under the process lock and the file lock; close it on exit."""
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+def file_lock(path: Path, *, timeout: float = LOCK_TIMEOUT_SECONDS, optional: bool = False) -> Iterator[None]:
+    """Hold `<path>.lock` (and the process lock): the one lock every writer of `path` takes.
+
+    With `optional`, a lock file that cannot be created (a read-only mount) is done without.
+    """
     lock = FileLock(str(path) + ".lock", timeout=timeout)
     with _PROCESS_LOCK:
         locked = False
@@ -37,16 +36,27 @@ def connect(
         except Timeout:
             raise TransientError(f"{path} is busy: another writer held it for {timeout:.0f}s") from None
         except OSError:
-            # A read-only source on a read-only mount cannot hold a lock file; reading needs none there.
-            if not read_only:
+            if not optional:
                 raise
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            con.execute("SET enable_progress_bar = false")  # it would print to stdout, our JSON channel
-            try:
-                yield con
-            finally:
-                con.close()
+            yield
         finally:
             if locked:
                 lock.release()
+
+
+@contextmanager
+def connect(
+    path: Path, *, read_only: bool = False, timeout: float = LOCK_TIMEOUT_SECONDS
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open `path` under the process lock and the file lock; close it on exit."""
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    # A read-only source on a read-only mount cannot hold a lock file; reading needs none there.
+    with file_lock(path, timeout=timeout, optional=read_only):
+        con = duckdb.connect(str(path), read_only=read_only)
+        con.execute("SET enable_progress_bar = false")  # it would print to stdout, our JSON channel
+        try:
+            yield con
+        finally:
+            con.close()

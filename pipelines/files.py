@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -44,28 +44,38 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temp file beside `target`, fsync it, then rename it over `target`.
+def atomic_write(target: Path, write: Callable[[Path], None], *, mode: int = 0o644) -> None:
+    """Call `write(tmp)` on a temp path beside `target`, fsync it, then rename it over `target`.
 
-    A crash at any point leaves either the old file or the new one under `target`, never a partial one.
+    A crash at any point leaves either the old file or the new one under `target`, never a partial
+    one. The temp name is dot-prefixed (readers of a folder skip it) and does not exist beforehand.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         write(tmp)
+        os.chmod(tmp, mode)
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
     finally:
-        os.close(dir_fd)
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):  # .wal: a DuckDB file's log
+            leftover.unlink(missing_ok=True)
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; not every platform can open a directory."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _writer(frame: pl.DataFrame, settings: FileSettings) -> Callable[[Path], None]:

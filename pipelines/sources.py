@@ -16,23 +16,20 @@ offset means UTC), dates `YYYY-MM-DD`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import shutil
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import duckdb
 import polars as pl
-from filelock import FileLock, Timeout
 from polars.datatypes import DataTypeClass
 
 from pipelines import duck
-from pipelines.errors import ErrorItem, InvalidInputError, SourceDataError, TransientError
+from pipelines.errors import ErrorItem, InvalidInputError, SourceDataError
+from pipelines.files import atomic_write
 from pipelines.schemas import CAST_ERRORS, type_check_name
 from pipelines.tables import TABLES, SourceTables, TableSpec
 
@@ -344,31 +341,15 @@ def write_source(tables: SourceTables, path: Path, fmt: SourceFormat) -> None:
     log.info("wrote source %s (%s)", path, fmt)
 
 
-@contextlib.contextmanager
-def _temporary(path: Path) -> Iterator[Path]:
-    """A temporary name beside `path`; removed unless the caller renamed it over `path`."""
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        yield temp
-    finally:
-        for leftover in (temp, temp.with_name(temp.name + ".wal")):
-            leftover.unlink(missing_ok=True)
-
-
 def _write_duckdb(frames: dict[str, pl.DataFrame], path: Path) -> None:
     if path.is_dir():
         raise InvalidInputError(
             str(path), [ErrorItem("", "is a folder")], message=f"{path} is a folder; a DuckDB file is needed"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The same lock file as pipelines.duck: the target may be the warehouse, which other runs write
-    # in place; holding it from copy to rename means no write of theirs is lost in between.
-    lock = FileLock(str(path) + ".lock", timeout=duck.LOCK_TIMEOUT_SECONDS)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise TransientError(f"{path} is busy: another writer held it for {lock.timeout:.0f}s") from None
-    try:
+    # The target may be the warehouse, which other runs write in place: holding its lock from copy to
+    # rename means no write of theirs is lost in between.
+    with duck.file_lock(path):
         if path.with_name(path.name + ".wal").exists():
             raise InvalidInputError(
                 str(path),
@@ -376,7 +357,8 @@ def _write_duckdb(frames: dict[str, pl.DataFrame], path: Path) -> None:
                 message=f"{path} has a write-ahead log ({path.name}.wal): another process has it open "
                 "or stopped while writing; close it (or open and close it once) first",
             )
-        with _temporary(path) as temp:
+
+        def write(temp: Path) -> None:
             if path.exists():
                 shutil.copyfile(path, temp)
             con = duckdb.connect(str(temp))
@@ -389,9 +371,8 @@ def _write_duckdb(frames: dict[str, pl.DataFrame], path: Path) -> None:
                 con.execute("CHECKPOINT")
             finally:
                 con.close()
-            os.replace(temp, path)
-    finally:
-        lock.release()
+
+        atomic_write(path, write)
 
 
 def _write_folder(frames: dict[str, pl.DataFrame], folder: Path, fmt: str) -> None:
@@ -403,14 +384,15 @@ def _write_folder(frames: dict[str, pl.DataFrame], folder: Path, fmt: str) -> No
         )
     folder.mkdir(parents=True, exist_ok=True)
     for spec in TABLES:
-        target = folder / f"{spec.name}.{fmt}"
-        with _temporary(target) as temp:
-            frame = frames[spec.name]
+        frame = frames[spec.name]
+
+        def write(tmp: Path, frame: pl.DataFrame = frame) -> None:
             if fmt == "csv":
-                _text_frame(frame).write_csv(temp, line_terminator="\n")
+                _text_frame(frame).write_csv(tmp, line_terminator="\n")
             else:
-                frame.write_parquet(temp)
-            os.replace(temp, target)
+                frame.write_parquet(tmp)
+
+        atomic_write(folder / f"{spec.name}.{fmt}", write)
         for other in FOLDER_FORMATS:
             if other != fmt:
                 (folder / f"{spec.name}.{other}").unlink(missing_ok=True)

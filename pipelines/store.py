@@ -14,10 +14,8 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import re
 import secrets
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +35,7 @@ from pipelines.errors import (
     NotFoundError,
     TransientError,
 )
+from pipelines.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -320,35 +319,11 @@ class ExporterStore:
 
     def _write(self, exporter: Exporter) -> None:
         text = json.dumps(exporter.public(), indent=2, ensure_ascii=False) + "\n"
-        final = self.folder / f"{exporter.id}.json"
-        fd, tmp_name = tempfile.mkstemp(dir=self.folder, prefix=f".{exporter.id}.", suffix=".tmp")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        _fsync_dir(self.folder)
 
+        def write(tmp: Path) -> None:
+            tmp.write_text(text, encoding="utf-8")
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        atomic_write(self.folder / f"{exporter.id}.json", write)
 
 
 # ---------------------------------------------------------------- envelopes (CLI stdout and HTTP body)

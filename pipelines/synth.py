@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import random
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Final
 
 import polars as pl
@@ -32,6 +31,7 @@ import zipcodes
 
 from pipelines.config import Company, Home
 from pipelines.errors import ErrorItem, InvalidInputError
+from pipelines.files import atomic_write
 from pipelines.tables import (
     BORROWERS,
     CONSENTS,
@@ -93,10 +93,12 @@ def write_sample_companies(home: Home) -> list[Company]:
     companies = default_companies()
     for company in companies:
         body = {"id": company.id, "name": company.name, "timezone": company.timezone}
-        target = folder / f"{company.id}.yaml"
-        temp = folder / f".{company.id}.{uuid.uuid4().hex[:8]}.tmp"
-        temp.write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
-        os.replace(temp, target)
+        text = yaml.safe_dump(body, sort_keys=False)
+
+        def write(tmp: Path, text: str = text) -> None:
+            tmp.write_text(text, encoding="utf-8")
+
+        atomic_write(folder / f"{company.id}.yaml", write)
     log.info("wrote %d sample companies under %s", len(companies), folder)
     return companies
 
