@@ -4,7 +4,7 @@ and publish a run summary artifact. Tasks pass plans, paths and counts, never fr
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,7 @@ def deliver_task(built: job.Built, enabled: bool, redeliver: bool) -> job.Delive
     return job.deliver(built, enabled=enabled, redeliver=redeliver, password=password)
 
 
-def artifact_markdown(result: dict[str, Any]) -> str:
+def artifact_markdown(result: dict[str, Any], sha256: str) -> str:
     counts = result["counts"]
     lines = [
         f"## Contact export {result['exporterId']} as of {result['asOfDate']}",
@@ -107,7 +107,7 @@ def artifact_markdown(result: dict[str, Any]) -> str:
         "|---|---:|",
         *[f"| {code} | {n} |" for code, n in counts["byReason"].items()],
         "",
-        f"File: `{Path(result['file']).name}` sha256 `{result['sha256']}`",
+        f"File: `{Path(result['file']).name}` sha256 `{sha256}`",
         f"Delivery: {'delivered' if result['delivered'] else 'not delivered'} ({result['delivery']})",
     ]
     return "\n".join(lines)
@@ -128,20 +128,15 @@ def export_contacts(
     logger = get_run_logger()
     plan = plan_task(home, exporter_id, as_of, source, warehouse, population_file)
     run_id = job.new_run_id()
-    started_at = datetime.now(UTC)
     with job.run_lock(plan):
-        try:
+        with job.failure_recorded(plan, run_id):
             built = build_task(plan, run_id)
             record_task(built)
-        except Exception as exc:
-            job.record_failure(plan, run_id, started_at, exc)
-            raise
         sent = deliver_task(built, deliver, redeliver)
     result = job.summary(built, sent)
-    result["sha256"] = built.file.sha256
     create_markdown_artifact(
         key=f"contact-export-{plan.exporter_id.lower()}",
-        markdown=artifact_markdown(result),
+        markdown=artifact_markdown(result, built.file.sha256),
         description=f"{plan.exporter_id} as of {plan.as_of}",
     )
     logger.info(
@@ -152,7 +147,6 @@ def export_contacts(
         built.screened_out,
         sent.delivered,
     )
-    result.pop("sha256")
     return result
 
 

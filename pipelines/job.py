@@ -12,7 +12,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -278,6 +278,17 @@ def record_failure(plan: RunPlan, run_id: str, started_at: datetime, error: Base
         log.exception("could not record the failed run %s", run_id)
 
 
+@contextmanager
+def failure_recorded(plan: RunPlan, run_id: str) -> Iterator[None]:
+    """Around build and record: a failure is recorded as a failed run, then raised as it was."""
+    started_at = datetime.now(UTC)
+    try:
+        yield
+    except Exception as exc:
+        record_failure(plan, run_id, started_at, exc)
+        raise
+
+
 @dataclass(frozen=True)
 class Delivery:
     delivered: bool
@@ -348,17 +359,9 @@ def run_export(
 ) -> dict[str, Any]:
     """The whole run without an orchestrator."""
     run_id = new_run_id()
-    started_at = datetime.now(UTC)
     with run_lock(plan):
-        try:
+        with failure_recorded(plan, run_id):
             built = build(plan, run_id, progress)
             record(built)
-        except Exception as exc:
-            record_failure(plan, run_id, started_at, exc)
-            raise
         sent = deliver(built, enabled=deliver_enabled, redeliver=redeliver, password=password)
     return summary(built, sent)
-
-
-def with_population(plan: RunPlan, population_file: Path) -> RunPlan:
-    return replace(plan, population_file=population_file)

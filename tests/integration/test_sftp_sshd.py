@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pwd
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from pipelines.config import Home, SftpSetting
-from pipelines.delivery import DeliveryResult, already_delivered, check_destination, deliver
+from pipelines.delivery import already_delivered, check_destination
 from pipelines.errors import TerminalError, TransientError
+from tests.sftp_exports import AS_OF, EXPORTER, Export, send, write_export
 
 from .sshd import Sshd, generate_key, unavailable_reason
 
 pytestmark = pytest.mark.integration
 
-AS_OF = date(2026, 1, 2)
-EXPORTER = "CE-SSHD0001"
 MiB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Export:
-    file: Path
-    manifest: Path
-    sha256: str
 
 
 @pytest.fixture
@@ -68,33 +56,8 @@ def setting(sshd: Sshd, known_hosts: Path) -> SftpSetting:
 
 
 def make_export(home: Home, size: int = 2 * MiB) -> Export:
-    folder = home.exports / EXPORTER / AS_OF.isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
-    file = folder / f"{EXPORTER}_20260102.csv"
     block = os.urandom(MiB)
-    digest = hashlib.sha256()
-    with file.open("wb") as out:
-        for offset in range(0, size, MiB):
-            chunk = block[: min(MiB, size - offset)]
-            out.write(chunk)
-            digest.update(chunk)
-    manifest = folder / f"{file.name}.manifest.json"
-    manifest.write_text(json.dumps({"runId": "R-sshd", "sha256": digest.hexdigest()}), encoding="utf-8")
-    return Export(file, manifest, digest.hexdigest())
-
-
-def send(setting: SftpSetting, home: Home, export: Export, **kwargs: object) -> DeliveryResult:
-    return deliver(
-        setting,
-        home,
-        export.file,
-        export.manifest,
-        exporter_id=EXPORTER,
-        as_of=AS_OF,
-        sha256=export.sha256,
-        warehouse=home.warehouse,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    return write_export(home, (block[: min(MiB, size - offset)] for offset in range(0, size, MiB)))
 
 
 def names(sshd: Sshd) -> list[str]:

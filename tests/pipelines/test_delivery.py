@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import socket
@@ -10,8 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import UTC
 from pathlib import Path
 
 import asyncssh
@@ -22,23 +20,12 @@ from paramiko.hostkeys import HostKeys
 from flows.sftp_server import LocalSftp, local_sftp_server
 from pipelines.config import Home, SftpSetting, Timeouts
 from pipelines.delivery import (
-    DeliveryResult,
     already_delivered,
     check_destination,
-    deliver,
     load_pinned_keys,
 )
 from pipelines.errors import InvalidInputError, TerminalError, TransientError
-
-AS_OF = date(2026, 1, 2)
-EXPORTER = "CE-TEST0001"
-
-
-@dataclass(frozen=True)
-class Export:
-    file: Path
-    manifest: Path
-    sha256: str
+from tests.sftp_exports import AS_OF, EXPORTER, Export, send, write_export
 
 
 @pytest.fixture
@@ -65,29 +52,8 @@ def upload(server: LocalSftp, setting: SftpSetting) -> Path:
 
 
 def make_export(home: Home, content: bytes = b"", name: str = f"{EXPORTER}_20260102.csv") -> Export:
-    folder = home.exports / EXPORTER / AS_OF.isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
     data = content or b"".join(b"C-%06d,+1415555%04d\n" % (i, i % 10_000) for i in range(50_000))
-    file = folder / name
-    file.write_bytes(data)
-    sha = hashlib.sha256(data).hexdigest()
-    manifest = folder / f"{name}.manifest.json"
-    manifest.write_text(json.dumps({"runId": "R-1", "sha256": sha, "bytes": len(data)}), encoding="utf-8")
-    return Export(file, manifest, sha)
-
-
-def send(setting: SftpSetting, home: Home, export: Export, **kwargs: object) -> DeliveryResult:
-    return deliver(
-        setting,
-        home,
-        export.file,
-        export.manifest,
-        exporter_id=EXPORTER,
-        as_of=AS_OF,
-        sha256=export.sha256,
-        warehouse=home.warehouse,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    return write_export(home, [data], name)
 
 
 def ledger(home: Home) -> list[tuple[object, ...]]:
