@@ -27,6 +27,7 @@ from pipelines.config import CheckCanInteractData, Company, Policy
 from pipelines.errors import ErrorItem, SourceDataError
 from pipelines.tables import SourceTables
 from pipelines.timezones import (
+    address_places,
     contact_zones,
     known_zones,
     person_states,
@@ -406,9 +407,11 @@ def screen(
 
     # The inputs that need a look before the rules run: zone names and statusDetails values.
     by_contact = contact_zones(contacts)
+    # The borrowers' own addresses, read once for both time zones and state rules.
+    places = address_places(tables.contacts, persons).collect().lazy()
     by_person, interactions, dnis = pl.collect_all(
         [
-            person_zones(tables.contacts, tables.borrowers, persons),
+            person_zones(places, tables.borrowers, persons),
             _interactions_in_scope(tables, persons, instant, since),
             _dnis_in_scope(tables, persons, company, check, instant),
         ]
@@ -443,7 +446,7 @@ def screen(
     rule_states = sorted({lim.state for lim in limits if lim.state is not None})
     if rule_states:
         states = (
-            person_states(tables.contacts, persons)
+            person_states(places)
             .filter(pl.col("state").is_in(rule_states))
             .group_by("personId")
             .agg([(pl.col("state") == st).any().alias(f"state_{st}") for st in rule_states])

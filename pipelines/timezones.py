@@ -324,9 +324,11 @@ def address_places(all_contacts: pl.LazyFrame, persons: pl.LazyFrame) -> pl.Lazy
     )
 
 
-def person_zones(all_contacts: pl.LazyFrame, borrowers: pl.LazyFrame, persons: pl.LazyFrame) -> pl.LazyFrame:
-    """(personId, zone), unique: the borrower's own zone and those of the addresses used."""
-    places = address_places(all_contacts, persons)
+def person_zones(places: pl.LazyFrame, borrowers: pl.LazyFrame, persons: pl.LazyFrame) -> pl.LazyFrame:
+    """(personId, zone), unique: the borrower's own zone and those of the addresses used.
+
+    `places` is `address_places(...)` for the same persons.
+    """
     own = (
         borrowers.select(pl.col("id").alias("personId"), pl.col("timezone").alias("zone"))
         .join(persons, on="personId", how="semi")
@@ -346,9 +348,11 @@ def person_zones(all_contacts: pl.LazyFrame, borrowers: pl.LazyFrame, persons: p
     return pl.concat([own, by_zip, by_state], how="vertical").unique()
 
 
-def person_states(all_contacts: pl.LazyFrame, persons: pl.LazyFrame) -> pl.LazyFrame:
-    """(personId, state), unique: each address's state and its ZIP's state (either may be the truth)."""
-    places = address_places(all_contacts, persons)
+def person_states(places: pl.LazyFrame) -> pl.LazyFrame:
+    """(personId, state), unique: each address's state and its ZIP's state (either may be the truth).
+
+    `places` is `address_places(...)`.
+    """
     return (
         pl.concat(
             [
@@ -386,7 +390,8 @@ def candidate_zones(
     """
     mine = contacts.select("id", "personId", "contactType", "value", "timezone").collect()
     persons = mine.lazy().pipe(_persons_of)
-    by_person = person_zones(all_contacts, borrowers, persons)
+    places = address_places(all_contacts, persons).collect().lazy()
+    by_person = person_zones(places, borrowers, persons)
     by_contact = contact_zones(mine).lazy()
     zones = pl.concat(
         [
@@ -398,9 +403,7 @@ def candidate_zones(
     )
     zone_lists = zones.group_by("contactId").agg(pl.col("zone").unique().sort().alias("zones"))
     state_lists = (
-        person_states(all_contacts, persons)
-        .group_by("personId")
-        .agg(pl.col("state").unique().sort().alias("states"))
+        person_states(places).group_by("personId").agg(pl.col("state").unique().sort().alias("states"))
     )
     out = (
         mine.lazy()
