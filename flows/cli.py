@@ -169,27 +169,29 @@ def exporters_update(
 
 # ---------------------------------------------------------------- runs
 
+AsOf = Annotated[
+    str | None, typer.Option("--as-of", help="YYYY-MM-DD; default today in the company time zone.")
+]
+Source = Annotated[
+    Path | None,
+    typer.Option(help="DuckDB file or folder of Parquet/CSV tables. Default data/warehouse.duckdb."),
+]
+NoDeliver = Annotated[bool, typer.Option("--no-deliver", help="Write the file(s) but do not send them.")]
+
 
 @app.command("run")
 def run(
     ctx: typer.Context,
     exporter_id: Annotated[str, typer.Argument(metavar="EXPORTER_ID")],
-    as_of: Annotated[
-        str | None, typer.Option("--as-of", help="YYYY-MM-DD; default today in the company time zone.")
-    ] = None,
-    source: Annotated[
-        Path | None,
-        typer.Option(help="DuckDB file or folder of Parquet/CSV tables. Default data/warehouse.duckdb."),
-    ] = None,
+    as_of: AsOf = None,
+    source: Source = None,
     warehouse: Annotated[
         Path | None, typer.Option(help="DuckDB file for output tables. Default data/warehouse.duckdb.")
     ] = None,
     population: Annotated[
         Path | None, typer.Option(help="CSV/Parquet file with column id: only these borrowers.")
     ] = None,
-    no_deliver: Annotated[
-        bool, typer.Option("--no-deliver", help="Write the file but do not send it.")
-    ] = False,
+    no_deliver: NoDeliver = False,
     redeliver: Annotated[
         bool, typer.Option("--redeliver", help="Send again even if this file was already delivered.")
     ] = False,
@@ -217,10 +219,8 @@ def backfill(
     exporter_id: Annotated[str, typer.Argument(metavar="EXPORTER_ID")],
     start: Annotated[str, typer.Option("--start", help="First as-of date, YYYY-MM-DD.")],
     end: Annotated[str, typer.Option("--end", help="Last as-of date, YYYY-MM-DD (inclusive).")],
-    source: Annotated[Path | None, typer.Option(help="DuckDB file or folder of tables.")] = None,
-    no_deliver: Annotated[
-        bool, typer.Option("--no-deliver", help="Write files but do not send them.")
-    ] = False,
+    source: Source = None,
+    no_deliver: NoDeliver = False,
 ) -> None:
     """Run an exporter for every date from START to END; one failed date does not stop the others."""
     from flows import runs
@@ -236,12 +236,8 @@ def backfill(
 def campaigns_run(
     ctx: typer.Context,
     campaign_id: Annotated[str, typer.Argument(metavar="CAMPAIGN_ID")],
-    as_of: Annotated[
-        str | None, typer.Option("--as-of", help="YYYY-MM-DD; default today in the company time zone.")
-    ] = None,
-    no_deliver: Annotated[
-        bool, typer.Option("--no-deliver", help="Write the file but do not send it.")
-    ] = False,
+    as_of: AsOf = None,
+    no_deliver: NoDeliver = False,
 ) -> None:
     """Run a campaign: its query picks the borrowers, its exporter does the rest."""
     from flows import runs
