@@ -17,12 +17,14 @@ def project(contacts: pl.LazyFrame, borrowers: pl.LazyFrame, settings: list[Colu
     borrower_fields = [
         s.field.removeprefix(BORROWER_PREFIX) for s in settings if s.field.startswith(BORROWER_PREFIX)
     ]
-    frame = contacts
+    frame = contacts.sort("id")  # no work when the frame is flagged as sorted; joins below keep the order
     if borrower_fields:
         wanted = sorted(set(borrower_fields))
         renamed = borrowers.select(
             pl.col("id").alias("__borrowerKey"),
             *[pl.col(c).alias(BORROWER_PREFIX + c) for c in wanted],
         )
-        frame = frame.join(renamed, left_on="personId", right_on="__borrowerKey", how="left")
-    return frame.sort("id").select([pl.col(s.field).alias(s.output) for s in settings])
+        frame = frame.join(
+            renamed, left_on="personId", right_on="__borrowerKey", how="left", maintain_order="left"
+        )
+    return frame.select([pl.col(s.field).alias(s.output) for s in settings])

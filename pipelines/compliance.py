@@ -28,10 +28,11 @@ from pipelines.errors import ErrorItem, SourceDataError
 from pipelines.tables import SourceTables
 from pipelines.timezones import (
     address_places,
-    contact_zones,
     known_zones,
     person_states,
-    person_zones,
+    phone_key,
+    phone_key_zones,
+    state_zone_table,
 )
 from pipelines.vocab import (
     ATTEMPT_STATUSES,
@@ -77,6 +78,13 @@ _CONTACT_COLUMNS: Final = (
     "powerOfAttorney",
     "timezone",
 )
+
+# Every source column `screen` reads, per table (tables not named here are read whole).
+SOURCE_COLUMNS: Final = {
+    "borrowers": ("id", "timezone"),
+    "contacts": (*_CONTACT_COLUMNS, "postalCode", "state"),
+    "interactions": ("id", "personId", "channel", "direction", "status", "statusDetails", "startedAt"),
+}
 
 
 def as_of_instant(company: Company, as_of: date) -> datetime:
@@ -183,6 +191,21 @@ def _limits(policy: Policy, as_of: date, zone: ZoneInfo) -> list[_Limit]:
             since = day_start(as_of - timedelta(days=lim.windowDays - 1), zone)
             out.append(_Limit(tuple(lim.channels), lim.maxAttempts, since, state))
     return out
+
+
+def _conversation_since(policy: Policy, as_of: date, zone: ZoneInfo) -> datetime | None:
+    cooldown = policy.conversationCooldownDays
+    return day_start(as_of - timedelta(days=cooldown - 1), zone) if cooldown > 0 else None
+
+
+def interaction_window(company: Company, as_of: date) -> tuple[datetime, datetime]:
+    """[since, until): the interactions any rule can count at `as_of` (every other one is ignored)."""
+    zone = ZoneInfo(company.timezone)
+    instant = as_of_instant(company, as_of)
+    conversation_since = _conversation_since(company.policy, as_of, zone)
+    starts = [lim.since for lim in _limits(company.policy, as_of, zone)]
+    since = min(starts + ([conversation_since] if conversation_since else []), default=instant)
+    return since, instant
 
 
 def _is_attempt(channels: tuple[str, ...]) -> pl.Expr:
@@ -359,8 +382,8 @@ def _dni_blocked(dnis: pl.LazyFrame, facts: pl.DataFrame, contacts: pl.LazyFrame
 # ---------------------------------------------------------------- consents
 
 
-def _consents(tables: SourceTables, persons: pl.LazyFrame, instant: datetime) -> list[pl.LazyFrame]:
-    """Per consent name, (personId, <name>): the latest status at the instant (revoked wins ties)."""
+def _consents(tables: SourceTables, persons: pl.LazyFrame, instant: datetime) -> pl.LazyFrame:
+    """personId and, per consent name, its latest status at the instant (revoked wins ties)."""
     names = ("autodialedColl", "electronicComms")
     latest = (
         tables.consents.join(persons, on="personId", how="semi")
@@ -368,10 +391,64 @@ def _consents(tables: SourceTables, persons: pl.LazyFrame, instant: datetime) ->
         .group_by("personId", "name")
         .agg(pl.col("status").sort_by(["updatedAt", pl.col("status") == "revoked"]).last())
     )
-    return [
-        latest.filter(pl.col("name") == name).select("personId", pl.col("status").alias(name))
-        for name in names
-    ]
+    return latest.group_by("personId").agg(
+        pl.col("status").filter(pl.col("name") == name).first().alias(name) for name in names
+    )
+
+
+# ---------------------------------------------------------------- contact hours
+
+
+def _lookup(column: pl.Expr, mapping: dict[str, bool]) -> pl.Expr:
+    """`mapping[value]`, null for null or unmapped values."""
+    if not mapping:
+        return pl.lit(None, dtype=pl.Boolean())
+    return column.replace_strict(mapping, default=None, return_dtype=pl.Boolean())
+
+
+def _person_hours(
+    own: pl.DataFrame, places: pl.DataFrame, outside: dict[str, bool], state_outside: dict[str, bool]
+) -> pl.LazyFrame:
+    """personId, pOutside: whether the instant is outside contact hours in any of the borrower's
+    zones (own zone, ZIP zones, state zones where the ZIP is missing, unknown or disagrees); one row
+    per borrower with at least one known zone."""
+    use_state = pl.col("state").is_not_null() & (
+        pl.col("zipZone").is_null()
+        | (pl.col("zipState").is_not_null() & (pl.col("zipState") != pl.col("state")))
+    )
+    rows = pl.concat(
+        [
+            own.lazy().select("personId", _lookup(pl.col("zone"), outside).alias("out")),
+            places.lazy().select("personId", _lookup(pl.col("zipZone"), outside).alias("out")),
+            places.lazy()
+            .filter(use_state)
+            .select("personId", _lookup(pl.col("state"), state_outside).alias("out")),
+        ]
+    )
+    return rows.drop_nulls("out").group_by("personId").agg(pl.col("out").any().alias("pOutside"))
+
+
+def _contact_outside(outside: dict[str, bool], key_outside: dict[str, bool]) -> pl.Expr:
+    """cOutside: outside contact hours in the contact's own zone or any zone of its phone number;
+    null when neither is known."""
+    own = _lookup(pl.col("timezone"), outside)
+    number = _lookup(pl.col("_phoneKey"), key_outside)
+    return (
+        pl.when(own.is_null() & number.is_null())
+        .then(pl.lit(None, dtype=pl.Boolean()))
+        .otherwise(own.fill_null(False) | number.fill_null(False))
+    )
+
+
+def _any_outside(pairs: pl.DataFrame, key: str, outside: dict[str, bool]) -> dict[str, bool]:
+    """For (key, zone) pairs: key → whether the instant is outside contact hours in any of its zones."""
+    flags = (
+        pairs.select(key, _lookup(pl.col("zone"), outside).alias("out"))
+        .drop_nulls("out")
+        .group_by(key)
+        .agg(pl.col("out").any())
+    )
+    return dict(zip(flags.get_column(key).to_list(), flags.get_column("out").to_list(), strict=True))
 
 
 # ---------------------------------------------------------------- screening
@@ -386,6 +463,7 @@ def screen(
 ) -> pl.LazyFrame:
     """One row per matched contact: contactId, personId, channel, canInteract, reasons (sorted).
 
+    Rows come sorted by contactId; a `matched` already sorted by id keeps its order, row for row.
     `matched` is a subset of `tables.contacts`. Raises SourceDataError for source values the rules
     cannot judge (unknown statusDetails or time zone names), since skipping them could let a blocked
     contact through. The work is done here; the LazyFrame returned is over the finished result.
@@ -394,66 +472,91 @@ def screen(
     zone = ZoneInfo(company.timezone)
     instant = as_of_instant(company, as_of)
     limits = _limits(policy, as_of, zone)
-    cooldown = policy.conversationCooldownDays
-    conversation_since = day_start(as_of - timedelta(days=cooldown - 1), zone) if cooldown > 0 else None
-    since = min(
-        [lim.since for lim in limits] + ([conversation_since] if conversation_since else []), default=instant
-    )
+    conversation_since = _conversation_since(policy, as_of, zone)
+    since, _ = interaction_window(company, as_of)
 
-    contacts = matched.select(*_CONTACT_COLUMNS).with_columns(channel_expr(check).alias("channel")).collect()
+    phone = pl.col("contactType") == "phone"
+    contacts = (
+        matched.select(*_CONTACT_COLUMNS)
+        .with_columns(
+            channel_expr(check).alias("channel"),
+            pl.when(phone).then(phone_key(pl.col("value"))).alias("_phoneKey"),
+        )
+        .collect()
+    )
     if contacts.height == 0:
         return pl.LazyFrame(schema=SCREENING_SCHEMA)
-    persons = contacts.lazy().select("personId").unique()
+    persons_df = contacts.select("personId").unique()
+    persons = persons_df.lazy()
 
-    # The inputs that need a look before the rules run: zone names and statusDetails values.
-    by_contact = contact_zones(contacts)
     # The borrowers' own addresses, read once for both time zones and state rules.
-    places = address_places(tables.contacts, persons).collect().lazy()
-    by_person, interactions, dnis = pl.collect_all(
+    places, own, interactions, dnis = pl.collect_all(
         [
-            person_zones(places, tables.borrowers, persons),
+            address_places(tables.contacts, persons),
+            tables.borrowers.select(pl.col("id").alias("personId"), pl.col("timezone").alias("zone"))
+            .join(persons, on="personId", how="semi")
+            .drop_nulls("zone"),
             _interactions_in_scope(tables, persons, instant, since),
             _dnis_in_scope(tables, persons, company, check, instant),
         ]
     )
-    _reject_unknown_zones(by_person, "borrowers", "borrower")
-    _reject_unknown_zones(by_contact, "contacts", "contact")
+    # The inputs that need a look before the rules run: zone names and statusDetails values.
+    _reject_unknown_zones(own, "borrowers", "borrower")
+    _reject_unknown_zones(
+        contacts.select("id", pl.col("timezone").alias("zone")).drop_nulls("zone"), "contacts", "contact"
+    )
     _reject_unknown_zones(dnis.select("id", "zone"), "do_not_interact", "DNI")
     _reject_unknown_details(interactions)
-    zones = {z for f in (by_person, by_contact, dnis) for z in f.get_column("zone").unique().to_list()}
-    facts = zone_facts(instant, policy, zones)
-    outside = facts.lazy().select("zone", "outside")
 
-    person_hours = (
-        by_person.lazy()
-        .join(outside, on="zone")
-        .group_by("personId")
-        .agg(pl.col("outside").any().alias("pOutside"))
+    by_key = phone_key_zones(contacts.get_column("_phoneKey").drop_nulls().unique().to_list())
+    states = state_zone_table()
+    zones = {
+        z
+        for column in (
+            own.get_column("zone"),
+            places.get_column("zipZone"),
+            states.get_column("zone"),
+            contacts.get_column("timezone"),
+            by_key.get_column("zone"),
+            dnis.get_column("zone"),
+        )
+        for z in column.drop_nulls().unique().to_list()
+    }
+    facts = zone_facts(instant, policy, zones)
+    outside = dict(
+        zip(facts.get_column("zone").to_list(), facts.get_column("outside").to_list(), strict=True)
     )
-    contact_hours = (
-        by_contact.lazy()
-        .join(outside, on="zone")
-        .group_by(pl.col("contactId").alias("id"))
-        .agg(pl.col("outside").any().alias("cOutside"))
-    )
-    frame = (
-        contacts.lazy()
-        .join(person_hours, on="personId", how="left")
-        .join(contact_hours, on="id", how="left")
-        .join(_interaction_counts(interactions.lazy(), limits, conversation_since), on="personId", how="left")
-        .join(_dni_blocked(dnis.lazy(), facts, contacts.lazy()), on="id", how="left")
-    )
+
+    person_facts = persons.join(
+        _person_hours(own, places, outside, _any_outside(states, "state", outside)), on="personId", how="left"
+    ).join(_interaction_counts(interactions.lazy(), limits, conversation_since), on="personId", how="left")
     rule_states = sorted({lim.state for lim in limits if lim.state is not None})
     if rule_states:
-        states = (
-            person_states(places)
+        in_states = (
+            person_states(places.lazy())
             .filter(pl.col("state").is_in(rule_states))
             .group_by("personId")
             .agg([(pl.col("state") == st).any().alias(f"state_{st}") for st in rule_states])
         )
-        frame = frame.join(states, on="personId", how="left")
-    for consent in _consents(tables, persons, instant):
-        frame = frame.join(consent, on="personId", how="left")
+        person_facts = person_facts.join(in_states, on="personId", how="left")
+    person_facts = person_facts.join(_consents(tables, persons, instant), on="personId", how="left")
+
+    blocked_by_dni = _dni_blocked(dnis.lazy(), facts, contacts.lazy()).collect().get_column("id")
+    # Only the key goes through the join (person_facts has one row per borrower, so the rows keep
+    # their order one for one); the contact columns are not copied.
+    facts_per_contact = (
+        contacts.select("personId")
+        .join(person_facts.collect(), on="personId", how="left", maintain_order="left")
+        .drop("personId")
+    )
+    frame = (
+        contacts.hstack(facts_per_contact)
+        .lazy()
+        .with_columns(
+            _contact_outside(outside, _any_outside(by_key, "key", outside)).alias("cOutside"),
+            pl.col("id").is_in(blocked_by_dni.implode()).alias("dni"),
+        )
+    )
 
     flags = _reason_flags(frame.collect_schema().names(), policy, check, limits)
     # Reasons as a bitmask first: building a list per row is slow, and there are few distinct sets.
@@ -468,16 +571,19 @@ def screen(
         schema={"_mask": pl.UInt32(), "reasons": REASONS},
     )
     result = (
-        decided.join(reason_sets, on="_mask", how="left")
+        decided.join(reason_sets, on="_mask", how="left", maintain_order="left")
         .with_columns((pl.col("_mask") == 0).alias("canInteract"))
         .select(*SCREENING_SCHEMA.names())
         .cast(SCREENING_SCHEMA)
-        .sort("contactId")
     )
+    if result.get_column("contactId").is_sorted():
+        result = result.with_columns(pl.col("contactId").set_sorted())
+    else:
+        result = result.sort("contactId")
     log.info(
         "screened %d contacts of %d borrowers as of %s: %d blocked",
         result.height,
-        contacts.get_column("personId").n_unique(),
+        persons_df.height,
         as_of.isoformat(),
         result.height - int(result.get_column("canInteract").sum()),
     )
@@ -530,6 +636,7 @@ __all__ = [
     "as_of_instant",
     "channel_expr",
     "day_start",
+    "interaction_window",
     "screen",
     "unscreened",
     "zone_facts",

@@ -288,10 +288,14 @@ def phone_zones(values: pl.Series) -> pl.DataFrame:
             .select("value", pl.coalesce("key", pl.lit("V") + pl.col("value")).alias("key"))
             .collect()
         )
-    keys = keyed.get_column("key").unique().sort().to_list()
-    rows = [(key, zone) for key in keys for zone in zones_for_key(key)]
-    table = pl.LazyFrame(rows, schema={"key": S, "zone": S}, orient="row")
-    return keyed.lazy().join(table, on="key", how="inner").select("value", "zone").collect()
+    table = phone_key_zones(keyed.get_column("key").unique().to_list())
+    return keyed.lazy().join(table.lazy(), on="key", how="inner").select("value", "zone").collect()
+
+
+def phone_key_zones(keys: Iterable[str]) -> pl.DataFrame:
+    """(key, zone) for every zone of every `phone_key` given."""
+    rows = [(key, zone) for key in sorted(set(keys)) for zone in zones_for_key(key)]
+    return pl.DataFrame(rows, schema={"key": S, "zone": S}, orient="row")
 
 
 # ---------------------------------------------------------------- frames
@@ -430,6 +434,7 @@ __all__ = [
     "person_states",
     "person_zones",
     "phone_key",
+    "phone_key_zones",
     "phone_zones",
     "state_zone_table",
     "usable_zones",

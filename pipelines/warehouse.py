@@ -109,7 +109,7 @@ def record_success(path: Path, run: RunRecord, screening: pl.DataFrame, rejected
             _insert_run(con, run)
             con.execute(
                 "INSERT INTO screening_results SELECT ?, ?, ?, contactId, personId, channel, canInteract, "
-                "CAST(reasons AS VARCHAR[]) FROM new_screening ORDER BY contactId",
+                "CAST(reasons AS VARCHAR[]) FROM new_screening",
                 [run.runId, run.exporterId, run.asOfDate],
             )
             _insert_rejected(con, run.runId, rejected)
