@@ -13,6 +13,11 @@ Lookups come from maintained packages (`zipcodes`, `us`, `phonenumbers`), loaded
 Zone names a package gives that the IANA database here does not know (for example a blank ZIP zone)
 count as unknown.
 
+Lookup tables are built from the packages once per package version and kept as small Parquet
+files in the lookup cache (`$CONTACT_EXPORTER_CACHE`, else `$XDG_CACHE_HOME/contact-exporter`, else
+`~/.cache/contact-exporter`), named by a fingerprint of the package versions and the zone database,
+so an upgrade starts a fresh table; a cache that cannot be read or written is rebuilt in memory.
+
 Phone numbers: `phonenumbers` costs ~100 µs a number, far too slow for millions of rows. Its answer
 for a North American (+1) number depends only on which patterns of its metadata the number matches
 and on the longest time-zone prefix it starts with; every such pattern is a set of digit prefixes
@@ -26,11 +31,15 @@ lookup per number.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import itertools
 import logging
+import os
 import zoneinfo
 from collections.abc import Callable, Iterable
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any, Final
 
 import phonenumbers
@@ -39,6 +48,8 @@ import us
 import zipcodes
 from phonenumbers import timezone as phone_tz
 from phonenumbers.tzdata import TIMEZONE_DATA
+
+from pipelines.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +83,61 @@ def _all_zips() -> list[dict[str, Any]]:
     return list_all()
 
 
+CACHE_ENV: Final = "CONTACT_EXPORTER_CACHE"
+_CACHE_FORMAT: Final = "1"  # bump when the way a cached table is built changes
+
+
+def cache_dir() -> Path:
+    """Where lookup tables are cached (see the module docstring)."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "contact-exporter"
+
+
+@functools.cache
+def _fingerprint() -> str:
+    parts = [_CACHE_FORMAT, *(version(p) for p in ("zipcodes", "us", "phonenumbers")), *sorted(known_zones())]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _cached(name: str, schema: pl.Schema, build: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    """A lookup table from the cache, else built and cached (best effort)."""
+    path = cache_dir() / f"{name}-{_fingerprint()}.parquet"
+    try:
+        frame = pl.read_parquet(path)
+        if frame.schema == schema:
+            return frame
+        log.warning("lookup cache %s has an unexpected layout; building it again", path)
+    except FileNotFoundError:
+        pass
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        log.warning("lookup cache %s unreadable (%s); building it again", path, type(exc).__name__)
+    frame = build().cast(dict(schema))
+    try:
+        atomic_write(path, lambda tmp: frame.write_parquet(tmp))
+    except OSError as exc:
+        log.warning("lookup cache %s not written (%s); it is built again next run", path, exc)
+    return frame
+
+
+_ZIP_SCHEMA: Final = pl.Schema({"zip": S, "zipZone": S, "zipState": S})
+
+
 @functools.cache
 def zip_table() -> pl.DataFrame:
     """ZIP → its zone (null when the package has none usable) and its state, from `zipcodes`."""
+    return _cached("zips", _ZIP_SCHEMA, _build_zip_table)
+
+
+def _build_zip_table() -> pl.DataFrame:
     known = known_zones()
     rows = [
         (r["zip_code"], r["timezone"] if r["timezone"] in known else None, r["state"] or None)
         for r in _all_zips()
     ]
-    return pl.DataFrame(rows, schema={"zip": S, "zipZone": S, "zipState": S}, orient="row").unique(
+    return pl.DataFrame(rows, schema=_ZIP_SCHEMA, orient="row").unique(
         "zip", keep="first", maintain_order=True
     )
 
@@ -292,10 +349,52 @@ def phone_zones(values: pl.Series) -> pl.DataFrame:
     return keyed.lazy().join(table.lazy(), on="key", how="inner").select("value", "zone").collect()
 
 
+_KEY_SCHEMA: Final = pl.Schema({"key": S, "zone": S})
+
+
+def nanp_keys() -> list[str]:
+    """Every key `phone_key` can give a +1 number: each prefix that decides, at its own depth."""
+    prefixes = _nanp_prefix_sets()
+    if prefixes is None:
+        return []
+    depth = max(d for d, known in enumerate(prefixes) if known) + 1
+    keys: list[str] = []
+    frontier = [""]
+    for d in range(1, depth + 1):
+        grown = [head + digit for head in frontier for digit in _DIGITS]
+        if d == depth:
+            keys += grown
+        else:
+            keys += [p for p in grown if p not in prefixes[d]]
+            frontier = [p for p in grown if p in prefixes[d]]
+    return ["N" + k for k in keys]
+
+
+@functools.cache
+def _nanp_key_table() -> pl.DataFrame:
+    """(key, zone) for every key of `nanp_keys()`; a null zone for a key without any."""
+
+    def build() -> pl.DataFrame:
+        rows = [(key, zone) for key in nanp_keys() for zone in (zones_for_key(key) or (None,))]
+        return pl.DataFrame(rows, schema=_KEY_SCHEMA, orient="row")
+
+    return _cached("phone-keys", _KEY_SCHEMA, build)
+
+
 def phone_key_zones(keys: Iterable[str]) -> pl.DataFrame:
-    """(key, zone) for every zone of every `phone_key` given."""
-    rows = [(key, zone) for key in sorted(set(keys)) for zone in zones_for_key(key)]
-    return pl.DataFrame(rows, schema={"key": S, "zone": S}, orient="row")
+    """(key, zone) for every zone of every `phone_key` given.
+
+    +1 keys come from the cached table of all keys; any key not in it (other countries, or a
+    metadata the analysis could not read) is looked up directly.
+    """
+    wanted = pl.DataFrame({"key": sorted(set(keys))}, schema={"key": S})
+    table = _nanp_key_table()
+    known = wanted.join(table, on="key", how="inner")
+    rest = wanted.join(table, on="key", how="anti").get_column("key").to_list()
+    looked_up = pl.DataFrame(
+        [(key, zone) for key in rest for zone in zones_for_key(key)], schema=_KEY_SCHEMA, orient="row"
+    )
+    return pl.concat([known.drop_nulls("zone"), looked_up]).sort("key", "zone")
 
 
 # ---------------------------------------------------------------- frames
@@ -429,7 +528,9 @@ __all__ = [
     "address_places",
     "candidate_zones",
     "contact_zones",
+    "cache_dir",
     "known_zones",
+    "nanp_keys",
     "norm_state",
     "person_states",
     "person_zones",

@@ -11,5 +11,7 @@ for key, value in {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_TO_API_ENABLED": "false",
+    # Lookup tables (ZIP and phone zones) built for the tests stay inside the checkout.
+    "CONTACT_EXPORTER_CACHE": str(_ROOT / ".cache" / "lookups"),
 }.items():
     os.environ.setdefault(key, value)

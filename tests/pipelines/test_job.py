@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -11,10 +12,12 @@ import duckdb
 import polars as pl
 import pytest
 
-from pipelines import job, warehouse
+from pipelines import job, sources, warehouse
+from pipelines import tables as tables_module
 from pipelines.config import Home
 from pipelines.errors import ConflictError, SourceDataError
-from tests.worlds import make_home, without_sftp
+from pipelines.store import ExporterStore
+from tests.worlds import REPO, make_home, without_sftp
 
 AS_OF = date(2026, 12, 1)
 
@@ -171,3 +174,50 @@ def test_population_file_limits_the_run(home: Home, tmp_path: Path) -> None:
     assert summary["counts"]["population"] == 5  # type: ignore[index]
     persons = {r[0] for r in query(home.warehouse, "SELECT personId FROM screening_results")}
     assert persons <= {r[0] for r in ids}
+
+
+def test_source_row_order_does_not_change_the_file_or_the_warehouse(home: Home, tmp_path: Path) -> None:
+    """Screening keeps the matched contacts' order and the run sorts them by id only when needed:
+    a source with its contacts shuffled gives the same bytes and the same rows."""
+    sorted_run = run(home, "CE-VOICECOL")
+    sorted_bytes = Path(str(sorted_run["file"])).read_bytes()
+    rows_sql = "SELECT contactId, personId, channel, canInteract, reasons FROM screening_results ORDER BY 1"
+    sorted_rows = query(home.warehouse, rows_sql)
+
+    tables = sources.open_source(home.warehouse)
+    contacts = tables.contacts.collect()
+    shuffled_contacts = contacts.sample(fraction=1.0, shuffle=True, seed=3)
+    assert not shuffled_contacts.get_column("id").is_sorted()
+    shuffled = tmp_path / "shuffled.duckdb"
+    sources.write_source(replace(tables, contacts=shuffled_contacts.lazy()), shuffled, "duckdb")
+    warehouse_path = tmp_path / "other-warehouse.duckdb"
+    plan = job.plan_run(home, "CE-VOICECOL", AS_OF, source=shuffled, warehouse_path=warehouse_path)
+    shuffled_run = job.run_export(plan)
+
+    assert Path(str(shuffled_run["file"])).read_bytes() == sorted_bytes
+    assert query(warehouse_path, rows_sql) == sorted_rows
+    assert shuffled_run["counts"] == sorted_run["counts"]
+
+
+def test_every_exportable_field_can_be_projected(home: Home) -> None:
+    """A run reads only the columns it needs; asking for all of them must still find each one."""
+    path = home.exporters_dir / "CE-VOICECOL.json"
+    body = json.loads(path.read_text())
+    body["columnSettings"] = [
+        {"field": f, "outputName": f.replace(".", "_")} for f in tables_module.EXPORTABLE_FIELDS
+    ]
+    path.write_text(json.dumps(body))
+    summary = run(home, "CE-VOICECOL")
+    frame = pl.read_csv(str(summary["file"]), infer_schema=False)
+    assert frame.columns == [f.replace(".", "_") for f in tables_module.EXPORTABLE_FIELDS]
+    assert frame.height == summary["counts"]["exported"] > 0  # type: ignore[index]
+    assert frame.get_column("id").is_sorted()
+
+
+def test_columns_needed_follow_the_exporter() -> None:
+    exporter = ExporterStore(Home(REPO)).get("CE-EMAILSVC")
+    needed = job.columns_needed(exporter)
+    assert exporter.checkCanInteractData is None
+    assert "interactions" not in needed  # an unscreened run reads no interactions columns at all
+    assert needed["contacts"] >= {"id", "personId", "contactType"}
+    assert {s.field for s in exporter.columnSettings if "." not in s.field} <= needed["contacts"]

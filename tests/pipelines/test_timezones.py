@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import phonenumbers
 import polars as pl
@@ -166,3 +167,55 @@ def test_per_prefix_lookup_equals_one_lookup_per_number(seed: int) -> None:
     assert mismatches == []
     distinct_keys = pl.DataFrame({"value": numbers}).select(tz.phone_key(pl.col("value"))).n_unique()
     assert distinct_keys < len(set(numbers))
+
+
+def test_every_nanp_number_has_its_key_in_the_key_table() -> None:
+    """The cached table holds every key `phone_key` can give a +1 number, and agrees with lookups."""
+    rnd = random.Random(5)
+    numbers = [f"+1{rnd.randint(2, 9)}{rnd.randrange(10**9):09d}" for _ in range(20_000)]
+    keys = set(pl.DataFrame({"value": numbers}).select(tz.phone_key(pl.col("value"))).to_series().to_list())
+    enumerated = set(tz.nanp_keys())
+    assert keys <= enumerated
+    table = tz.phone_key_zones(sorted(keys))
+    got: dict[str, set[str]] = {}
+    for key, zone in table.iter_rows():
+        got.setdefault(key, set()).add(zone)
+    assert [k for k in rnd.sample(sorted(keys), 400) if got.get(k, set()) != set(tz.zones_for_key(k))] == []
+
+
+def test_keys_outside_the_table_are_looked_up_directly() -> None:
+    table = tz.phone_key_zones(["V+442071838750", "V+33142685300"])
+    assert set(table.get_column("key")) == {"V+442071838750", "V+33142685300"}
+    assert set(table.get_column("zone")) == direct("+442071838750") | direct("+33142685300")
+
+
+def test_lookup_cache_is_built_once_then_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(tz.CACHE_ENV, str(tmp_path / "cache"))
+    schema = pl.Schema({"key": pl.String(), "zone": pl.String()})
+    builds: list[int] = []
+
+    def build() -> pl.DataFrame:
+        builds.append(1)
+        return pl.DataFrame({"key": ["N212"], "zone": ["America/New_York"]})
+
+    first = tz._cached("probe", schema, build)
+    second = tz._cached("probe", schema, build)
+    assert first.equals(second)
+    assert len(builds) == 1
+    (cached,) = (tmp_path / "cache").glob("probe-*.parquet")
+
+    cached.write_bytes(b"not parquet")  # a damaged cache is rebuilt and replaced, not trusted
+    assert tz._cached("probe", schema, build).equals(first)
+    assert len(builds) == 2
+    assert pl.read_parquet(cached).equals(first)
+
+
+def test_lookup_cache_that_cannot_be_written_still_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder would be")
+    monkeypatch.setenv(tz.CACHE_ENV, str(blocker / "cache"))
+    schema = pl.Schema({"zip": pl.String()})
+    frame = tz._cached("probe", schema, lambda: pl.DataFrame({"zip": ["02108"]}))
+    assert frame.to_dict(as_series=False) == {"zip": ["02108"]}
