@@ -114,7 +114,7 @@ def _cached(name: str, schema: pl.Schema, build: Callable[[], pl.DataFrame]) -> 
         pass
     except (OSError, pl.exceptions.PolarsError) as exc:
         log.warning("lookup cache %s unreadable (%s); building it again", path, type(exc).__name__)
-    frame = build().cast(dict(schema))
+    frame = build().cast(schema)
     try:
         atomic_write(path, lambda tmp: frame.write_parquet(tmp))
     except OSError as exc:
