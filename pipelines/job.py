@@ -164,8 +164,13 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
     else:
         pop = matching.company_population(tables.borrowers, company.id)
     pop_df = pop.collect()
+    # Borrower ids are unique and every validated contact has its borrower: when the population is
+    # the whole table (a source of one company), filtering contacts by it would change nothing.
+    everyone = pop_df.height == tables.borrowers.select(pl.len()).collect().item()
     matched = sorted_by_id(
-        matching.match_contacts(tables.contacts, pop_df.lazy(), exporter.contactMatchingCriteria).collect()
+        matching.match_contacts(
+            tables.contacts, None if everyone else pop_df.lazy(), exporter.contactMatchingCriteria
+        ).collect()
     )
     t = _timed(timings, "match", t)
     progress(f"population {pop_df.height} borrowers, {matched.height} matching contacts")

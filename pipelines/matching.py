@@ -45,9 +45,11 @@ def in_population(contacts: pl.LazyFrame, population: pl.LazyFrame) -> pl.LazyFr
 
 
 def match_contacts(
-    contacts: pl.LazyFrame, population: pl.LazyFrame, criteria: ContactMatchingCriteria
+    contacts: pl.LazyFrame, population: pl.LazyFrame | None, criteria: ContactMatchingCriteria
 ) -> pl.LazyFrame:
-    return in_population(contacts, population).filter(criteria_expr(criteria))
+    """Contacts of the population (None: of every borrower) that meet the criteria."""
+    within = contacts if population is None else in_population(contacts, population)
+    return within.filter(criteria_expr(criteria))
 
 
 def company_population(borrowers: pl.LazyFrame, company_id: str) -> pl.LazyFrame:

@@ -221,3 +221,30 @@ def test_columns_needed_follow_the_exporter() -> None:
     assert "interactions" not in needed  # an unscreened run reads no interactions columns at all
     assert needed["contacts"] >= {"id", "personId", "contactType"}
     assert {s.field for s in exporter.columnSettings if "." not in s.field} <= needed["contacts"]
+
+
+def test_contacts_of_another_companys_borrowers_are_never_matched(home: Home, tmp_path: Path) -> None:
+    """A source shared by two companies: a run sees only its own company's borrowers."""
+    tables = sources.open_source(home.warehouse)
+    borrowers = tables.borrowers.collect()
+    theirs = borrowers.get_column("id").gather_every(3)
+    mixed = replace(
+        tables,
+        borrowers=borrowers.with_columns(
+            pl.when(pl.col("id").is_in(theirs.implode()))
+            .then(pl.lit("CP-OTHER"))
+            .otherwise(pl.col("companyId"))
+            .alias("companyId")
+        ).lazy(),
+    )
+    source = tmp_path / "two-companies.duckdb"
+    sources.write_source(mixed, source, "duckdb")
+    warehouse_path = tmp_path / "wh.duckdb"
+    summary = job.run_export(
+        job.plan_run(home, "CE-EMAILSVC", AS_OF, source=source, warehouse_path=warehouse_path)
+    )
+    persons = {r[0] for r in query(warehouse_path, "SELECT DISTINCT personId FROM screening_results")}
+    assert persons, "the run must match someone, or this test proves nothing"
+    assert not persons & set(theirs.to_list())
+    whole = run(home, "CE-EMAILSVC")["counts"]["population"]  # type: ignore[index]
+    assert whole - theirs.len() <= summary["counts"]["population"] < whole  # type: ignore[index]
