@@ -1,6 +1,6 @@
 """One measurement in its own process, so that its peak RSS is its own high-water mark.
 
-Usage: python -m bench.worker PHASE HOME SOURCE [ROWS COLUMNS]; prints one JSON line.
+Usage: python -m bench.worker PHASE HOME SOURCE [ROWS COLUMNS] (or: lookups); prints one JSON line.
 """
 
 from __future__ import annotations
@@ -22,17 +22,11 @@ def peak_rss_mb() -> float:
 
 
 def floor(source: Path, out_dir: Path, rows: int, columns: int) -> dict[str, Any]:
-    """Read the same five tables and write a CSV of the same shape as the export: no logic at all."""
-    import duckdb
-    import polars as pl
+    """Read the same five tables the way a run does and write a CSV of the export's shape: no logic."""
+    from pipelines import sources
 
     started = time.perf_counter()
-    con = duckdb.connect(str(source), read_only=True)
-    frames = {
-        name: pl.DataFrame(con.sql(f'SELECT * FROM "{name}"').to_arrow_table())  # noqa: S608
-        for name in ("borrowers", "contacts", "interactions", "do_not_interact", "consents")
-    }
-    con.close()
+    frames = sources.read_duckdb(source)
     contacts = frames["contacts"]
     out = contacts.head(rows).select(contacts.columns[:columns])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -75,8 +69,22 @@ def orchestrated(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started}
 
 
+def lookups() -> dict[str, Any]:
+    """Build the ZIP and phone-key lookup tables into the cache (once per package version)."""
+    from pipelines import timezones
+
+    started = time.perf_counter()
+    timezones.zip_table()
+    timezones.phone_key_zones(["N212"])
+    return {"seconds": time.perf_counter() - started, "cache": str(timezones.cache_dir())}
+
+
 def main() -> None:
-    phase, home, source = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    phase = sys.argv[1]
+    if phase == "lookups":
+        print(json.dumps(lookups() | {"peakRssMb": peak_rss_mb()}))
+        return
+    home, source = Path(sys.argv[2]), Path(sys.argv[3])
     if phase == "floor":
         result = floor(source, home / "floor", int(sys.argv[4]), int(sys.argv[5]))
     elif phase == "pipeline":

@@ -55,7 +55,7 @@ def open_source(path: Path) -> SourceTables:
     if path.is_dir():
         raw = {spec.name: _read_folder_table(path, spec) for spec in TABLES}
     elif path.is_file():
-        raw = _read_duckdb(path)
+        raw = read_duckdb(path)
     else:
         raise SourceDataError(
             source,
@@ -104,7 +104,8 @@ def _read_folder_table(folder: Path, spec: TableSpec) -> pl.DataFrame:
         ) from None
 
 
-def _read_duckdb(path: Path) -> dict[str, pl.DataFrame]:
+def read_duckdb(path: Path) -> dict[str, pl.DataFrame]:
+    """The five tables of a DuckDB file as they are stored (see `open_source` for the typed frames)."""
     source = str(path)
     # Through duck.connect: the source may be the warehouse file that this process also writes.
     try:
@@ -433,4 +434,4 @@ def _text_frame(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(exprs)
 
 
-__all__ = ["SourceFormat", "conform", "open_source", "read_ids", "write_source"]
+__all__ = ["SourceFormat", "conform", "open_source", "read_duckdb", "read_ids", "write_source"]

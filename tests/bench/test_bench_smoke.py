@@ -31,4 +31,6 @@ def test_harness_writes_a_complete_report(tmp_path: Path, capsys: pytest.Capture
     assert size["floorSeconds"] > 0
     assert set(size["stages"]) >= {"read", "validate", "match", "screen", "project", "write", "warehouse"}
     assert report["reference"]["contacts"] == 100
+    assert report["lookupCacheBuildSeconds"] > 0
+    assert not list((tmp_path / "cache").glob("lookups-*")), "the lookup cache of the run is removed"
     assert "pipe/floor" in capsys.readouterr().out
