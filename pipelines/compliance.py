@@ -33,6 +33,7 @@ from pipelines.timezones import (
     phone_key,
     phone_key_zones,
     state_zone_table,
+    uses_state_zones,
 )
 from pipelines.vocab import (
     ATTEMPT_STATUSES,
@@ -412,16 +413,12 @@ def _person_hours(
     """personId, pOutside: whether the instant is outside contact hours in any of the borrower's
     zones (own zone, ZIP zones, state zones where the ZIP is missing, unknown or disagrees); one row
     per borrower with at least one known zone."""
-    use_state = pl.col("state").is_not_null() & (
-        pl.col("zipZone").is_null()
-        | (pl.col("zipState").is_not_null() & (pl.col("zipState") != pl.col("state")))
-    )
     rows = pl.concat(
         [
             own.lazy().select("personId", _lookup(pl.col("zone"), outside).alias("out")),
             places.lazy().select("personId", _lookup(pl.col("zipZone"), outside).alias("out")),
             places.lazy()
-            .filter(use_state)
+            .filter(uses_state_zones())
             .select("personId", _lookup(pl.col("state"), state_outside).alias("out")),
         ]
     )

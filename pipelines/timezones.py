@@ -427,6 +427,15 @@ def address_places(all_contacts: pl.LazyFrame, persons: pl.LazyFrame) -> pl.Lazy
     )
 
 
+def uses_state_zones() -> pl.Expr:
+    """Over `address_places` rows: whether the address adds every zone of its state, i.e. it has a
+    state and its ZIP is missing, has no usable zone, or lies in another state."""
+    return pl.col("state").is_not_null() & (
+        pl.col("zipZone").is_null()
+        | (pl.col("zipState").is_not_null() & (pl.col("zipState") != pl.col("state")))
+    )
+
+
 def person_zones(places: pl.LazyFrame, borrowers: pl.LazyFrame, persons: pl.LazyFrame) -> pl.LazyFrame:
     """(personId, zone), unique: the borrower's own zone and those of the addresses used.
 
@@ -438,12 +447,8 @@ def person_zones(places: pl.LazyFrame, borrowers: pl.LazyFrame, persons: pl.Lazy
         .drop_nulls("zone")
     )
     by_zip = places.select("personId", pl.col("zipZone").alias("zone")).drop_nulls("zone")
-    use_state = pl.col("state").is_not_null() & (
-        pl.col("zipZone").is_null()
-        | (pl.col("zipState").is_not_null() & (pl.col("zipState") != pl.col("state")))
-    )
     by_state = (
-        places.filter(use_state)
+        places.filter(uses_state_zones())
         .select("personId", "state")
         .join(state_zone_table().lazy(), on="state", how="inner")
         .select("personId", "zone")
@@ -487,6 +492,10 @@ def candidate_zones(
     contacts: pl.LazyFrame, all_contacts: pl.LazyFrame, borrowers: pl.LazyFrame
 ) -> pl.LazyFrame:
     """contactId, personId, zones (sorted, unique; empty when unknown), states of the addresses used.
+
+    Screening uses the same pieces (`address_places`, `uses_state_zones`, `state_zone_table`,
+    `phone_key_zones`) but folds each zone into its contact-hours answer before joining; this long
+    form lists the zones themselves, to test and to explain a decision.
 
     `contacts` are the contacts to place (a subset of `all_contacts`); addresses come from
     `all_contacts`. Phone zones are looked up here, eagerly; the result is a LazyFrame over it.
@@ -539,6 +548,7 @@ __all__ = [
     "phone_zones",
     "state_zone_table",
     "usable_zones",
+    "uses_state_zones",
     "zip5",
     "zip_table",
     "zones_for_number",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,18 @@ def test_harness_writes_a_complete_report(tmp_path: Path, capsys: pytest.Capture
     assert report["lookupCacheBuildSeconds"] > 0
     assert not list((tmp_path / "cache").glob("lookups-*")), "the lookup cache of the run is removed"
     assert "pipe/floor" in capsys.readouterr().out
+
+
+def test_a_workers_peak_memory_is_its_own() -> None:
+    """A worker started by a parent holding 512 MiB reports its own high-water mark, not the parent's."""
+    held = bytearray(512 * 1024 * 1024)
+    held[::4096] = b"x" * len(held[::4096])  # touch every page so it is resident
+    out = subprocess.run(
+        [sys.executable, "-c", "from bench.worker import peak_rss_mb; print(peak_rss_mb())"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert float(out.stdout) < 256
+    del held
