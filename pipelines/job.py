@@ -206,9 +206,10 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
 
     staging = plan.home.root / "data" / "runs" / run_id
     staging.mkdir(parents=True, exist_ok=True)
-    # Read back once by `record`: fast compression beats small files here.
-    screening.write_parquet(staging / "screening.parquet", compression="lz4")
-    rejected.write_parquet(staging / "rejected.parquet", compression="lz4")
+    # Read back once by `record`: Arrow IPC, since Parquet's writer slows down more than linearly
+    # (0.9 s for 2.7M screening rows, 8.2 s for 10.9M; IPC 0.3 s and 1.1 s).
+    screening.write_ipc(staging / "screening.arrow", compression="lz4")
+    rejected.write_ipc(staging / "rejected.arrow", compression="lz4")
     by_reason = reason_counts(screening)
     _timed(timings, "stage", t)
     progress(f"wrote {written.rows} rows to {written.path}")
@@ -280,8 +281,8 @@ def record(built: Built) -> None:
     """Replace the warehouse rows of (exporter, as-of date) with this run's, then drop the staging."""
     t = time.perf_counter()
     plan = built.plan
-    screening = pl.read_parquet(built.staging / "screening.parquet")
-    rejected = pl.read_parquet(built.staging / "rejected.parquet")
+    screening = pl.read_ipc(built.staging / "screening.arrow")
+    rejected = pl.read_ipc(built.staging / "rejected.arrow")
     warehouse.record_success(
         plan.warehouse,
         warehouse.RunRecord(
