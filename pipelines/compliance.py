@@ -229,17 +229,18 @@ def _is_attempt(channels: tuple[str, ...]) -> pl.Expr:
     return expr.fill_null(False)
 
 
+def interactions_in_window(interactions: pl.LazyFrame, company: Company, as_of: date) -> pl.LazyFrame:
+    """The interactions any rule can count at `as_of` (see `interaction_window`)."""
+    since, until = interaction_window(company, as_of)
+    return interactions.filter((pl.col("startedAt") >= since) & (pl.col("startedAt") < until))
+
+
 def _interactions_in_scope(
-    tables: SourceTables, persons: pl.LazyFrame, instant: datetime, since: datetime
+    tables: SourceTables, persons: pl.LazyFrame, company: Company, as_of: date
 ) -> pl.LazyFrame:
-    """The borrowers' interactions that any window can see: since <= startedAt < instant."""
-    return (
-        tables.interactions.select(
-            "id", "personId", "channel", "direction", "status", "statusDetails", "startedAt"
-        )
-        .filter((pl.col("startedAt") < instant) & (pl.col("startedAt") >= since))
-        .join(persons, on="personId", how="semi")
-    )
+    """The borrowers' interactions that any window can see."""
+    columns = tables.interactions.select(SOURCE_COLUMNS["interactions"])
+    return interactions_in_window(columns, company, as_of).join(persons, on="personId", how="semi")
 
 
 def _reject_unknown_details(rows: pl.DataFrame) -> None:
@@ -470,7 +471,6 @@ def screen(
     instant = as_of_instant(company, as_of)
     limits = _limits(policy, as_of, zone)
     conversation_since = _conversation_since(policy, as_of, zone)
-    since, _ = interaction_window(company, as_of)
 
     phone = pl.col("contactType") == "phone"
     contacts = (
@@ -493,7 +493,7 @@ def screen(
             tables.borrowers.select(pl.col("id").alias("personId"), pl.col("timezone").alias("zone"))
             .join(persons, on="personId", how="semi")
             .drop_nulls("zone"),
-            _interactions_in_scope(tables, persons, instant, since),
+            _interactions_in_scope(tables, persons, company, as_of),
             _dnis_in_scope(tables, persons, company, check, instant),
         ]
     )
@@ -634,6 +634,7 @@ __all__ = [
     "channel_expr",
     "day_start",
     "interaction_window",
+    "interactions_in_window",
     "screen",
     "unscreened",
     "zone_facts",

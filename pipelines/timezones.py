@@ -327,24 +327,7 @@ def zones_for_key(key: str) -> tuple[str, ...]:
 def phone_zones(values: pl.Series) -> pl.DataFrame:
     """(value, zone) for every zone of every distinct non-null number in `values`."""
     numbers = pl.LazyFrame({"value": values.cast(S)}).drop_nulls().unique()
-    prefixes = _prefix_series()
-    if prefixes is None:
-        keyed = numbers.with_columns(phone_key(pl.col("value")).alias("key")).collect()
-    else:
-        # Keys depend on the first len(prefixes) national digits only: work on those, distinct.
-        head = pl.col("value").str.slice(2, len(prefixes))
-        numbers = numbers.with_columns(
-            pl.when(pl.col("value").str.contains(NANP_PATTERN)).then(head).alias("head")
-        )
-        heads = numbers.select("head").drop_nulls().unique()
-        heads = heads.with_columns(
-            (pl.lit("N") + pl.col("head").str.slice(0, _nanp_depth(pl.col("head"), prefixes))).alias("key")
-        )
-        keyed = (
-            numbers.join(heads, on="head", how="left")
-            .select("value", pl.coalesce("key", pl.lit("V") + pl.col("value")).alias("key"))
-            .collect()
-        )
+    keyed = numbers.with_columns(phone_key(pl.col("value")).alias("key")).collect()
     table = phone_key_zones(keyed.get_column("key").unique().to_list())
     return keyed.lazy().join(table.lazy(), on="key", how="inner").select("value", "zone").collect()
 
