@@ -9,6 +9,14 @@ from pipelines.config import ColumnSetting
 BORROWER_PREFIX = "borrower."
 
 
+def sorted_by(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """The frame in `column` order, flagged as sorted: checking costs a scan (20 ms for 2.7M ids),
+    sorting already-sorted strings without the flag 0.6 s, and sources usually come sorted."""
+    if frame.get_column(column).is_sorted():
+        return frame.with_columns(pl.col(column).set_sorted())
+    return frame.sort(column)
+
+
 def project(contacts: pl.LazyFrame, borrowers: pl.LazyFrame, settings: list[ColumnSetting]) -> pl.LazyFrame:
     """Select `settings` fields (contacts columns or borrower.<column>) under their output names.
 

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from pipelines.columns import sorted_by
 from pipelines.config import CheckCanInteractData, Company, Policy
 from pipelines.errors import ErrorItem, SourceDataError
 from pipelines.tables import SourceTables
@@ -567,16 +568,13 @@ def screen(
         {"_mask": masks, "reasons": [[c for bit, c in enumerate(codes) if m >> bit & 1] for m in masks]},
         schema={"_mask": pl.UInt32(), "reasons": REASONS},
     )
-    result = (
+    result = sorted_by(
         decided.join(reason_sets, on="_mask", how="left", maintain_order="left")
         .with_columns((pl.col("_mask") == 0).alias("canInteract"))
         .select(*SCREENING_SCHEMA.names())
-        .cast(SCREENING_SCHEMA)
+        .cast(SCREENING_SCHEMA),
+        "contactId",
     )
-    if result.get_column("contactId").is_sorted():
-        result = result.with_columns(pl.col("contactId").set_sorted())
-    else:
-        result = result.sort("contactId")
     log.info(
         "screened %d contacts of %d borrowers as of %s: %d blocked",
         result.height,

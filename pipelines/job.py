@@ -171,10 +171,11 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
     # Borrower ids are unique and every validated contact has its borrower: when the population is
     # the whole table (a source of one company), filtering contacts by it would change nothing.
     everyone = pop_df.height == tables.borrowers.select(pl.len()).collect().item()
-    matched = sorted_by_id(
+    matched = columns.sorted_by(
         matching.match_contacts(
             tables.contacts, None if everyone else pop_df.lazy(), exporter.contactMatchingCriteria
-        ).collect()
+        ).collect(),
+        "id",
     )
     t = _timed(timings, "match", t)
     progress(f"population {pop_df.height} borrowers, {matched.height} matching contacts")
@@ -262,13 +263,6 @@ def narrowed(tables: SourceTables, keep: dict[str, set[str]]) -> SourceTables:
         return frame.select(names).collect().lazy()
 
     return SourceTables(**{name: narrow(name) for name in TABLES_BY_NAME})
-
-
-def sorted_by_id(frame: pl.DataFrame) -> pl.DataFrame:
-    """The frame in id order, flagged as sorted (checking is cheap; sources usually come sorted)."""
-    if frame.get_column("id").is_sorted():
-        return frame.with_columns(pl.col("id").set_sorted())
-    return frame.sort("id")
 
 
 def reason_counts(screening: pl.DataFrame) -> dict[str, int]:
