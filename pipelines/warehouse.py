@@ -20,14 +20,34 @@ DDL = (
         runId VARCHAR PRIMARY KEY, exporterId VARCHAR NOT NULL, companyId VARCHAR, asOfDate DATE NOT NULL,
         asOfInstant TIMESTAMPTZ, status VARCHAR NOT NULL, population BIGINT, matched BIGINT,
         screenedOut BIGINT, exported BIGINT, filePath VARCHAR, sha256 VARCHAR, deliveredAt TIMESTAMPTZ,
-        startedAt TIMESTAMPTZ, finishedAt TIMESTAMPTZ, error VARCHAR)""",
+        startedAt TIMESTAMPTZ, finishedAt TIMESTAMPTZ, error VARCHAR, campaignId VARCHAR,
+        deliveryStatus VARCHAR, deliveryError VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS screening_results (
         runId VARCHAR NOT NULL, exporterId VARCHAR NOT NULL, asOfDate DATE NOT NULL, contactId VARCHAR NOT NULL,
-        personId VARCHAR NOT NULL, channel VARCHAR, canInteract BOOLEAN NOT NULL, reasons VARCHAR[] NOT NULL)""",
+        personId VARCHAR NOT NULL, channel VARCHAR, canInteract BOOLEAN NOT NULL, reasons VARCHAR[] NOT NULL,
+        nextEligibleDate DATE)""",
     """CREATE TABLE IF NOT EXISTS rejected_rows (
         runId VARCHAR NOT NULL, tableName VARCHAR NOT NULL, rowKey VARCHAR, checks VARCHAR[] NOT NULL)""",
 )
 
+# Columns added after the first release: a warehouse written by an older version gains them on open.
+MIGRATIONS = (
+    "ALTER TABLE export_runs ADD COLUMN IF NOT EXISTS campaignId VARCHAR",
+    "ALTER TABLE export_runs ADD COLUMN IF NOT EXISTS deliveryStatus VARCHAR",
+    "ALTER TABLE export_runs ADD COLUMN IF NOT EXISTS deliveryError VARCHAR",
+    "ALTER TABLE screening_results ADD COLUMN IF NOT EXISTS nextEligibleDate DATE",
+)
+
+RUN_COLUMNS = (
+    "runId", "exporterId", "companyId", "asOfDate", "asOfInstant", "status", "population", "matched",
+    "screenedOut", "exported", "filePath", "sha256", "startedAt", "finishedAt", "error", "campaignId",
+    "deliveryStatus", "deliveryError",
+)  # fmt: skip
+INSERT_RUN = (
+    "INSERT INTO export_runs (runId, exporterId, companyId, asOfDate, asOfInstant, status, population, "
+    "matched, screenedOut, exported, filePath, sha256, startedAt, finishedAt, error, campaignId, "
+    "deliveryStatus, deliveryError) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 SCREENING_COLUMNS = ("contactId", "personId", "channel", "canInteract", "reasons")
 REJECTED_COLUMNS = ("tableName", "rowKey", "checks")
 
@@ -49,35 +69,24 @@ class RunRecord:
     startedAt: datetime
     finishedAt: datetime
     error: str | None = None
+    campaignId: str | None = None
+    deliveryStatus: str | None = None  # delivered | already_delivered | skipped | failed
+    deliveryError: str | None = None
+
+
+def create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The output tables, created or brought up to the current columns."""
+    for ddl in (*DDL, *MIGRATIONS):
+        con.execute(ddl)
 
 
 def ensure_tables(path: Path) -> None:
     with duck.connect(path) as con:
-        for ddl in DDL:
-            con.execute(ddl)
+        create_tables(con)
 
 
 def _insert_run(con: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
-    con.execute(
-        "INSERT INTO export_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
-        [
-            run.runId,
-            run.exporterId,
-            run.companyId,
-            run.asOfDate,
-            run.asOfInstant,
-            run.status,
-            run.population,
-            run.matched,
-            run.screenedOut,
-            run.exported,
-            run.filePath,
-            run.sha256,
-            run.startedAt,
-            run.finishedAt,
-            run.error,
-        ],
-    )
+    con.execute(INSERT_RUN, [getattr(run, name) for name in RUN_COLUMNS])
 
 
 def _insert_rejected(con: duckdb.DuckDBPyConnection, run_id: str, rejected: pl.DataFrame) -> None:
@@ -91,13 +100,14 @@ def _insert_rejected(con: duckdb.DuckDBPyConnection, run_id: str, rejected: pl.D
 
 def record_success(path: Path, run: RunRecord, screening: pl.DataFrame, rejected: pl.DataFrame) -> None:
     """Replace every earlier row of (exporterId, asOfDate) with this run's, atomically."""
-    screening_arrow = screening.select(SCREENING_COLUMNS).to_arrow()
+    if "nextEligibleDate" not in screening.columns:
+        screening = screening.with_columns(nextEligibleDate=pl.lit(None, dtype=pl.Date))
+    screening_arrow = screening.select(*SCREENING_COLUMNS, "nextEligibleDate").to_arrow()
     with duck.connect(path) as con:
         # Rows are stored in any order (queries sort): DuckDB then writes a large insert straight
         # to the file in parallel instead of through the WAL, which halves the time of this step.
         con.execute("SET preserve_insertion_order = false")
-        for ddl in DDL:
-            con.execute(ddl)
+        create_tables(con)
         con.register("new_screening", screening_arrow)
         key = [run.exporterId, run.asOfDate]
         con.execute("BEGIN TRANSACTION")
@@ -112,7 +122,7 @@ def record_success(path: Path, run: RunRecord, screening: pl.DataFrame, rejected
             _insert_run(con, run)
             con.execute(
                 "INSERT INTO screening_results SELECT ?, ?, ?, contactId, personId, channel, canInteract, "
-                "CAST(reasons AS VARCHAR[]) FROM new_screening",
+                "CAST(reasons AS VARCHAR[]), nextEligibleDate FROM new_screening",
                 [run.runId, run.exporterId, run.asOfDate],
             )
             _insert_rejected(con, run.runId, rejected)
@@ -125,8 +135,7 @@ def record_success(path: Path, run: RunRecord, screening: pl.DataFrame, rejected
 def record_failure(path: Path, run: RunRecord, rejected: pl.DataFrame | None = None) -> None:
     """Add a failed run; earlier successful rows of the same (exporterId, asOfDate) stay as they are."""
     with duck.connect(path) as con:
-        for ddl in DDL:
-            con.execute(ddl)
+        create_tables(con)
         con.execute("BEGIN TRANSACTION")
         try:
             _insert_run(con, run)

@@ -113,3 +113,9 @@ def test_delivery_timestamp(tmp_path: Path) -> None:
     ((delivered,),) = rows(db, "SELECT deliveredAt FROM export_runs")
     assert isinstance(delivered, datetime)
     assert delivered.astimezone(UTC) == NOW
+
+
+def test_run_insert_names_every_run_column_in_order() -> None:
+    listed = warehouse.INSERT_RUN.split("(", 1)[1].split(")", 1)[0]
+    assert tuple(name.strip() for name in listed.split(",")) == warehouse.RUN_COLUMNS
+    assert warehouse.INSERT_RUN.count("?") == len(warehouse.RUN_COLUMNS)
