@@ -331,14 +331,18 @@ def deployments_serve(ctx: typer.Context) -> None:
 @app.command("sql")
 def sql(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(help='A read-only query, e.g. "SELECT * FROM export_runs".')],
+    query: Annotated[str, typer.Argument(help='A read-only query, e.g. "SELECT * FROM run_summary".')],
     warehouse: Annotated[
         Path | None, typer.Option(help="DuckDB file. Default data/warehouse.duckdb.")
     ] = None,
-    limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Rows to print at most. Default 50 for table, all rows for csv and json."),
+    ] = None,
 ) -> None:
-    """Query the warehouse read-only and print a table (for analysts; any DuckDB client works too)."""
-    from pipelines import duck
+    """Query the warehouse read-only; the result goes to stdout, its true row count to stderr."""
+    from flows import sqlcmd
 
     home = home_of(ctx)
     path = home.path(warehouse) if warehouse else home.warehouse
@@ -346,14 +350,7 @@ def sql(
         raise InvalidInputError(
             "arguments", [ErrorItem("--warehouse", f"{path} does not exist: run an export first")]
         )
-    with duck.connect(path, read_only=True) as con:
-        try:
-            relation = con.sql(query)
-        except Exception as exc:  # duckdb.Error subclasses; shown to the user as invalid input
-            raise InvalidInputError("query", [ErrorItem("", str(exc).splitlines()[0])]) from None
-        if relation is None:
-            return
-        sys.stdout.write(relation.limit(limit).__str__() + "\n")
+    sqlcmd.main_sql(path, query, fmt, limit)
 
 
 @app.command("demo")
