@@ -115,7 +115,8 @@ def exporters_create(
     file: Annotated[str, typer.Option("--file", "-f", help="JSON body (CONTRACT.md §3); '-' reads stdin.")],
 ) -> None:
     """Create an exporter from a JSON body; prints {"status":200,"message":"success","data":{...}}."""
-    from pipelines.store import ExporterStore, ok_envelope
+    from flows.envelopes import ok_envelope
+    from pipelines.store import ExporterStore
 
     body = read_body(file)
     emit(ok_envelope(ExporterStore(home_of(ctx)).create(body, "stdin" if file == "-" else file)))
@@ -133,11 +134,14 @@ def exporters_list(
     ] = None,
 ) -> None:
     """List exporters, newest first, one page at a time."""
-    from pipelines.store import ExporterStore, list_envelope
+    from flows.envelopes import list_envelope
+    from pipelines.store import ExporterStore
 
     page = ExporterStore(home_of(ctx)).list(
         limit=limit, starting_after=starting_after, ending_before=ending_before
     )
+    for skipped in page.skipped:
+        say(f"warning: exporter {skipped} cannot be read and is left out; `exporters get {skipped}` says why")
     emit(list_envelope(page, limit))
 
 
@@ -147,7 +151,8 @@ def exporters_get(
     exporter_id: Annotated[str, typer.Argument(metavar="ID", help="CE-7ABCDEFG or ext-EXTERNALID")],
 ) -> None:
     """Show one exporter."""
-    from pipelines.store import ExporterStore, ok_envelope
+    from flows.envelopes import ok_envelope
+    from pipelines.store import ExporterStore
 
     emit(ok_envelope(ExporterStore(home_of(ctx)).get(exporter_id)))
 
@@ -161,7 +166,8 @@ def exporters_update(
     ],
 ) -> None:
     """Replace an exporter's settings (id and createdAt are kept)."""
-    from pipelines.store import ExporterStore, ok_envelope
+    from flows.envelopes import ok_envelope
+    from pipelines.store import ExporterStore
 
     body = read_body(file)
     emit(ok_envelope(ExporterStore(home_of(ctx)).update(exporter_id, body, "stdin" if file == "-" else file)))
@@ -371,7 +377,7 @@ def demo(
 
 
 def _fail(exc: ContactExporterError) -> NoReturn:
-    from pipelines.store import error_envelope
+    from flows.envelopes import error_envelope
 
     describe = getattr(exc, "describe", None)
     say("error: " + (describe() if callable(describe) else str(exc)))

@@ -312,7 +312,8 @@ class Exporter(ExporterBody):
     updatedAt: str
 
     def public(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The exporter as stored and served: only the keys that were set (the seed's shape)."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
     @property
     def channel(self) -> str | None:
