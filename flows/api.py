@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flows.envelopes import API_BASE_PATH, error_envelope, list_envelope, ok_envelope
+from pipelines import safeload
 from pipelines.config import Exporter, ExporterBody, Home
 from pipelines.errors import BadRequestError, ContactExporterError, ErrorItem, InvalidInputError
 from pipelines.store import DEFAULT_LIMIT, ExporterStore, StaleExporterError, exporter_version
@@ -172,10 +173,11 @@ async def _json_body(request: Request) -> object:
     if not raw.strip():
         raise BadRequestError("request", [ErrorItem("", "the body is empty; send an exporter as JSON")])
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
         raise BadRequestError("request", [ErrorItem("", f"the body is not valid JSON: {reason}")]) from None
+    return safeload.check_shape(data, "request")
 
 
 def _list_params(request: Request) -> tuple[int, str | None, str | None]:

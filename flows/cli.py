@@ -18,7 +18,7 @@ import click
 import typer
 
 from pipelines.config import Home
-from pipelines.errors import BadRequestError, ContactExporterError, ErrorItem, InvalidInputError
+from pipelines.errors import ContactExporterError, ErrorItem, InvalidInputError
 
 app = typer.Typer(
     name="contact-exporter",
@@ -75,15 +75,15 @@ def date_arg(value: str, option: str) -> date:
 
 
 def read_body(file: str) -> Any:
+    """A JSON body from a file or stdin: UTF-8, at most 1 MiB, not too deep (exit 2 otherwise)."""
+    from pipelines import safeload
+
     source = "stdin" if file == "-" else file
     try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
     except OSError as exc:
         raise InvalidInputError(source, [ErrorItem("", f"cannot read: {exc.strerror}")]) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadRequestError(source, [ErrorItem("", f"not valid JSON: {exc}")]) from None
+    return safeload.load_json(raw, source)
 
 
 @app.callback()

@@ -19,6 +19,7 @@ from prefect.tasks import Task
 from pipelines import job, population, sources
 from pipelines.config import Home
 from pipelines.errors import TransientError
+from pipelines.store import ExporterStore
 
 DELIVERY_RETRY_DELAYS: list[float] = [10.0, 30.0, 90.0]
 
@@ -155,9 +156,14 @@ def campaign_population_task(home: str | None, campaign_id: str) -> tuple[str, s
     """Run the campaign query; returns (exporter id, path of the id file, source)."""
     h = _home(home)
     campaign = h.campaign(campaign_id)
+    ExporterStore(h).get(campaign.exporterId)  # an unknown exporter fails before the query runs
     src = h.path(campaign.source) if campaign.source else h.warehouse
     ids = population.campaign_ids(
-        campaign.query, sources.open_source(src), f"{h.configs / 'campaigns' / campaign_id}.yaml"
+        campaign.query,
+        sources.open_source(src),
+        f"{h.configs / 'campaigns' / campaign_id}.yaml",
+        timeout_seconds=campaign.timeoutSeconds,
+        memory_limit=campaign.memoryLimit,
     )
     folder = h.root / "data" / "campaigns" / campaign_id
     folder.mkdir(parents=True, exist_ok=True)

@@ -161,7 +161,7 @@ def test_error_envelope_carries_paths_and_status(store: ExporterStore) -> None:
     envelope = error_envelope(info.value)
     assert envelope["status"] == 422
     assert envelope["errors"] == [
-        {"path": "/columnSettings/0/outputName", "message": "outputName must not contain control characters"}
+        {"path": "/columnSettings/0/outputName", "message": "must not contain the control character U+0009"}
     ]
     assert "/columnSettings/0/outputName" in envelope["message"]
 
