@@ -15,6 +15,7 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
+from pydantic import SecretStr
 
 from pipelines import job, population, sources
 from pipelines.config import Home
@@ -89,7 +90,7 @@ def deliver_task(built: job.Built, enabled: bool, redeliver: bool) -> job.Delive
         from prefect.blocks.system import Secret
 
         block: Any = Secret.load(sftp.passwordSecretBlock)
-        password = str(block.get())
+        password = SecretStr(str(block.get()))  # masked from the moment it is resolved
     return job.deliver(built, enabled=enabled, redeliver=redeliver, password=password)
 
 

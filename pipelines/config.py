@@ -6,7 +6,6 @@ that names the file (or request) and the JSON path of each problem.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import string
@@ -14,7 +13,6 @@ from dataclasses import dataclass
 from datetime import date, time
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
-from zoneinfo import available_timezones
 
 from pydantic import (
     BaseModel,
@@ -31,12 +29,14 @@ from pipelines import safeload
 from pipelines.errors import ErrorItem, InvalidInputError, NotFoundError
 from pipelines.tables import EXPORTABLE_FIELDS
 from pipelines.vocab import (
+    SAFE_ID,
     Affiliation,
     ContactStatus,
     ContactType,
     ExportChannel,
     Label,
     Theme,
+    iana_zones,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -82,13 +82,8 @@ class Strict(BaseModel):
         return value
 
 
-@functools.cache
-def _zones() -> frozenset[str]:
-    return frozenset(available_timezones())
-
-
 def check_timezone(name: str) -> str:
-    if name not in _zones():
+    if name not in iana_zones():
         raise ValueError(f"unknown IANA time zone {name!r} (for example 'America/New_York')")
     return name
 
@@ -347,7 +342,7 @@ class ExporterBody(Strict):
         return v
 
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_ID = SAFE_ID
 _EXTERNAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 

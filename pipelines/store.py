@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,10 +33,11 @@ from pipelines.errors import (
     TransientError,
 )
 from pipelines.files import atomic_write
+from pipelines.vocab import EXPORTER_ID
 
 log = logging.getLogger(__name__)
 
-ID_PATTERN = re.compile(r"CE-[A-Z2-7]{8}")
+ID_PATTERN = EXPORTER_ID
 EXTERNAL_PREFIX = "ext-"
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
