@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -70,7 +71,7 @@ def _exporter_response(exporter: Exporter) -> JSONResponse:
     return _envelope_response(ok_envelope(exporter), headers={"ETag": etag(exporter)})
 
 
-def _if_match(request: Request) -> Any:
+def _if_match(request: Request) -> Callable[[Exporter], None] | None:
     """The If-Match check for a PUT, run under the store lock; None when the header is absent."""
     header = request.headers.get("if-match")
     if header is None:

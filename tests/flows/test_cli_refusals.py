@@ -84,3 +84,16 @@ def test_campaign_config_with_a_string_timeout_is_refused(home: Path) -> None:
     out = cli(home, "campaigns", "run", "slow", "--as-of", "2026-11-03", "--no-deliver")
     assert out.returncode == 2, out.stderr
     assert b"/timeoutSeconds" in out.stderr
+
+
+def test_exporters_list_skips_an_unreadable_file_with_a_warning(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "h", borrowers=20).root
+    (home / "configs" / "exporters" / "CE-VOICECOL.json").write_bytes(b"{ not json")
+    out = cli(home, "exporters", "list")
+    assert out.returncode == 0, out.stderr
+    assert [e["id"] for e in json.loads(out.stdout)["data"]] == ["CE-EMAILSVC"]
+    assert b"exporter CE-VOICECOL cannot be read" in out.stderr
+    got = cli(home, "exporters", "get", "CE-VOICECOL")
+    assert got.returncode == 2
+    assert b"stored exporter CE-VOICECOL" in got.stderr
+    assert str(home).encode() not in got.stdout
