@@ -1,19 +1,28 @@
 """HTTP API (CONTRACT.md §4.1): the exporter store behind FastAPI, with the envelopes of §3.
 
-Every request needs `X-API-KEY`; every response, errors included, is one of our envelopes, and its
-HTTP status equals the envelope's `status`. The store is read from disk on each request, so a write
-made through the CLI is visible at once. The interactive docs and the OpenAPI schema are off: the
-only clients are scripts holding the key, and the schema would be served without it.
+Every request but `GET /health` needs the `X-API-KEY` header (the key is never read from the query
+string); every response, errors included, is one of our envelopes, and its HTTP status equals the
+envelope's `status`. The store is read from disk on each request, so a write made through the CLI is
+visible at once. The OpenAPI schema is served at `/openapi.json`, behind the key like everything else;
+the interactive docs pages are off.
+
+GET answers carry an `ETag` (a digest of the stored exporter); a PUT with `If-Match` is applied only
+if the exporter still has that ETag (else 412), a PUT without it replaces whatever is stored (last
+writer wins). The access log is written here, without query strings: a key pasted into a URL by
+mistake never reaches a log file.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import hmac
 import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,22 +33,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipelines.config import Home
+from flows.envelopes import API_BASE_PATH, error_envelope, list_envelope, ok_envelope
+from pipelines import safeload
+from pipelines.config import Exporter, ExporterBody, Home
 from pipelines.errors import BadRequestError, ContactExporterError, ErrorItem, InvalidInputError
-from pipelines.store import (
-    API_BASE_PATH,
-    DEFAULT_LIMIT,
-    ExporterStore,
-    error_envelope,
-    list_envelope,
-    ok_envelope,
-)
+from pipelines.store import DEFAULT_LIMIT, ExporterStore, StaleExporterError, exporter_version
 
 log = logging.getLogger(__name__)
+# The access log, in uvicorn's format (serve() gives it uvicorn's access handler), path alone.
+ACCESS_LOGGER = "contact_exporters.access"
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 API_KEY_ENV = "CONTACT_EXPORTER_API_KEY"
 API_KEY_HEADER = "x-api-key"
 MAX_BODY_BYTES = 1024 * 1024
+HEALTH_PATH = "/health"
+OPENAPI_PATH = "/openapi.json"
+SKIPPED_HEADER = "X-Skipped-Exporters"
 _LIST_PARAMS = frozenset({"limit", "startingAfter", "endingBefore"})
 
 
@@ -49,8 +59,71 @@ class BodyTooLargeError(ContactExporterError):
     http_status = 413
 
 
-def _envelope_response(body: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(body, status_code=int(body["status"]))
+def _envelope_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=int(body["status"]), headers=headers)
+
+
+def etag(exporter: Exporter) -> str:
+    return f'"{exporter_version(exporter)}"'
+
+
+def _exporter_response(exporter: Exporter) -> JSONResponse:
+    return _envelope_response(ok_envelope(exporter), headers={"ETag": etag(exporter)})
+
+
+def _if_match(request: Request) -> Callable[[Exporter], None] | None:
+    """The If-Match check for a PUT, run under the store lock; None when the header is absent."""
+    header = request.headers.get("if-match")
+    if header is None:
+        return None
+    wanted = {tag.strip() for tag in header.split(",") if tag.strip()}
+
+    def check(current: Exporter) -> None:
+        if "*" in wanted:
+            return
+        current_tag = etag(current)
+        if current_tag not in wanted:
+            raise StaleExporterError(
+                f"exporter {current.id} changed since it was read: its ETag is {current_tag}, "
+                f"If-Match was {header}; GET it again and reapply the change"
+            )
+
+    return check
+
+
+class AccessLogMiddleware:
+    """One access-log line per request, in uvicorn's format, with the path but never the query string."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_and_record(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            client = scope.get("client")
+            address = f"{client[0]}:{client[1]}" if client else "-"
+            access_log.info(
+                '%s - "%s %s HTTP/%s" %d',
+                address,
+                scope["method"],
+                scope["path"],
+                scope.get("http_version", "1.1"),
+                status,
+                extra={"seconds": round(time.perf_counter() - started, 4)},
+            )
 
 
 class ApiKeyMiddleware:
@@ -61,7 +134,9 @@ class ApiKeyMiddleware:
         self.expected = api_key.encode("utf-8")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not (
+            scope["path"] == HEALTH_PATH and scope["method"] in ("GET", "HEAD")
+        ):
             given = b""
             for name, value in scope["headers"]:
                 if name.lower() == API_KEY_HEADER.encode("ascii"):
@@ -99,10 +174,11 @@ async def _json_body(request: Request) -> object:
     if not raw.strip():
         raise BadRequestError("request", [ErrorItem("", "the body is empty; send an exporter as JSON")])
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
         raise BadRequestError("request", [ErrorItem("", f"the body is not valid JSON: {reason}")]) from None
+    return safeload.check_shape(data, "request")
 
 
 def _list_params(request: Request) -> tuple[int, str | None, str | None]:
@@ -134,33 +210,68 @@ def create_app(home: Home, api_key: str) -> FastAPI:
     store = ExporterStore(home)
     app = FastAPI(
         title="Contact Exporters",
+        description="Contact exporters (CONTRACT.md §3, §4.1). Every path but /health needs X-API-KEY.",
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url=OPENAPI_PATH,
     )
+    body_schema = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExporterBody"}}},
+    }
+    stale: dict[int | str, dict[str, Any]] = {412: {"description": "If-Match does not match the stored ETag"}}
 
-    @app.post(API_BASE_PATH)
+    @app.get(HEALTH_PATH, summary="Liveness: no key needed")
+    async def health() -> JSONResponse:
+        return _envelope_response({"status": 200, "message": "ok"})
+
+    @app.post(API_BASE_PATH, summary="Create an exporter", openapi_extra={"requestBody": body_schema})
     async def create_exporter(request: Request) -> JSONResponse:
         body = await _json_body(request)
         exporter = await run_in_threadpool(store.create, body, "request")
-        return _envelope_response(ok_envelope(exporter))
+        return _exporter_response(exporter)
 
-    @app.get(API_BASE_PATH)
+    @app.get(API_BASE_PATH, summary="List exporters, newest first")
     async def list_exporters(request: Request) -> JSONResponse:
         limit, starting_after, ending_before = _list_params(request)
         page = await run_in_threadpool(store.list, limit, starting_after, ending_before)
-        return _envelope_response(list_envelope(page, limit, API_BASE_PATH))
+        headers = {SKIPPED_HEADER: ",".join(page.skipped)} if page.skipped else None
+        return _envelope_response(list_envelope(page, limit, API_BASE_PATH), headers=headers)
 
-    @app.get(API_BASE_PATH + "/{ident}")
+    @app.get(API_BASE_PATH + "/{ident}", summary="Get an exporter by id or ext-<externalId>")
     async def get_exporter(ident: str) -> JSONResponse:
         exporter = await run_in_threadpool(store.get, ident)
-        return _envelope_response(ok_envelope(exporter))
+        return _exporter_response(exporter)
 
-    @app.put(API_BASE_PATH + "/{ident}")
+    @app.put(
+        API_BASE_PATH + "/{ident}",
+        summary="Replace an exporter (If-Match: its ETag, to refuse a stale update)",
+        openapi_extra={"requestBody": body_schema},
+        responses=stale,
+    )
     async def update_exporter(ident: str, request: Request) -> JSONResponse:
         body = await _json_body(request)
-        exporter = await run_in_threadpool(store.update, ident, body, "request")
-        return _envelope_response(ok_envelope(exporter))
+        exporter = await run_in_threadpool(store.update, ident, body, "request", _if_match(request))
+        return _exporter_response(exporter)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version="1", description=app.description, routes=app.routes)
+            models = ExporterBody.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(models.pop("$defs", {}))
+            components["ExporterBody"] = models
+            schema["components"]["securitySchemes"] = {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-KEY"}
+            }
+            schema["security"] = [{"apiKey": []}]
+            schema["paths"][HEALTH_PATH]["get"]["security"] = []
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     async def on_project_error(request: Request, exc: Exception) -> JSONResponse:
         envelope = error_envelope(exc)
@@ -190,6 +301,7 @@ def create_app(home: Home, api_key: str) -> FastAPI:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(Exception, on_unexpected)
     app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+    app.add_middleware(AccessLogMiddleware)  # outermost: refused requests are logged too
     return app
 
 
@@ -210,7 +322,11 @@ def serve(home: Home, host: str, port: int) -> None:
 
     app = create_app(home, api_key_from_env())
     log.info("serving exporters of %s on http://%s:%d%s", home.root, host, port, API_BASE_PATH)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # uvicorn's own access line would carry the query string: it is off, AccessLogMiddleware writes
+    # the line instead through uvicorn's access handler and format.
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["loggers"][ACCESS_LOGGER] = {"handlers": ["access"], "level": "INFO", "propagate": False}
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=log_config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import click
 import typer
 
 from pipelines.config import Home
-from pipelines.errors import BadRequestError, ContactExporterError, ErrorItem, InvalidInputError
+from pipelines.errors import ContactExporterError, ErrorItem, InvalidInputError
 
 app = typer.Typer(
     name="contact-exporter",
@@ -75,15 +75,15 @@ def date_arg(value: str, option: str) -> date:
 
 
 def read_body(file: str) -> Any:
+    """A JSON body from a file or stdin: UTF-8, at most 1 MiB, not too deep (exit 2 otherwise)."""
+    from pipelines import safeload
+
     source = "stdin" if file == "-" else file
     try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
     except OSError as exc:
         raise InvalidInputError(source, [ErrorItem("", f"cannot read: {exc.strerror}")]) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadRequestError(source, [ErrorItem("", f"not valid JSON: {exc}")]) from None
+    return safeload.load_json(raw, source)
 
 
 @app.callback()
@@ -115,7 +115,8 @@ def exporters_create(
     file: Annotated[str, typer.Option("--file", "-f", help="JSON body (CONTRACT.md §3); '-' reads stdin.")],
 ) -> None:
     """Create an exporter from a JSON body; prints {"status":200,"message":"success","data":{...}}."""
-    from pipelines.store import ExporterStore, ok_envelope
+    from flows.envelopes import ok_envelope
+    from pipelines.store import ExporterStore
 
     body = read_body(file)
     emit(ok_envelope(ExporterStore(home_of(ctx)).create(body, "stdin" if file == "-" else file)))
@@ -133,11 +134,14 @@ def exporters_list(
     ] = None,
 ) -> None:
     """List exporters, newest first, one page at a time."""
-    from pipelines.store import ExporterStore, list_envelope
+    from flows.envelopes import list_envelope
+    from pipelines.store import ExporterStore
 
     page = ExporterStore(home_of(ctx)).list(
         limit=limit, starting_after=starting_after, ending_before=ending_before
     )
+    for skipped in page.skipped:
+        say(f"warning: exporter {skipped} cannot be read and is left out; `exporters get {skipped}` says why")
     emit(list_envelope(page, limit))
 
 
@@ -147,7 +151,8 @@ def exporters_get(
     exporter_id: Annotated[str, typer.Argument(metavar="ID", help="CE-7ABCDEFG or ext-EXTERNALID")],
 ) -> None:
     """Show one exporter."""
-    from pipelines.store import ExporterStore, ok_envelope
+    from flows.envelopes import ok_envelope
+    from pipelines.store import ExporterStore
 
     emit(ok_envelope(ExporterStore(home_of(ctx)).get(exporter_id)))
 
@@ -161,7 +166,8 @@ def exporters_update(
     ],
 ) -> None:
     """Replace an exporter's settings (id and createdAt are kept)."""
-    from pipelines.store import ExporterStore, ok_envelope
+    from flows.envelopes import ok_envelope
+    from pipelines.store import ExporterStore
 
     body = read_body(file)
     emit(ok_envelope(ExporterStore(home_of(ctx)).update(exporter_id, body, "stdin" if file == "-" else file)))
@@ -331,14 +337,18 @@ def deployments_serve(ctx: typer.Context) -> None:
 @app.command("sql")
 def sql(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(help='A read-only query, e.g. "SELECT * FROM export_runs".')],
+    query: Annotated[str, typer.Argument(help='A read-only query, e.g. "SELECT * FROM run_summary".')],
     warehouse: Annotated[
         Path | None, typer.Option(help="DuckDB file. Default data/warehouse.duckdb.")
     ] = None,
-    limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Rows to print at most. Default 50 for table, all rows for csv and json."),
+    ] = None,
 ) -> None:
-    """Query the warehouse read-only and print a table (for analysts; any DuckDB client works too)."""
-    from pipelines import duck
+    """Query the warehouse read-only; the result goes to stdout, its true row count to stderr."""
+    from flows import sqlcmd
 
     home = home_of(ctx)
     path = home.path(warehouse) if warehouse else home.warehouse
@@ -346,14 +356,7 @@ def sql(
         raise InvalidInputError(
             "arguments", [ErrorItem("--warehouse", f"{path} does not exist: run an export first")]
         )
-    with duck.connect(path, read_only=True) as con:
-        try:
-            relation = con.sql(query)
-        except Exception as exc:  # duckdb.Error subclasses; shown to the user as invalid input
-            raise InvalidInputError("query", [ErrorItem("", str(exc).splitlines()[0])]) from None
-        if relation is None:
-            return
-        sys.stdout.write(relation.limit(limit).__str__() + "\n")
+    sqlcmd.main_sql(path, query, fmt, limit)
 
 
 @app.command("demo")
@@ -374,7 +377,7 @@ def demo(
 
 
 def _fail(exc: ContactExporterError) -> NoReturn:
-    from pipelines.store import error_envelope
+    from flows.envelopes import error_envelope
 
     describe = getattr(exc, "describe", None)
     say("error: " + (describe() if callable(describe) else str(exc)))

@@ -15,10 +15,12 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
+from pydantic import SecretStr
 
 from pipelines import job, population, sources
 from pipelines.config import Home
 from pipelines.errors import TransientError
+from pipelines.store import ExporterStore
 
 DELIVERY_RETRY_DELAYS: list[float] = [10.0, 30.0, 90.0]
 
@@ -88,7 +90,7 @@ def deliver_task(built: job.Built, enabled: bool, redeliver: bool) -> job.Delive
         from prefect.blocks.system import Secret
 
         block: Any = Secret.load(sftp.passwordSecretBlock)
-        password = str(block.get())
+        password = SecretStr(str(block.get()))  # masked from the moment it is resolved
     return job.deliver(built, enabled=enabled, redeliver=redeliver, password=password)
 
 
@@ -155,9 +157,14 @@ def campaign_population_task(home: str | None, campaign_id: str) -> tuple[str, s
     """Run the campaign query; returns (exporter id, path of the id file, source)."""
     h = _home(home)
     campaign = h.campaign(campaign_id)
+    ExporterStore(h).get(campaign.exporterId)  # an unknown exporter fails before the query runs
     src = h.path(campaign.source) if campaign.source else h.warehouse
     ids = population.campaign_ids(
-        campaign.query, sources.open_source(src), f"{h.configs / 'campaigns' / campaign_id}.yaml"
+        campaign.query,
+        sources.open_source(src),
+        f"{h.configs / 'campaigns' / campaign_id}.yaml",
+        timeout_seconds=campaign.timeoutSeconds,
+        memory_limit=campaign.memoryLimit,
     )
     folder = h.root / "data" / "campaigns" / campaign_id
     folder.mkdir(parents=True, exist_ok=True)

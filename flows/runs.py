@@ -74,7 +74,11 @@ def run_backfill(
 
 
 def run_campaign(home: Home, campaign_id: str, as_of: date | None, *, deliver: bool = True) -> dict[str, Any]:
-    home.campaign(campaign_id)
+    from pipelines.store import ExporterStore
+
+    campaign = home.campaign(campaign_id)
+    # Before Prefect starts and before the query runs: an unknown exporter is a config error.
+    ExporterStore(home).get(campaign.exporterId)
     result: dict[str, Any] = _flows(home).run_campaign(
         campaign_id, as_of, home=str(home.root), deliver=deliver
     )

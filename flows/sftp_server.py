@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -24,11 +23,11 @@ import asyncssh
 import yaml
 
 from pipelines.config import Home
+from pipelines.vocab import SAFE_ID
 
 HOST = "127.0.0.1"
 USERNAME = "partner"
 START_TIMEOUT = 10.0
-_SETTING_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class LocalSftp:
         The known_hosts file is copied next to the setting and named relative to the home, as a
         committed setting would do; the private key stays in the server's temporary folder.
         """
-        if not _SETTING_ID.fullmatch(setting_id):
+        if not SAFE_ID.fullmatch(setting_id):
             raise ValueError(f"{setting_id!r} is not a valid SFTP setting id")
         folder = home.configs / "sftp"
         folder.mkdir(parents=True, exist_ok=True)

@@ -6,45 +6,84 @@ that names the file (or request) and the JSON path of each problem.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import string
 from dataclasses import dataclass
 from datetime import date, time
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
-from zoneinfo import available_timezones
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from pipelines import safeload
 from pipelines.errors import ErrorItem, InvalidInputError, NotFoundError
 from pipelines.tables import EXPORTABLE_FIELDS
 from pipelines.vocab import (
+    SAFE_ID,
     Affiliation,
     ContactStatus,
     ContactType,
     ExportChannel,
     Label,
     Theme,
+    iana_zones,
 )
 
 M = TypeVar("M", bound=BaseModel)
 
 
+# Longest string any config key takes unless the key says otherwise (a campaign query does).
+MAX_STRING = 4096
+MAX_NAME = 200
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _check_text(value: str, multiline: bool) -> None:
+    bidi = _BIDI.search(value)
+    if bidi:
+        raise ValueError(
+            f"must not contain the bidirectional control character U+{ord(bidi.group()):04X} "
+            "(it makes text display in another order than it is read)"
+        )
+    control = (_CONTROL_BUT_LINES if multiline else _CONTROL_CHARS).search(value)
+    if control:
+        raise ValueError(f"must not contain the control character U+{ord(control.group()):04X}")
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Base of every config model: unknown keys refused, no coercion (`"false"` is not a boolean,
+    `"7"` not an integer), strings at most MAX_STRING characters and free of control and
+    bidirectional characters (line breaks and tabs only in the keys of MULTILINE)."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, str_max_length=MAX_STRING)
+    MULTILINE: ClassVar[frozenset[str]] = frozenset()
 
-@functools.cache
-def _zones() -> frozenset[str]:
-    return frozenset(available_timezones())
+    @field_validator("*", mode="after")
+    @classmethod
+    def _plain_text(cls, value: Any, info: ValidationInfo) -> Any:
+        multiline = info.field_name in cls.MULTILINE
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for key, item in items:
+            for text in (key, *(item if isinstance(item, list) else [item])):
+                if isinstance(text, str):
+                    _check_text(text, multiline)
+        return value
 
 
 def check_timezone(name: str) -> str:
-    if name not in _zones():
+    if name not in iana_zones():
         raise ValueError(f"unknown IANA time zone {name!r} (for example 'America/New_York')")
     return name
 
@@ -126,8 +165,8 @@ class Policy(Strict):
 
 
 class Company(Strict):
-    id: str = Field(min_length=1)
-    name: str | None = None
+    id: str = Field(min_length=1, max_length=128)
+    name: str | None = Field(None, max_length=MAX_NAME)
     timezone: IanaZone
     policy: Policy = Field(default_factory=lambda: Policy())
 
@@ -167,7 +206,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 class ColumnSetting(Strict):
     field: str = Field(description="a contacts column, or borrower.<column>")
-    outputName: str | None = Field(None, description="column name in the file; defaults to field")
+    outputName: str | None = Field(
+        None, max_length=256, description="column name in the file; defaults to field"
+    )
 
     @field_validator("field")
     @classmethod
@@ -230,7 +271,9 @@ def render_file_name(template: str, exporter_id: str, as_of: date, company_id: s
 class FileSettings(Strict):
     format: Literal["csv", "parquet"] = "csv"
     fileNameTemplate: str | None = Field(
-        None, description="default {exporterId}_{asOfDate:%Y%m%d}.csv (or .parquet for parquet)"
+        None,
+        max_length=255,
+        description="default {exporterId}_{asOfDate:%Y%m%d}.csv (or .parquet for parquet)",
     )
     delimiter: str = Field(",", min_length=1, max_length=1)
     header: bool = True
@@ -264,7 +307,7 @@ class ExporterBody(Strict):
     checkCanInteractData: CheckCanInteractData | None = None
     companyId: str | None = None
     externalId: str | None = Field(None, min_length=1)
-    name: str | None = None
+    name: str | None = Field(None, max_length=MAX_NAME)
     sftpSettingId: str | None = Field(None, min_length=1)
     fileSettings: FileSettings = Field(default_factory=lambda: FileSettings())
 
@@ -299,7 +342,7 @@ class ExporterBody(Strict):
         return v
 
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_ID = SAFE_ID
 _EXTERNAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
@@ -312,7 +355,8 @@ class Exporter(ExporterBody):
     updatedAt: str
 
     def public(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The exporter as stored and served: only the keys that were set (the seed's shape)."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
     @property
     def channel(self) -> str | None:
@@ -352,10 +396,18 @@ class SftpSetting(Strict):
 
 
 class Campaign(Strict):
-    id: str | None = None
-    name: str | None = None
-    exporterId: str = Field(min_length=1)
-    query: str = Field(min_length=1, description="one read-only DuckDB SELECT returning column id")
+    MULTILINE: ClassVar[frozenset[str]] = frozenset({"query"})
+
+    id: str | None = Field(None, max_length=128)
+    name: str | None = Field(None, max_length=MAX_NAME)
+    exporterId: str = Field(min_length=1, max_length=128)
+    query: str = Field(
+        min_length=1, max_length=100_000, description="one read-only DuckDB SELECT returning column id"
+    )
+    timeoutSeconds: int = Field(300, ge=1, le=86_400, description="the query is cancelled after this")
+    memoryLimit: str = Field(
+        "2GB", pattern=r"^[1-9][0-9]{0,5}(MB|GB)$", description="DuckDB memory limit of the query (MB or GB)"
+    )
     source: str | None = Field(None, description="source the query and the run read; default the home's")
     schedule: str | None = Field(None, description="cron expression, company time zone")
 
@@ -395,14 +447,14 @@ def parse(model: type[M], data: Any, source: str) -> M:
 
 
 def read_yaml(path: Path) -> Any:
+    """A YAML config: UTF-8, size, depth and node count checked (pipelines/safeload.py)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise NotFoundError(f"{path} does not exist") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInputError(str(path), [ErrorItem("", f"not valid YAML: {exc}")]) from None
+    except OSError as exc:
+        raise InvalidInputError(str(path), [ErrorItem("", f"cannot be read: {exc.strerror}")]) from None
+    return safeload.load_yaml(raw, str(path))
 
 
 # ---------------------------------------------------------------- home (§1)

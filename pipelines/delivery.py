@@ -29,7 +29,7 @@ import secrets
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -41,6 +41,7 @@ import paramiko
 from paramiko.hostkeys import HostKeyEntry, HostKeys, InvalidHostKey
 from paramiko.pkey import UnknownKeyType
 from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
+from pydantic import SecretStr
 
 from pipelines import duck
 from pipelines.config import Home, SftpSetting
@@ -51,11 +52,10 @@ from pipelines.errors import (
     TerminalError,
     TransientError,
 )
+from pipelines.progress import ByteProgress as Progress
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
-"""Called as progress(bytes_sent, total_bytes) while the data file uploads."""
+# Progress is called as progress(bytes_sent, total_bytes) while the data file uploads.
 
 # Local reads of this size keep memory flat for multi-GB files; paramiko splits each read into
 # pipelined SFTP write requests, and the channel window bounds what is in flight.
@@ -321,8 +321,8 @@ def _verify_host_key(server_key: paramiko.PKey, pinned: PinnedKeys, setting: Sft
 
 
 def _credentials(
-    setting: SftpSetting, home: Home, password: str | None
-) -> tuple[paramiko.PKey | None, str | None]:
+    setting: SftpSetting, home: Home, password: SecretStr | None
+) -> tuple[paramiko.PKey | None, SecretStr | None]:
     source = f"SFTP setting for {setting.host}:{setting.port}"
     pkey: paramiko.PKey | None = None
     if setting.privateKeyFile:
@@ -356,7 +356,11 @@ def _credentials(
                     )
                 ],
             ) from None
-    secret = password or (os.environ.get(setting.passwordEnv) if setting.passwordEnv else None) or None
+    from_env = os.environ.get(setting.passwordEnv) if setting.passwordEnv else None
+    # The password is a SecretStr from here on: its repr and str are masked wherever it travels.
+    secret = password if password is not None and password.get_secret_value() else None
+    if secret is None and from_env:
+        secret = SecretStr(from_env)
     if pkey is None and secret is None:
         if setting.passwordEnv:
             item = ErrorItem(
@@ -404,7 +408,7 @@ def _where(setting: SftpSetting) -> str:
     return f"{setting.username}@{setting.host}:{setting.port}"
 
 
-def _auth_method(setting: SftpSetting, pkey: paramiko.PKey | None, secret: str | None) -> str:
+def _auth_method(setting: SftpSetting, pkey: paramiko.PKey | None, secret: SecretStr | None) -> str:
     methods = []
     if pkey is not None:
         methods.append(f"key {setting.privateKeyFile}")
@@ -468,7 +472,7 @@ def _classify(
 
 
 @contextmanager
-def _session(setting: SftpSetting, home: Home, password: str | None) -> Iterator[_Session]:
+def _session(setting: SftpSetting, home: Home, password: SecretStr | None) -> Iterator[_Session]:
     known_hosts = home.path(setting.knownHostsFile)
     pinned = load_pinned_keys(known_hosts, setting.host, setting.port)
     pkey, secret = _credentials(setting, home, password)
@@ -524,7 +528,7 @@ def _session(setting: SftpSetting, home: Home, password: str | None) -> Iterator
 
 
 def _authenticate(
-    transport: paramiko.Transport, username: str, pkey: paramiko.PKey | None, secret: str | None
+    transport: paramiko.Transport, username: str, pkey: paramiko.PKey | None, secret: SecretStr | None
 ) -> None:
     if pkey is not None:
         try:
@@ -533,7 +537,7 @@ def _authenticate(
             if secret is None or not transport.is_active():
                 raise
     if not transport.is_authenticated() and secret is not None:
-        transport.auth_password(username, secret)
+        transport.auth_password(username, secret.get_secret_value())
     if not transport.is_authenticated():
         raise paramiko.AuthenticationException("further authentication required")
 
@@ -656,7 +660,7 @@ def deliver(
     sha256: str,
     warehouse: Path,
     redeliver: bool = False,
-    password: str | None = None,
+    password: SecretStr | None = None,
     run_id: str | None = None,
     progress: Progress | None = None,
 ) -> DeliveryResult:
@@ -725,7 +729,9 @@ def deliver(
     return DeliveryResult(True, None, remote_path, remote_manifest, delivered_at, size, seconds)
 
 
-def check_destination(setting: SftpSetting, home: Home, password: str | None = None) -> dict[str, object]:
+def check_destination(
+    setting: SftpSetting, home: Home, password: SecretStr | None = None
+) -> dict[str, object]:
     """Connect, verify the host key, and prove remoteDir is writable with a small temporary file."""
     started = time.monotonic()
     with _session(setting, home, password) as session:

@@ -19,6 +19,18 @@ from pipelines.errors import TransientError
 
 _PROCESS_LOCK = threading.RLock()
 LOCK_TIMEOUT_SECONDS = 300.0
+# Files this project creates are written in DuckDB's 1.1 storage format, which every DuckDB client
+# from 1.1 on opens (DuckDB 2's own default format is refused by 1.x clients, the CLI included).
+# A file keeps the format it was created in; this applies to new files.
+STORAGE_VERSION = "v1.1.0"
+
+
+def open_file(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """`duckdb.connect` on a file; a file created here gets STORAGE_VERSION."""
+    config: dict[str, str | bool | int | float | list[str]] = (
+        {} if read_only else {"storage_compatibility_version": STORAGE_VERSION}
+    )
+    return duckdb.connect(str(path), read_only=read_only, config=config)
 
 
 @contextmanager
@@ -54,7 +66,7 @@ def connect(
         path.parent.mkdir(parents=True, exist_ok=True)
     # A read-only source on a read-only mount cannot hold a lock file; reading needs none there.
     with file_lock(path, timeout=timeout, optional=read_only):
-        con = duckdb.connect(str(path), read_only=read_only)
+        con = open_file(path, read_only=read_only)
         con.execute("SET enable_progress_bar = false")  # it would print to stdout, our JSON channel
         try:
             yield con

@@ -10,7 +10,7 @@ import logging
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -20,16 +20,16 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 from filelock import FileLock, Timeout
+from pydantic import SecretStr
 
 from pipelines import columns, compliance, files, matching, population, schemas, sources, warehouse
 from pipelines.config import Company, Exporter, Home, SftpSetting
 from pipelines.errors import ConflictError
+from pipelines.progress import Progress
 from pipelines.store import ExporterStore
 from pipelines.tables import TABLES_BY_NAME, SourceTables
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[str], None]
 
 
 def _quiet(_: str) -> None:
@@ -353,7 +353,7 @@ class Delivery:
 
 
 def deliver(
-    built: Built, *, enabled: bool = True, redeliver: bool = False, password: str | None = None
+    built: Built, *, enabled: bool = True, redeliver: bool = False, password: SecretStr | None = None
 ) -> Delivery:
     """Send the file and its manifest to the exporter's SFTP destination (if any)."""
     from pipelines import delivery  # paramiko is only loaded when something is delivered
@@ -410,7 +410,7 @@ def run_export(
     *,
     deliver_enabled: bool = True,
     redeliver: bool = False,
-    password: str | None = None,
+    password: SecretStr | None = None,
     progress: Progress = _quiet,
 ) -> dict[str, Any]:
     """The whole run without an orchestrator."""

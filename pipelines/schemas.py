@@ -19,7 +19,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
-from zoneinfo import available_timezones
 
 import pandera.polars as pa
 import polars as pl
@@ -51,6 +50,7 @@ from pipelines.vocab import (
     LABELS,
     STATUS_DETAILS,
     THEMES,
+    iana_zones,
 )
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class ValidatedSources:
 
 @functools.cache
 def _zones() -> tuple[str, ...]:
-    return tuple(sorted(available_timezones()))
+    return tuple(sorted(iana_zones()))
 
 
 def type_check_name(column: str, dtype: pl.DataType) -> str:

@@ -384,7 +384,7 @@ def _write_duckdb(frames: dict[str, pl.DataFrame], path: Path) -> None:
         def write(temp: Path) -> None:
             if path.exists():
                 shutil.copyfile(path, temp)
-            con = duckdb.connect(str(temp))
+            con = duck.open_file(temp)
             try:
                 # stdout carries the CLI's JSON: no progress bar on long writes
                 con.execute("SET enable_progress_bar = false")

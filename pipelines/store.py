@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
-import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
 
 from filelock import FileLock, Timeout
 
@@ -29,23 +27,22 @@ from pipelines.config import Exporter, ExporterBody, Home, parse
 from pipelines.errors import (
     BadRequestError,
     ConflictError,
-    ContactExporterError,
     ErrorItem,
     InvalidInputError,
     NotFoundError,
     TransientError,
 )
 from pipelines.files import atomic_write
+from pipelines.vocab import EXPORTER_ID
 
 log = logging.getLogger(__name__)
 
-ID_PATTERN = re.compile(r"CE-[A-Z2-7]{8}")
+ID_PATTERN = EXPORTER_ID
 EXTERNAL_PREFIX = "ext-"
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
 LOCK_NAME = ".lock"
 LOCK_TIMEOUT_SECONDS = 30.0
-API_BASE_PATH = "/campaign-workers/contact-exporters"
 _ID_ATTEMPTS = 20
 
 
@@ -66,6 +63,21 @@ class DuplicateExternalIdError(ConflictError):
         super().__init__(f"externalId {external_id!r} is already used by exporter {other_id}")
 
 
+class StaleExporterError(ConflictError):
+    """The exporter changed since the client read it (If-Match or updatedAt differ). HTTP 412."""
+
+    http_status = 412
+
+
+READ_ONLY_KEYS = ("id", "createdAt", "updatedAt")
+
+
+def exporter_version(exporter: Exporter) -> str:
+    """A digest of the stored exporter: changes whenever any of its keys does (the HTTP ETag)."""
+    canonical = json.dumps(exporter.public(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class Page:
     """One page of exporters, newest first, and whether pages exist on either side."""
@@ -74,6 +86,7 @@ class Page:
     data: list[Exporter]
     has_more_after: bool
     has_more_before: bool
+    skipped: tuple[str, ...] = ()  # ids of stored files that could not be read (left out of total)
 
     @property
     def first_id(self) -> str | None:
@@ -98,6 +111,24 @@ def _sort_key(exporter: Exporter) -> tuple[str, str]:
     return (exporter.createdAt, exporter.id)
 
 
+def _check_read_only(current: Exporter, given: dict[str, object], source: str) -> None:
+    if "updatedAt" in given and given["updatedAt"] != current.updatedAt:
+        raise StaleExporterError(
+            f"exporter {current.id} was updated at {current.updatedAt}, after the updatedAt "
+            f"{given['updatedAt']!r} sent: GET it again and reapply the change"
+        )
+    wrong = [
+        ErrorItem(
+            f"/{key}",
+            f"{key} is set by the store ({getattr(current, key)!r}); send that value or leave it out",
+        )
+        for key in ("id", "createdAt")
+        if key in given and given[key] != getattr(current, key)
+    ]
+    if wrong:
+        raise InvalidInputError(source, wrong)
+
+
 def _cursor_index(ids: list[str], cursor: str, path: str) -> int:
     try:
         return ids.index(cursor)
@@ -108,20 +139,31 @@ def _cursor_index(ids: list[str], cursor: str, path: str) -> int:
 
 
 def load_exporter_file(path: Path) -> Exporter:
-    """Read and validate one exporter file; errors name the file and the JSON path."""
-    source = str(path)
+    """Read and validate one exporter file.
+
+    Errors name the exporter (the file's stem) and the JSON path inside it, never the file system
+    path: the message also goes back to HTTP clients.
+    """
+    source = f"stored exporter {path.stem}"
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise NotFoundError(f"exporter file {path} does not exist") from None
+        raise NotFoundError(f"exporter {path.stem!r} not found") from None
+    except OSError as exc:
+        raise StoredExporterError(source, [ErrorItem("", f"cannot be read: {exc.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise StoredExporterError(source, [ErrorItem("", f"not UTF-8 text: {exc.reason}")]) from None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StoredExporterError(
-            source, [ErrorItem("", f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}")]
-        ) from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        reason = (
+            f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            if isinstance(exc, json.JSONDecodeError)
+            else "nested too deeply"
+        )
+        raise StoredExporterError(source, [ErrorItem("", f"not valid JSON ({reason})")]) from None
     try:
         exporter = parse(Exporter, data, source)
     except InvalidInputError as exc:
@@ -157,10 +199,25 @@ class ExporterStore:
         return sorted(p for p in self.folder.glob("*.json") if not p.name.startswith("."))
 
     def all(self) -> list[Exporter]:
-        """Every stored exporter, newest first (createdAt desc, then id desc)."""
-        exporters = [load_exporter_file(p) for p in self._files()]
+        """Every readable stored exporter, newest first (createdAt desc, then id desc)."""
+        return self._readable()[0]
+
+    def _readable(self) -> tuple[list[Exporter], tuple[str, ...]]:
+        """The exporters that can be read, and the ids of the files that cannot (logged, skipped).
+
+        One corrupt or hand-broken file must not take the whole store down: it is left out of
+        lists and look-ups, and a GET of its id answers with what is wrong with it.
+        """
+        exporters: list[Exporter] = []
+        skipped: list[str] = []
+        for path in self._files():
+            try:
+                exporters.append(load_exporter_file(path))
+            except StoredExporterError as exc:
+                log.error("skipping %s: %s", exc.source, exc.message)
+                skipped.append(path.stem)
         exporters.sort(key=_sort_key, reverse=True)
-        return exporters
+        return exporters, tuple(skipped)
 
     def get(self, ident: str) -> Exporter:
         """Look up by id (`CE-7ABCDEFG`) or by `ext-<externalId>`."""
@@ -195,19 +252,19 @@ class ExporterStore:
                 "arguments",
                 [ErrorItem("/endingBefore", "give startingAfter or endingBefore, not both")],
             )
-        exporters = self.all()
+        exporters, skipped = self._readable()
         total = len(exporters)
         ids = [e.id for e in exporters]
         if starting_after is not None:
             start = _cursor_index(ids, starting_after, "/startingAfter") + 1
             data = exporters[start : start + limit]
-            return Page(total, data, has_more_after=start + limit < total, has_more_before=True)
+            return Page(total, data, start + limit < total, True, skipped)
         if ending_before is not None:
             end = _cursor_index(ids, ending_before, "/endingBefore")
             begin = max(0, end - limit)
             data = exporters[begin:end]
-            return Page(total, data, has_more_after=True, has_more_before=begin > 0)
-        return Page(total, exporters[:limit], has_more_after=limit < total, has_more_before=False)
+            return Page(total, data, True, begin > 0, skipped)
+        return Page(total, exporters[:limit], limit < total, False, skipped)
 
     # ------------------------------------------------------------ writing
 
@@ -225,13 +282,32 @@ class ExporterStore:
         log.info("created exporter %s (company %s)", exporter.id, exporter.companyId)
         return exporter
 
-    def update(self, ident: str, body: object, source: str) -> Exporter:
-        """Replace an exporter's body whole (PUT); id and createdAt stay."""
+    def update(
+        self,
+        ident: str,
+        body: object,
+        source: str,
+        precondition: Callable[[Exporter], None] | None = None,
+    ) -> Exporter:
+        """Replace an exporter's body whole (PUT); id and createdAt stay.
+
+        The body may carry the read-only keys `id`, `createdAt` and `updatedAt` (a GET's `data` sent
+        back as it is) when they equal the stored values; an `updatedAt` that differs means the
+        exporter changed since it was read (StaleExporterError, HTTP 412). `precondition` is called
+        with the stored exporter under the store lock (the HTTP If-Match check).
+        """
+        given: dict[str, object] = {}
+        if isinstance(body, dict):
+            given = {key: body[key] for key in READ_ONLY_KEYS if key in body}
+            body = {key: value for key, value in body.items() if key not in READ_ONLY_KEYS}
         parsed = parse(ExporterBody, body, source)
         company_id = self._resolve_company(parsed, source)
         self._check_sftp(parsed, source)
         with self._locked():
             current = self.get(ident)
+            _check_read_only(current, given, source)
+            if precondition is not None:
+                precondition(current)
             self._check_external_id(parsed.externalId, exclude=current.id)
             exporter = self._build(parsed, current.id, company_id, current.createdAt, now_iso())
             self._write(exporter)
@@ -240,7 +316,8 @@ class ExporterStore:
 
     @staticmethod
     def _build(body: ExporterBody, exporter_id: str, company_id: str, created: str, updated: str) -> Exporter:
-        data = body.model_dump(mode="json")
+        # Only the keys the client set are kept, so an exporter reads back in the shape it was sent.
+        data = body.model_dump(mode="json", exclude_unset=True)
         data.update(id=exporter_id, companyId=company_id, createdAt=created, updatedAt=updated)
         return parse(Exporter, data, exporter_id)
 
@@ -324,44 +401,3 @@ class ExporterStore:
             tmp.write_text(text, encoding="utf-8")
 
         atomic_write(self.folder / f"{exporter.id}.json", write)
-
-
-# ---------------------------------------------------------------- envelopes (CLI stdout and HTTP body)
-
-
-def ok_envelope(exporter: Exporter) -> dict[str, Any]:
-    return {"status": 200, "message": "success", "data": exporter.public()}
-
-
-def _page_url(base_path: str, limit: int, key: str, cursor: str) -> str:
-    return f"{base_path}?{urlencode({'limit': limit, key: cursor})}"
-
-
-def list_envelope(page: Page, limit: int, base_path: str = API_BASE_PATH) -> dict[str, Any]:
-    next_url = (
-        _page_url(base_path, limit, "startingAfter", page.last_id)
-        if page.has_more_after and page.last_id is not None
-        else None
-    )
-    previous_url = (
-        _page_url(base_path, limit, "endingBefore", page.first_id)
-        if page.has_more_before and page.first_id is not None
-        else None
-    )
-    return {
-        "status": 200,
-        "total": page.total,
-        "count": len(page.data),
-        "nextUrl": next_url,
-        "previousUrl": previous_url,
-        "data": [e.public() for e in page.data],
-    }
-
-
-def error_envelope(exc: BaseException) -> dict[str, Any]:
-    """The error envelope; `status` is the HTTP status the error maps to (500 for unexpected ones)."""
-    if not isinstance(exc, ContactExporterError):
-        return {"status": 500, "message": "internal error; see the server log", "errors": []}
-    errors: list[ErrorItem] = list(getattr(exc, "errors", []))
-    message = exc.message if isinstance(exc, InvalidInputError) else str(exc)
-    return {"status": exc.http_status, "message": message, "errors": [e.as_dict() for e in errors]}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -32,6 +32,7 @@ import zipcodes
 from pipelines.config import Company, Home
 from pipelines.errors import ErrorItem, InvalidInputError
 from pipelines.files import atomic_write
+from pipelines.progress import Progress
 from pipelines.tables import (
     BORROWERS,
     CONSENTS,
@@ -52,7 +53,6 @@ HISTORY_DAYS: Final = 45
 DAY_US: Final = 86_400_000_000
 SECOND_US: Final = 1_000_000
 
-Progress = Callable[[str], None]
 
 FIRST_NAMES: Final = (
     "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth",

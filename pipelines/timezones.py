@@ -36,7 +36,6 @@ import importlib
 import itertools
 import logging
 import os
-import zoneinfo
 from collections.abc import Callable, Iterable
 from importlib.metadata import version
 from pathlib import Path
@@ -50,6 +49,7 @@ from phonenumbers import timezone as phone_tz
 from phonenumbers.tzdata import TIMEZONE_DATA
 
 from pipelines.files import atomic_write
+from pipelines.vocab import iana_zones
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,7 @@ NANP_PATTERN: Final = r"^\+1[2-9][0-9]{9}$"
 _NANP_LENGTH: Final = 10
 
 
-@functools.cache
-def known_zones() -> frozenset[str]:
-    """IANA zone names this process can compute local times for."""
-    return frozenset(zoneinfo.available_timezones())
+known_zones = iana_zones  # IANA zone names this process can compute local times for
 
 
 def usable_zones(zones: Iterable[str]) -> list[str]:

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+import re
+import zoneinfo
 from typing import Final, Literal, get_args
+
+# A config id (company, SFTP setting, campaign): safe as a file name, at most 128 characters.
+SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# An exporter id as the store sets it: CE- and 8 characters of base32.
+EXPORTER_ID: Final = re.compile(r"CE-[A-Z2-7]{8}")
+
+
+@functools.cache
+def iana_zones() -> frozenset[str]:
+    """The IANA zone names this process knows: one cached list for configs, validation and screening."""
+    return frozenset(zoneinfo.available_timezones())
+
 
 ContactType = Literal["phone", "email", "address"]
 Label = Literal["personal", "work", "home", "military"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines import duck
+from pipelines import analyst, duck
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS export_runs (
@@ -75,9 +75,12 @@ class RunRecord:
 
 
 def create_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """The output tables, created or brought up to the current columns."""
-    for ddl in (*DDL, *MIGRATIONS):
+    """The output tables, created or brought up to the current columns, and the analysts' objects."""
+    from pipelines.delivery import DELIVERIES_DDL
+
+    for ddl in (*DDL, *MIGRATIONS, DELIVERIES_DDL):
         con.execute(ddl)
+    analyst.install(con, (*DDL, DELIVERIES_DDL))
 
 
 def ensure_tables(path: Path) -> None:

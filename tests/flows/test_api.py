@@ -163,7 +163,7 @@ def test_create_get_list_update(client: httpx.Client, clean_store: ExporterStore
     assert updated["data"]["id"] == ident
     assert updated["data"]["name"] == "renamed"
     assert updated["data"]["checkCanInteractData"] is None
-    assert updated["data"]["externalId"] is None
+    assert "externalId" not in updated["data"]  # not sent in the PUT, so not set
     assert updated["data"]["createdAt"] == data["createdAt"]
     assert updated["data"]["updatedAt"] > data["updatedAt"]
     assert _assert_envelope_status(client.get(f"{BASE}/{ident}"), 200) == updated
@@ -370,6 +370,115 @@ def test_pagination_over_60_exporters(client: httpx.Client, clean_store: Exporte
         url = body["previousUrl"]
         assert len(back) <= 10, "previousUrl never ran out"
     assert list(reversed(back)) == pages
+
+
+# ---------------------------------------------------------------- integrators: shape, versions, health
+
+
+def test_seed_example_round_trips_in_the_seeds_shape(client: httpx.Client) -> None:
+    created = _assert_envelope_status(client.post(BASE, json=seed()), 200)["data"]
+    store_keys = {"id", "companyId", "createdAt", "updatedAt"}
+    assert {k: v for k, v in created.items() if k not in store_keys} == SEED_REQUEST
+    assert set(created) == set(SEED_REQUEST) | store_keys
+    fetched = _assert_envelope_status(client.get(f"{BASE}/{created['id']}"), 200)["data"]
+    assert fetched == created
+
+
+def test_get_data_can_be_put_back_unchanged(client: httpx.Client) -> None:
+    created = _assert_envelope_status(client.post(BASE, json=seed(name="as read")), 200)["data"]
+    ident = created["id"]
+    put = _assert_envelope_status(client.put(f"{BASE}/{ident}", json=created), 200)["data"]
+    assert put["name"] == "as read"
+    assert put["createdAt"] == created["createdAt"]
+    assert put["updatedAt"] > created["updatedAt"]
+    # Read-only keys that differ from the stored ones are refused, each at its path.
+    wrong = {**put, "id": "CE-AAAAAAAA", "createdAt": "2020-01-01T00:00:00.000000Z"}
+    result = _assert_envelope_status(client.put(f"{BASE}/{ident}", json=wrong), 422)
+    assert sorted(e["path"] for e in result["errors"]) == ["/createdAt", "/id"]
+    # An updatedAt older than the stored one means someone else wrote in between: 412.
+    stale = _assert_envelope_status(client.put(f"{BASE}/{ident}", json=created), 412)
+    assert "GET it again" in stale["message"]
+
+
+def test_etag_and_if_match_refuse_a_lost_update(client: httpx.Client) -> None:
+    created = client.post(BASE, json=seed(name="v1"))
+    ident = created.json()["data"]["id"]
+    first = client.get(f"{BASE}/{ident}")
+    tag = first.headers["ETag"]
+    assert tag == created.headers["ETag"]
+    assert tag.startswith('"')
+    assert tag.endswith('"')
+    # Two clients read the same version; the first write wins, the second gets 412 and changes nothing.
+    one = client.put(f"{BASE}/{ident}", json=seed(name="client one"), headers={"If-Match": tag})
+    _assert_envelope_status(one, 200)
+    assert one.headers["ETag"] != tag
+    two = client.put(f"{BASE}/{ident}", json=seed(name="client two"), headers={"If-Match": tag})
+    body = _assert_envelope_status(two, 412)
+    assert ident in body["message"]
+    assert _assert_envelope_status(client.get(f"{BASE}/{ident}"), 200)["data"]["name"] == "client one"
+    # The current ETag (among others) and "*" match; no If-Match keeps last-writer-wins.
+    current = client.get(f"{BASE}/{ident}").headers["ETag"]
+    again = client.put(f"{BASE}/{ident}", json=seed(name="three"), headers={"If-Match": f'"0000", {current}'})
+    _assert_envelope_status(again, 200)
+    _assert_envelope_status(
+        client.put(f"{BASE}/{ident}", json=seed(name="four"), headers={"If-Match": "*"}), 200
+    )
+    _assert_envelope_status(client.put(f"{BASE}/{ident}", json=seed(name="five")), 200)
+
+
+def test_health_needs_no_key_and_openapi_needs_it(server: Server, client: httpx.Client) -> None:
+    health = httpx.get(server.url + "/health", timeout=30)
+    assert health.status_code == 200
+    assert health.json() == {"status": 200, "message": "ok"}
+    assert httpx.get(server.url + "/openapi.json", timeout=30).status_code == 401
+    assert httpx.post(server.url + "/health", timeout=30).status_code == 401
+    schema = client.get("/openapi.json").json()
+    assert set(schema["paths"]) == {"/health", BASE, BASE + "/{ident}"}
+    assert "ExporterBody" in schema["components"]["schemas"]
+    assert schema["components"]["securitySchemes"]["apiKey"]["name"] == "X-API-KEY"
+    put = schema["paths"][BASE + "/{ident}"]["put"]
+    assert put["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/ExporterBody")
+    assert "412" in put["responses"]
+
+
+def test_key_in_the_query_string_is_refused_and_never_logged(server: Server) -> None:
+    secret = API_KEY + "-in-url"
+    response = httpx.get(f"{server.url}{BASE}?X-API-KEY={secret}&limit=5", timeout=30)
+    assert response.status_code == 401
+    ok = httpx.get(f"{server.url}{BASE}?limit=5", headers={"X-API-KEY": API_KEY}, timeout=30)
+    assert ok.status_code == 200
+    log_path = server.home.root / "server.log"
+    deadline = time.monotonic() + 10
+    while f'"GET {BASE} HTTP/1.1" 200' not in log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = log_path.read_text()
+    assert f'"GET {BASE} HTTP/1.1" 401' in text  # the request is logged, its query string is not
+    assert f'"GET {BASE} HTTP/1.1" 200' in text
+    assert secret not in text
+    assert "limit=5" not in text
+
+
+def test_an_unreadable_exporter_file_is_a_500_naming_the_exporter(
+    client: httpx.Client, server: Server
+) -> None:
+    good = _assert_envelope_status(client.post(BASE, json=seed(name="good")), 200)["data"]
+    bad = _assert_envelope_status(client.post(BASE, json=seed(name="bad")), 200)["data"]
+    path = server.home.exporters_dir / f"{bad['id']}.json"
+    try:
+        path.write_bytes(b'{"contactMatchingCriteria": \xff')
+        body = _assert_envelope_status(client.get(f"{BASE}/{bad['id']}"), 500)
+        assert bad["id"] in body["message"]
+        assert str(server.home.root) not in json.dumps(body)
+        assert "exporters/" not in json.dumps(body)
+        listed = client.get(BASE, params={"limit": 100})
+        ids = [e["id"] for e in _assert_envelope_status(listed, 200)["data"]]
+        assert good["id"] in ids
+        assert bad["id"] not in ids
+        assert listed.headers["X-Skipped-Exporters"] == bad["id"]
+        _assert_envelope_status(client.get(f"{BASE}/{good['id']}"), 200)
+        _assert_envelope_status(client.post(BASE, json=seed(name="still creates")), 200)
+    finally:
+        path.unlink()
 
 
 # ---------------------------------------------------------------- startup

@@ -16,8 +16,10 @@ import asyncssh
 import duckdb
 import pytest
 from paramiko.hostkeys import HostKeys
+from pydantic import SecretStr
 
 from flows.sftp_server import LocalSftp, local_sftp_server
+from pipelines import delivery
 from pipelines.config import Home, SftpSetting, Timeouts
 from pipelines.delivery import (
     already_delivered,
@@ -345,12 +347,26 @@ def test_a_refused_password_never_appears_in_errors_or_logs(
     with pytest.raises(TerminalError, match=r"authentication refused .*accepts: publickey") as from_env:
         send(by_env, home, make_export(home))
     with pytest.raises(TerminalError, match="authentication refused") as from_block:
-        send(by_block, home, make_export(home), password=secret)
+        send(by_block, home, make_export(home), password=SecretStr(secret))
 
     for err in (from_env.value, from_block.value):
         assert secret not in str(err)
         assert secret not in repr(err.__cause__)
     assert secret not in caplog.text
+
+
+def test_a_password_is_a_secret_from_the_moment_it_is_resolved(
+    home: Home, setting: SftpSetting, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "hunter2-Sup3r-Secret"
+    monkeypatch.setenv("CE_TEST_SFTP_PASSWORD", secret)
+    by_env = setting.model_copy(update={"privateKeyFile": None, "passwordEnv": "CE_TEST_SFTP_PASSWORD"})
+    _, resolved = delivery._credentials(by_env, home, None)
+    assert isinstance(resolved, SecretStr)
+    assert secret not in repr(resolved)
+    assert secret not in str(resolved)
+    assert f"{resolved}" == "**********"
+    assert resolved.get_secret_value() == secret
 
 
 def test_an_unset_password_variable_is_invalid_input(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import polars as pl
 import pytest
 
@@ -52,3 +54,23 @@ def test_population_file_is_restricted_to_the_company() -> None:
     ids = pl.LazyFrame({"id": ["B1", "B3", "B9", "B1"]})
     out = restrict_to_company(ids, tables().borrowers, "CP-A").collect()
     assert out["id"].to_list() == ["B1"]
+
+
+def test_a_query_running_past_its_timeout_is_cancelled() -> None:
+    endless = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT n AS id FROM r"
+    started = time.perf_counter()
+    with pytest.raises(InvalidInputError, match="timeoutSeconds=1") as info:
+        campaign_ids(endless, tables(), "c.yaml", timeout_seconds=1, memory_limit="4GB")
+    assert time.perf_counter() - started < 30
+    assert info.value.errors[0].path == "/query"
+
+
+def test_a_query_past_its_memory_limit_is_cancelled() -> None:
+    greedy = "SELECT list(repeat('x', 1000)) AS id FROM range(10000000)"
+    with pytest.raises(InvalidInputError, match="memoryLimit=100MB"):
+        campaign_ids(greedy, tables(), "c.yaml", timeout_seconds=60, memory_limit="100MB")
+    # Within its limits the same machinery answers as usual.
+    out = campaign_ids(
+        "SELECT id FROM borrowers", tables(), "c.yaml", timeout_seconds=60, memory_limit="100MB"
+    )
+    assert out["id"].to_list() == ["B1", "B2", "B3"]

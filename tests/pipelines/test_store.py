@@ -15,16 +15,14 @@ from typing import Any
 
 import pytest
 
+from flows.envelopes import error_envelope, list_envelope, ok_envelope
 from pipelines import store as store_module
 from pipelines.config import Home
 from pipelines.errors import BadRequestError, ConflictError, InvalidInputError, NotFoundError
 from pipelines.store import (
     ExporterStore,
     StoredExporterError,
-    error_envelope,
-    list_envelope,
     load_exporter_file,
-    ok_envelope,
 )
 from tests.worlds import SEED_REQUEST
 
@@ -82,12 +80,14 @@ def test_seed_request_round_trip_through_envelopes(store: ExporterStore, home: H
     assert envelope["status"] == 200
     assert envelope["message"] == "success"
     data = envelope["data"]
-    for key, value in SEED_REQUEST.items():
-        if key == "checkCanInteractData":
-            assert data[key] == {**value, "channel": None}
-        else:
-            assert data[key] == value
-    assert data["id"] == created.id
+    # Exactly the seed's shape: what was sent, plus what the store sets; no key that was not set.
+    assert data == {
+        **SEED_REQUEST,
+        "id": created.id,
+        "companyId": "CP-TEST",
+        "createdAt": created.createdAt,
+        "updatedAt": created.updatedAt,
+    }
 
     assert ok_envelope(store.get(created.id)) == envelope
 
@@ -161,7 +161,7 @@ def test_error_envelope_carries_paths_and_status(store: ExporterStore) -> None:
     envelope = error_envelope(info.value)
     assert envelope["status"] == 422
     assert envelope["errors"] == [
-        {"path": "/columnSettings/0/outputName", "message": "outputName must not contain control characters"}
+        {"path": "/columnSettings/0/outputName", "message": "must not contain the control character U+0009"}
     ]
     assert "/columnSettings/0/outputName" in envelope["message"]
 
@@ -434,20 +434,28 @@ def test_leftover_temp_files_are_ignored(store: ExporterStore, home: Home) -> No
     assert store.get(existing.id) == existing
 
 
-def test_hand_edited_invalid_file_names_file_and_path(store: ExporterStore, home: Home) -> None:
+def test_hand_edited_invalid_file_names_the_exporter_never_the_path(store: ExporterStore, home: Home) -> None:
     existing = store.create(seed(), "request")
+    other = store.create(seed(name="still fine"), "request")
     path = home.exporters_dir / f"{existing.id}.json"
     data = json.loads(path.read_text())
     data["columnSettings"][0]["field"] = "ssn"
     path.write_text(json.dumps(data))
-    for call in (lambda: store.get(existing.id), store.list):
-        with pytest.raises(StoredExporterError) as info:
-            call()
-        assert info.value.source == str(path)
-        assert [e.path for e in info.value.errors] == ["/columnSettings/0/field"]
-        assert str(path) in str(info.value)
+    with pytest.raises(StoredExporterError) as info:
+        store.get(existing.id)
+    assert info.value.source == f"stored exporter {existing.id}"
+    assert [e.path for e in info.value.errors] == ["/columnSettings/0/field"]
+    assert existing.id in str(info.value)
+    assert str(home.root) not in str(info.value)
     assert isinstance(info.value, InvalidInputError)
     assert info.value.exit_code == 2
+    assert error_envelope(info.value)["status"] == 500
+    # The rest of the store keeps working: the broken file is left out of lists and reported.
+    page = store.list()
+    assert [e.id for e in page.data] == [other.id]
+    assert page.total == 1
+    assert page.skipped == (existing.id,)
+    assert store.get(other.id).name == "still fine"
 
 
 def test_truncated_file_is_reported(store: ExporterStore, home: Home) -> None:
@@ -462,8 +470,19 @@ def test_file_name_must_match_id(store: ExporterStore, home: Home) -> None:
     existing = store.create(seed(), "request")
     (home.exporters_dir / f"{existing.id}.json").rename(home.exporters_dir / "CE-BBBBBBBB.json")
     with pytest.raises(StoredExporterError) as info:
-        store.list()
+        store.get("CE-BBBBBBBB")
     assert [e.path for e in info.value.errors] == ["/id"]
+    assert store.list().skipped == ("CE-BBBBBBBB",)
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe not utf-8", b"[" * 100_000, b'{"contactMatchingCriteria": '])
+def test_unreadable_bytes_are_a_stored_exporter_error(store: ExporterStore, home: Home, raw: bytes) -> None:
+    existing = store.create(seed(), "request")
+    (home.exporters_dir / f"{existing.id}.json").write_bytes(raw)
+    with pytest.raises(StoredExporterError) as info:
+        store.get(existing.id)
+    assert existing.id in info.value.message
+    assert store.list().skipped == (existing.id,)
 
 
 def test_load_exporter_file_missing(tmp_path: Path) -> None:
