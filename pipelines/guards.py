@@ -263,27 +263,13 @@ def _allowed_check(allowed: pl.Series) -> pa.Check:
     return pa.Check(run, name="contact_can_interact", ignore_na=False)
 
 
-def _is_the_contact(output: str) -> pa.Check:
-    def run(data: PolarsData) -> pl.LazyFrame:
-        return _lf(data, pl.col(output) == pl.col(EXPORT_KEY))
-
-    return pa.Check(run, name="id_column_is_the_contact", ignore_na=False)
-
-
 def export_schema(settings: Sequence[ColumnSetting], allowed: pl.Series) -> pa.DataFrameSchema:
     """The configured columns in order with their types, then the contact ids of the rows.
 
     `allowed`: the ids of the contacts the screening allowed, sorted.
     """
     base = ExportFrame.to_schema()
-    columns = {
-        s.output: pa.Column(
-            field_dtype(s.field),
-            nullable=True,
-            checks=[_is_the_contact(s.output)] if s.field == "id" else [],
-        )
-        for s in settings
-    }
+    columns = {s.output: pa.Column(field_dtype(s.field), nullable=True) for s in settings}
     # The configured columns first, in their order; the key last (it is not in the file).
     ordered = _extended(base, columns, {EXPORT_KEY: [_allowed_check(allowed)]}, [])
     return pa.DataFrameSchema(
@@ -386,10 +372,17 @@ def check_screening(screening: pl.DataFrame, matched: pl.DataFrame) -> None:
 def check_export(
     out: pl.DataFrame, ids: pl.Series, screening: pl.DataFrame, settings: Sequence[ColumnSetting]
 ) -> None:
-    """Raise GuardError unless `out` (whose row i is contact `ids[i]`) holds exactly the contacts
-    the screening allowed, sorted by id, in the configured columns and types."""
-    if ids.len() != out.height:  # rows without a contact id fail `not_nullable`; extra ids are cut
-        ids = ids.head(out.height).extend_constant(None, max(out.height - ids.len(), 0))
+    """Raise GuardError unless `out` holds exactly the contacts the screening allowed, sorted by id,
+    in the configured columns and types.
+
+    A row's contact is read from the file's own id column when columnSettings export the id, else
+    taken from `ids` (the ids of the contacts `out` was projected from, row for row).
+    """
+    id_column = next((s.output for s in settings if s.field == "id"), None)
+    if id_column is not None and id_column in out.columns:
+        keys = out.get_column(id_column)
+    else:  # rows without a contact id fail `not_nullable`; extra ids are cut
+        keys = ids.head(out.height).extend_constant(None, max(out.height - ids.len(), 0))
     allowed = screening.filter(pl.col("canInteract")).get_column("contactId")
-    frame = out.with_columns(ids.alias(EXPORT_KEY))
+    frame = out.with_columns(keys.alias(EXPORT_KEY))
     _validate(export_schema(settings, allowed), frame, EXPORT_KEY, "export")
