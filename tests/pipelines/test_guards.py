@@ -383,3 +383,21 @@ def test_valid_frames_pass() -> None:
     settings = [ColumnSetting(field="id"), ColumnSetting(field="borrower.firstName", outputName="first")]
     out = pl.DataFrame({"id": ["C-1"], "first": [None]}, schema={"id": pl.String, "first": pl.String})
     guards.check_export(out, pl.Series(["C-1"]), screening, settings)
+
+
+def test_empty_frames_pass() -> None:
+    """A run that matches no one writes an empty file: its frames are valid."""
+    matched = pl.DataFrame(schema={"id": pl.String, "personId": pl.String, "contactType": pl.String})
+    guards.check_matched(matched, ContactMatchingCriteria(contactType=["phone"]))
+    screening = pl.DataFrame(schema=compliance.SCREENING_SCHEMA)
+    guards.check_screening(screening, matched)
+    out = pl.DataFrame(schema={"contactId": pl.String})
+    settings = [ColumnSetting(field="id", outputName="contactId")]
+    guards.check_export(out, pl.Series("id", [], pl.String), screening, settings)
+
+
+def test_a_criteria_column_missing_from_the_matched_frame_is_reported() -> None:
+    matched = pl.DataFrame({"id": ["C-1"], "personId": ["B-1"], "contactType": ["phone"]})
+    with pytest.raises(GuardError) as info:
+        guards.check_matched(matched, ContactMatchingCriteria(contactType=["phone"], label=["home"]))
+    assert info.value.rejected.rows() == [("guard:matched", None, ["column_in_dataframe: label"])]
