@@ -6,6 +6,7 @@ Usage: python -m bench.worker PHASE HOME SOURCE [ROWS COLUMNS] (or: lookups); pr
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -15,6 +16,9 @@ from typing import Any
 
 AS_OF = date(2026, 12, 1)
 EXPORTER_ID = "CE-BENCHVCE"
+# Read by the bench only (bench/guards.py): "off" runs the pipeline without the guards.
+GUARDS_SWITCH = "CONTACT_EXPORTER_BENCH_GUARDS"
+GUARDS = ("check_matched", "check_screening", "check_export")
 
 
 def peak_rss_mb() -> float:
@@ -47,10 +51,33 @@ def floor(source: Path, out_dir: Path, rows: int, columns: int) -> dict[str, Any
     return {"seconds": time.perf_counter() - started}
 
 
+def switch_guards() -> dict[str, float]:
+    """Time each guard of the run (seconds, filled as they run), or turn them off (GUARDS_SWITCH)."""
+    from pipelines import guards
+
+    spent: dict[str, float] = {}
+    off = os.environ.get(GUARDS_SWITCH) == "off"
+    for name in GUARDS:
+        check = getattr(guards, name)
+
+        def timed(*args: Any, _check: Any = check, _name: str = name, **kwargs: Any) -> None:
+            if off:
+                return
+            started = time.perf_counter()
+            try:
+                _check(*args, **kwargs)
+            finally:
+                spent[_name] = time.perf_counter() - started
+
+        setattr(guards, name, timed)
+    return spent
+
+
 def pipeline(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
     from pipelines import job
     from pipelines.config import Home
 
+    guards = switch_guards()
     started = time.perf_counter()
     plan = job.plan_run(Home(home), EXPORTER_ID, AS_OF, source=source, warehouse_path=warehouse)
     built = job.build(plan, job.new_run_id())
@@ -63,6 +90,7 @@ def pipeline(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
         "exported": built.exported,
         "columns": len(built.file.columns),
         "population": built.population,
+        "guards": guards,
     }
 
 

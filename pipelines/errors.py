@@ -82,3 +82,18 @@ class TerminalError(ContactExporterError):
 
 class TransientError(ContactExporterError):
     """A failure that may pass on retry (connection refused or reset, timeout)."""
+
+
+class GuardError(ContactExporterError):
+    """A run's own result failed its guard (pipelines.guards): a defect, not bad input. Exit 1.
+
+    Nothing was written or delivered; `rejected` holds the failed checks as rejected_rows rows.
+    """
+
+    exit_code = 1
+    http_status = 500
+
+    def __init__(self, frame: str, message: str, rejected: Any = None):
+        self.frame = frame
+        self.rejected = rejected
+        super().__init__(message)

@@ -22,7 +22,7 @@ import polars as pl
 from filelock import FileLock, Timeout
 from pydantic import SecretStr
 
-from pipelines import columns, compliance, files, matching, population, schemas, sources, warehouse
+from pipelines import columns, compliance, files, guards, matching, population, schemas, sources, warehouse
 from pipelines.config import Company, Exporter, Home, SftpSetting
 from pipelines.errors import ConflictError
 from pipelines.progress import Progress
@@ -177,6 +177,7 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
         ).collect(),
         "id",
     )
+    guards.check_matched(matched, exporter.contactMatchingCriteria)
     t = _timed(timings, "match", t)
     progress(f"population {pop_df.height} borrowers, {matched.height} matching contacts")
 
@@ -189,11 +190,11 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
     t = _timed(timings, "screen", t)
 
     # screen keeps the order of a matched frame sorted by id: the rows line up one for one.
-    if not matched.get_column("id").equals(screening.get_column("contactId")):
-        raise AssertionError("screening rows do not line up with the matched contacts")
+    guards.check_screening(screening, matched)
     exported = matched.filter(screening.get_column("canInteract"))
     del matched
     out = columns.project(exported.lazy(), tables.borrowers, exporter.columnSettings).collect()
+    guards.check_export(out, exported.get_column("id"), screening, exporter.columnSettings)
     t = _timed(timings, "project", t)
 
     name = files.file_name(exporter.fileSettings, exporter.id, plan.as_of, company.id)

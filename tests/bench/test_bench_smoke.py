@@ -51,3 +51,23 @@ def test_a_workers_peak_memory_is_its_own() -> None:
     )
     assert float(out.stdout) < 256
     del held
+
+
+def test_guard_bench_reports_both_sides_and_the_guards_share(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import guards
+
+    results = tmp_path / "results"
+    guards.main(
+        ["--borrowers", "300", "--repeat", "1", "--cache", str(tmp_path / "cache"), "--results", str(results)]
+    )
+    (report_file,) = results.glob("guards-*.json")
+    report = json.loads(report_file.read_text())
+    (on,) = report["runs"]["on"]
+    (off,) = report["runs"]["off"]
+    assert set(on["guards"]) == {"check_matched", "check_screening", "check_export"}
+    assert off["guards"] == {}, "the runs without guards must not run them"
+    assert on["exported"] == off["exported"] > 0
+    assert 0 < report["guardShareOfRun"] < 1
+    assert "of the run" in capsys.readouterr().out

@@ -142,3 +142,39 @@ def test_generate_refuses_an_unknown_format(tmp_path: Path) -> None:
     out = cli(tmp_path, "generate", "--out", "x", "--borrowers", "5", "--format", "xlsx")
     assert out.returncode == 2
     assert "--format" in out.stderr
+
+
+def test_a_guard_failure_exits_1_and_writes_nothing(home: Home) -> None:
+    """A defect in a step (here: the unscreened rows marked blocked without a reason) stops the run."""
+    import duckdb
+
+    without_sftp(home, "CE-EMAILSVC")
+    broken_step = (
+        "import sys, polars as pl\n"
+        "from pipelines import compliance\n"
+        "real = compliance.unscreened\n"
+        "compliance.unscreened = lambda m: real(m).with_columns(pl.lit(False).alias('canInteract'))\n"
+        "from flows.cli import main\n"
+        "sys.argv = ['contact-exporter', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    out = subprocess.run(
+        [sys.executable, "-c", broken_step, "--home", str(home.root), "run", "CE-EMAILSVC"]
+        + ["--as-of", "2026-12-01", "--no-deliver"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "guard:screening" in out.stderr
+    assert list((home.exports / "CE-EMAILSVC").rglob("*.csv")) == []
+    con = duckdb.connect(str(home.warehouse), read_only=True)
+    try:
+        assert con.execute("SELECT status FROM export_runs").fetchall() == [("failed",)]
+        checks = con.execute("SELECT DISTINCT unnest(checks) FROM rejected_rows").fetchall()
+    finally:
+        con.close()
+    assert checks == [("canInteract_iff_no_reasons",)]
