@@ -328,6 +328,12 @@ class Timeouts(Strict):
     channel: float = Field(30, gt=0)
 
 
+class Encryption(Strict):
+    pgpPublicKeyFile: str = Field(
+        min_length=1, description="the partner's OpenPGP public key (ASCII-armored)"
+    )
+
+
 class SftpSetting(Strict):
     host: str = Field(min_length=1)
     port: int = Field(22, ge=1, le=65535)
@@ -338,6 +344,7 @@ class SftpSetting(Strict):
     passwordSecretBlock: str | None = Field(None, description="name of a Prefect Secret block holding it")
     remoteDir: str = "/"
     timeouts: Timeouts = Field(default_factory=lambda: Timeouts())
+    encryption: Encryption | None = Field(None, description="deliver <name>.pgp encrypted to this key")
 
     @model_validator(mode="after")
     def _auth(self) -> SftpSetting:

@@ -162,9 +162,9 @@ PermitTTY no
 AllowTcpForwarding no
 AllowAgentForwarding no
 X11Forwarding no
-Subsystem sftp internal-sftp
+Subsystem sftp internal-sftp -l VERBOSE
 ChrootDirectory {self.chroot}
-ForceCommand internal-sftp
+ForceCommand internal-sftp -l VERBOSE
 """
 
     def start(self) -> None:
