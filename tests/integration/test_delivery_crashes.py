@@ -239,3 +239,20 @@ def test_a_run_killed_before_recording_leaves_staging_that_the_next_run_removes(
 
     assert not staged[0].exists()
     assert_clean(home, sshd)
+
+
+def test_cli_exits_1_with_one_clear_line_when_delivery_fails(home: Home, sshd: Sshd) -> None:
+    setting = home.configs / "sftp" / "partner.yaml"
+    setting.write_text(setting.read_text().replace("remoteDir: /upload", "remoteDir: /missing"))
+
+    failed = run(home, None, "run", EXPORTER, "--as-of", AS_OF)
+
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: remote directory /missing does not exist on {sshd.user}@127.0.0.1:{sshd.port}; create it on "
+        "the server or fix remoteDir in the SFTP setting"
+    ]
+    status, error, delivered = run_row(home) or (None, None, None)
+    assert (status, delivered) == ("failed", False)
+    assert "/missing does not exist" in str(error)
