@@ -2,17 +2,20 @@
 
 A partner never sees a half-written file: each file goes to a hidden temporary name in `remoteDir`,
 its remote size is checked against the bytes sent, and only then is it renamed into place with
-`posix-rename` (atomic, and unlike plain SFTP rename it replaces an existing file on OpenSSH). The
-manifest follows the same way, after the file, so a partner that waits for the manifest always finds
-the complete file next to it.
+`posix-rename` (atomic, and unlike plain SFTP rename it replaces an existing file on OpenSSH). A
+remote manifest that describes other bytes is removed before new data is renamed into place, and
+the manifest comes last, so a manifest always describes the data file beside it.
+
+Each remote step is recorded before and after it is taken (pipelines/delivery_journal.py): a run
+killed at any point is completed by the next call for the same bytes, which reads the record and
+the remote state and takes only the missing steps, without uploading the data file again.
 
 The server must present a host key pinned in `knownHostsFile`; an unknown or changed key is refused
 before any credential is sent. Secrets come from the environment (`passwordEnv`, read at call time)
 or from the caller (a Prefect Secret block resolved by the flow); they never reach a log or a message.
 
 The ledger (`deliveries` table in the warehouse) makes delivery idempotent per (exporterId,
-asOfDate, sha256). It is written after the manifest is in place, so a crash in between leads to one
-more delivery of the same bytes under the same names on the next attempt, never to a lost one.
+asOfDate, sha256); it is written after the manifest is in place (the last recorded step).
 """
 
 from __future__ import annotations
