@@ -818,6 +818,14 @@ def _forget(journal: Journal, file: Path) -> None:
     journal.remove()
 
 
+def _remove_orphan_payloads(file: Path, keep: str | None) -> None:
+    """Encrypted copies a crashed run made but never recorded (`.<name>.<12 hex>.pgp`)."""
+    pattern = re.compile(rf"\.{re.escape(file.name)}\.{_TEMP_SUFFIX}\.pgp")
+    for path in file.parent.iterdir():
+        if pattern.fullmatch(path.name) and str(path) != keep:
+            path.unlink(missing_ok=True)
+
+
 def _abandon(session: _Session | None, journal: Journal, file: Path, setting: SftpSetting) -> None:
     """An earlier delivery of other bytes (or to another place) never completed: drop its leftovers."""
     if session is not None and journal.same_destination(setting.host, setting.port, setting.remoteDir):
@@ -976,12 +984,16 @@ def deliver(
         else None
     )
     stale = found if found is not None and resume is None else None
+    _remove_orphan_payloads(file, keep=resume.payload if resume is not None else None)
     if resume is None and not redeliver:
         earlier = last_delivery(warehouse, exporter_id, as_of, sha256)
         if earlier is not None:
             if stale is not None:
-                with _session(setting, home, password) as session:
-                    _abandon(session, stale, file, setting)
+                try:
+                    with _session(setting, home, password) as session:
+                        _abandon(session, stale, file, setting)
+                except ContactExporterError as exc:  # cleaning up must not fail a finished delivery
+                    logger.warning("could not remove the leftovers of %s: %s", stale.path.name, exc)
             reason = (
                 f"already delivered to {setting.host}:{remote_path} at {earlier.isoformat()} "
                 "(same exporter, as-of date and sha256); use --redeliver to send it again"

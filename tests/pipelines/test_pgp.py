@@ -13,6 +13,7 @@ import pytest
 
 from flows.sftp_server import LocalSftp, local_sftp_server
 from pipelines.config import Encryption, Home, SftpSetting
+from pipelines.delivery_journal import Journal
 from pipelines.errors import InvalidInputError
 from tests.sftp_exports import EXPORTER, send, write_export
 
@@ -122,3 +123,31 @@ def test_an_unusable_key_is_refused_before_anything_is_uploaded(
     assert "/encryption/pgpPublicKeyFile" in message
     assert list((server.root / "upload").iterdir()) == []
     assert EXPORTER in str(export.file)
+
+
+def test_an_interrupted_encrypted_delivery_is_completed_with_the_same_encrypted_bytes(
+    home: Home, server: LocalSftp, partner: gnupg.GPG, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setting = encrypted_setting(server, home, partner.export_keys(new_key(partner)))
+    export = write_export(home, [b"contactId\nC-1\nC-2\n"])
+    mark = Journal.mark
+
+    def die_after_the_data_rename(journal: Journal, step: str) -> None:
+        if step == "dataPublished":
+            raise KeyboardInterrupt  # the process stops between the rename and its record
+        mark(journal, step)
+
+    monkeypatch.setattr(Journal, "mark", die_after_the_data_rename)
+    with pytest.raises(KeyboardInterrupt):
+        send(setting, home, export)
+    monkeypatch.undo()
+    data = server.root / "upload" / f"{export.file.name}.pgp"
+    first = (data.stat().st_ino, data.stat().st_mtime_ns, data.read_bytes())
+    assert not (server.root / "upload" / export.manifest.name).exists()
+
+    assert send(setting, home, export).delivered
+
+    assert (data.stat().st_ino, data.stat().st_mtime_ns, data.read_bytes()) == first  # not re-encrypted
+    manifest = json.loads((server.root / "upload" / export.manifest.name).read_text(encoding="utf-8"))
+    assert manifest["encrypted"]["sha256"] == hashlib.sha256(first[2]).hexdigest()
+    assert [p.name for p in export.file.parent.iterdir() if p.name.startswith(".")] == []
