@@ -985,7 +985,10 @@ def deliver(
     )
     stale = found if found is not None and resume is None else None
     _remove_orphan_payloads(file, keep=resume.payload if resume is not None else None)
-    if resume is None and not redeliver:
+    # An abandoned delivery of other bytes that already changed the remote side (it removed the
+    # manifest) leaves the partner without what the ledger says they have: deliver again.
+    touched = stale is not None and stale.done("oldManifestRemoved")
+    if resume is None and not redeliver and not touched:
         earlier = last_delivery(warehouse, exporter_id, as_of, sha256)
         if earlier is not None:
             if stale is not None:
