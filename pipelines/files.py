@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.config import FORMULA_START, PLAIN_NUMBER, SIGNED_START, FileSettings, render_file_name
+from pipelines.config import PLAIN_NUMBER, FileSettings, render_file_name
 
 
 @dataclass(frozen=True)
@@ -133,9 +133,8 @@ ANY_START = "^[=@\t\r+-]"
 
 
 def _formula_like(cell: pl.Expr) -> pl.Expr:
-    return cell.str.contains(FORMULA_START) | (
-        cell.str.contains(SIGNED_START) & ~cell.str.contains(PLAIN_NUMBER)
-    )
+    # Starts with one of = @ tab CR + - and is not a plain number (which never starts with = @ tab CR).
+    return cell.str.contains(ANY_START) & ~cell.str.contains(PLAIN_NUMBER)
 
 
 def write_export(
