@@ -242,13 +242,14 @@ def template_uses_as_of_date(template: str) -> bool:
 # cell is not a plain number (E.164 phones and signed amounts stay as they are).
 FORMULA_START = "^[=@\t\r]"
 SIGNED_START = "^[+-]"
-PLAIN_NUMBER = "^[+-]?(?:[0-9]+(?:\\.[0-9]*)?|\\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+_PLAIN_BODY = "[+-]?(?:[0-9]+(?:\\.[0-9]*)?|\\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+PLAIN_NUMBER = f"^{_PLAIN_BODY}$"  # for Polars (Rust regex: `$` is the end of the text only)
 
 
 def is_formula_like(text: str) -> bool:
     if re.match(FORMULA_START, text):
         return True
-    return re.match(SIGNED_START, text) is not None and re.match(PLAIN_NUMBER, text) is None
+    return re.match(SIGNED_START, text) is not None and re.fullmatch(_PLAIN_BODY, text) is None
 
 
 class FileSettings(Strict):

@@ -14,10 +14,12 @@ from typing import Any
 import duckdb
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flows.sftp_server import LocalSftp, local_sftp_server
 from pipelines import files, job
-from pipelines.config import ExporterBody, FileSettings, Home, parse
+from pipelines.config import ExporterBody, FileSettings, Home, is_formula_like, parse
 from pipelines.errors import ConflictError, InvalidInputError, TerminalError
 from pipelines.store import ExporterStore, error_envelope
 from tests.worlds import SEED_REQUEST, make_home
@@ -246,3 +248,10 @@ def test_summary_and_manifest_name_the_delivered_file(home: Home, server: LocalS
         for p in Path(result["file"]).parent.iterdir()
         if p.name.startswith(".") and p.name != ".run.lock"
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="=@\t\r\n+-.eE0123456789 aZ|(", max_size=8), min_size=1, max_size=30))
+def test_the_vectorized_guard_agrees_with_the_cell_by_cell_rule(cells: list[str]) -> None:
+    out = files.neutralise_formulas(pl.DataFrame({"v": cells}))["v"].to_list()
+    assert out == [("'" + c) if is_formula_like(c) else c for c in cells]
