@@ -162,9 +162,9 @@ PermitTTY no
 AllowTcpForwarding no
 AllowAgentForwarding no
 X11Forwarding no
-Subsystem sftp internal-sftp -l VERBOSE
+Subsystem sftp internal-sftp
 ChrootDirectory {self.chroot}
-ForceCommand internal-sftp -l VERBOSE
+ForceCommand internal-sftp
 """
 
     def start(self) -> None:
