@@ -17,6 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 from pydantic import SecretStr
 
+from flows.crashed import mark_crashed_runs
 from pipelines import job, population, sources
 from pipelines.config import Home
 from pipelines.errors import TransientError
@@ -131,6 +132,7 @@ def export_contacts(
     plan = plan_task(home, exporter_id, as_of, source, warehouse, population_file)
     run_id = job.new_run_id()
     with job.run_lock(plan):
+        mark_crashed_runs(plan.exporter_id, plan.as_of, home)
         with job.failure_recorded(plan, run_id):
             built = build_task(plan, run_id)
             record_task(built)

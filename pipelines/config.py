@@ -253,19 +253,44 @@ def render_file_name(template: str, exporter_id: str, as_of: date, company_id: s
         name = template.format(exporterId=exporter_id, asOfDate=as_of, companyId=company_id)
     except (ValueError, IndexError, KeyError) as exc:
         raise ValueError(f"fileNameTemplate {template!r} cannot be rendered: {exc}") from exc
-    if (
-        not name
-        or name in {".", ".."}
-        or "/" in name
-        or "\\" in name
-        or ".." in name
-        or name.startswith(".")
-        or _CONTROL.search(name)
-    ):
+    if not name or name in {".", ".."} or "/" in name or "\\" in name or ".." in name or name.startswith("."):
         raise ValueError(
             f"fileNameTemplate renders to {name!r}: a file name must stay inside the export folder"
         )
+    if _UNSAFE_NAME.search(name):
+        raise ValueError(
+            f"fileNameTemplate renders to {name!r}: control and bidirectional-text characters are not "
+            "allowed in a file name (they hide or reorder what a partner sees)"
+        )
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise ValueError(
+            f"fileNameTemplate renders to a name of {size} bytes; at most {MAX_NAME_BYTES} (UTF-8) are allowed"
+        )
     return name
+
+
+# A partner's file system and tools must show a name as it is: no C0/C1 controls, no bidi overrides.
+_UNSAFE_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+MAX_NAME_BYTES = 200
+
+
+def template_uses_as_of_date(template: str) -> bool:
+    return any(name == "asOfDate" for _, name, _, _ in string.Formatter().parse(template))
+
+
+# OWASP CSV injection: a cell a spreadsheet would evaluate. `+` and `-` only start a formula when the
+# cell is not a plain number (E.164 phones and signed amounts stay as they are).
+FORMULA_START = "^[=@\t\r]"
+SIGNED_START = "^[+-]"
+_PLAIN_BODY = "[+-]?(?:[0-9]+(?:\\.[0-9]*)?|\\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+PLAIN_NUMBER = f"^{_PLAIN_BODY}$"  # for Polars (Rust regex: `$` is the end of the text only)
+
+
+def is_formula_like(text: str) -> bool:
+    if re.match(FORMULA_START, text):
+        return True
+    return re.match(SIGNED_START, text) is not None and re.fullmatch(_PLAIN_BODY, text) is None
 
 
 class FileSettings(Strict):
@@ -277,12 +302,27 @@ class FileSettings(Strict):
     )
     delimiter: str = Field(",", min_length=1, max_length=1)
     header: bool = True
+    csvInjectionGuard: bool = Field(
+        True, description="CSV: prefix cells a spreadsheet would run as a formula with ' (OWASP)"
+    )
 
     @field_validator("fileNameTemplate")
     @classmethod
     def _template(cls, v: str | None) -> str | None:
         if v is not None:
             render_file_name(v, "CE-ABCDEFGH", date(2026, 1, 2), "CP-X")
+            if not template_uses_as_of_date(v):
+                raise ValueError(
+                    f"fileNameTemplate {v!r} does not use {{asOfDate}}: every day would replace the "
+                    "partner's earlier file; add the date, e.g. '{exporterId}_{asOfDate:%Y%m%d}.csv'"
+                )
+            # Dates one day, one month and one year apart must give distinct names.
+            days = (date(2026, 1, 2), date(2026, 1, 3), date(2026, 2, 2), date(2027, 1, 2))
+            if len({render_file_name(v, "CE-ABCDEFGH", d, "CP-X") for d in days}) < len(days):
+                raise ValueError(
+                    f"fileNameTemplate {v!r} gives the same name for different as-of dates; use the "
+                    "day, month and year of {asOfDate}, e.g. {asOfDate:%Y%m%d}"
+                )
         return v
 
     @field_validator("delimiter")
@@ -324,6 +364,21 @@ class ExporterBody(Strict):
                 )
             seen[c.output] = i
         return v
+
+    @model_validator(mode="after")
+    def _safe_headers(self) -> ExporterBody:
+        settings = self.fileSettings
+        if settings.format != "csv" or not settings.csvInjectionGuard:
+            return self
+        for i, c in enumerate(self.columnSettings):
+            if is_formula_like(c.output):
+                raise PydanticCustomError(
+                    "formula_output_name",
+                    "outputName '{name}' of item {index} would be read as a formula by a spreadsheet; "
+                    "rename it (or set fileSettings.csvInjectionGuard: false)",
+                    {"name": c.output, "index": i},
+                )
+        return self
 
     @field_validator("externalId")
     @classmethod
@@ -372,6 +427,12 @@ class Timeouts(Strict):
     channel: float = Field(30, gt=0)
 
 
+class Encryption(Strict):
+    pgpPublicKeyFile: str = Field(
+        min_length=1, description="the partner's OpenPGP public key (ASCII-armored)"
+    )
+
+
 class SftpSetting(Strict):
     host: str = Field(min_length=1)
     port: int = Field(22, ge=1, le=65535)
@@ -382,6 +443,7 @@ class SftpSetting(Strict):
     passwordSecretBlock: str | None = Field(None, description="name of a Prefect Secret block holding it")
     remoteDir: str = "/"
     timeouts: Timeouts = Field(default_factory=lambda: Timeouts())
+    encryption: Encryption | None = Field(None, description="deliver <name>.pgp encrypted to this key")
 
     @model_validator(mode="after")
     def _auth(self) -> SftpSetting:
@@ -432,6 +494,8 @@ def errors_of(exc: ValidationError) -> list[ErrorItem]:
         message = err["msg"]
         if err["type"] == "duplicate_output_name":
             loc = (*loc, err["ctx"]["index"], "outputName")
+        if err["type"] == "formula_output_name":
+            loc = (*loc, "columnSettings", err["ctx"]["index"], "outputName")
         if err["type"] == "extra_forbidden":
             message = "unknown key"
         message = message.removeprefix("Value error, ")

@@ -2,17 +2,20 @@
 
 A partner never sees a half-written file: each file goes to a hidden temporary name in `remoteDir`,
 its remote size is checked against the bytes sent, and only then is it renamed into place with
-`posix-rename` (atomic, and unlike plain SFTP rename it replaces an existing file on OpenSSH). The
-manifest follows the same way, after the file, so a partner that waits for the manifest always finds
-the complete file next to it.
+`posix-rename` (atomic, and unlike plain SFTP rename it replaces an existing file on OpenSSH). A
+remote manifest that describes other bytes is removed before new data is renamed into place, and
+the manifest comes last, so a manifest always describes the data file beside it.
+
+Each remote step is recorded before and after it is taken (pipelines/delivery_journal.py): a run
+killed at any point is completed by the next call for the same bytes, which reads the record and
+the remote state and takes only the missing steps, without uploading the data file again.
 
 The server must present a host key pinned in `knownHostsFile`; an unknown or changed key is refused
 before any credential is sent. Secrets come from the environment (`passwordEnv`, read at call time)
 or from the caller (a Prefect Secret block resolved by the flow); they never reach a log or a message.
 
 The ledger (`deliveries` table in the warehouse) makes delivery idempotent per (exporterId,
-asOfDate, sha256). It is written after the manifest is in place, so a crash in between leads to one
-more delivery of the same bytes under the same names on the next attempt, never to a lost one.
+asOfDate, sha256); it is written after the manifest is in place (the last recorded step).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from pydantic import SecretStr
 
 from pipelines import duck
 from pipelines.config import Home, SftpSetting
+from pipelines.delivery_journal import Journal, journal_path
 from pipelines.errors import (
     ContactExporterError,
     ErrorItem,
@@ -52,6 +56,7 @@ from pipelines.errors import (
     TerminalError,
     TransientError,
 )
+from pipelines.files import atomic_write
 from pipelines.progress import ByteProgress as Progress
 
 logger = logging.getLogger(__name__)
@@ -567,7 +572,7 @@ def _check_remote_dir(session: _Session, remote_dir: str) -> None:
         raise TerminalError(f"remoteDir {remote_dir} on {session.where} is not a directory")
 
 
-def _remove_stale(session: _Session, remote_dir: str, final_names: list[str]) -> None:
+def _remove_stale(session: _Session, remote_dir: str, final_names: list[str], keep: set[str]) -> None:
     """Remove `.part` files an earlier, interrupted attempt left for these names (ours only)."""
     try:
         names = session.sftp.listdir(remote_dir)
@@ -575,7 +580,7 @@ def _remove_stale(session: _Session, remote_dir: str, final_names: list[str]) ->
         logger.info("cannot list %s on %s; stale temporary files not cleaned", remote_dir, session.where)
         return
     for name in names:
-        if any(_is_our_temp(name, final) for final in final_names):
+        if name not in keep and any(_is_our_temp(name, final) for final in final_names):
             path = posixpath.join(remote_dir, name)
             logger.info("removing stale temporary file %s on %s", path, session.where)
             session.sftp.remove(path)
@@ -604,40 +609,112 @@ def _stream(src: IO[bytes], dst: paramiko.SFTPFile, total: int, progress: Progre
     return sent, digest.hexdigest()
 
 
-def _put_atomic(
+def _remote_size(session: _Session, path: str) -> int | None:
+    """The size of remote `path`, or None when it does not exist."""
+    try:
+        size = session.sftp.stat(path).st_size
+    except FileNotFoundError:
+        return None
+    return size if size is not None else -1
+
+
+def _remote_sha256(session: _Session, path: str) -> str:
+    digest = hashlib.sha256()
+    with session.sftp.open(path, "rb") as fh:
+        fh.prefetch()
+        while chunk := fh.read(READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _holds(session: _Session, path: str, size: int, sha256: str) -> bool:
+    """True when remote `path` holds exactly these bytes: same size, then a read-back sha256."""
+    return _remote_size(session, path) == size and _remote_sha256(session, path) == sha256
+
+
+def free_bytes(session: _Session, path: str) -> int | None:
+    """Bytes the user may still write on the remote file system (statvfs@openssh.com), or None."""
+    request = getattr(session.sftp, "_request", None)
+    if request is None:
+        return None
+    try:
+        kind, msg = request(CMD_EXTENDED, "statvfs@openssh.com", path)
+    except OSError:  # a server without the extension
+        return None
+    if kind != CMD_EXTENDED_REPLY or msg is None:
+        return None
+    msg.get_int64()  # f_bsize
+    frsize = int(msg.get_int64())
+    blocks = int(msg.get_int64())
+    msg.get_int64()  # f_bfree
+    bavail = int(msg.get_int64())
+    return frsize * bavail if blocks > 0 else None
+
+
+def _no_space(
+    session: _Session, remote_dir: str, name: str, needed: int, stored: int | None
+) -> TerminalError:
+    """The terminal error for a write the server did not keep: disk full, quota, or a refusal."""
+    free = free_bytes(session, remote_dir)
+    if free is not None and free < needed:
+        return TerminalError(
+            f"remote disk full on {session.where}: {remote_dir} has {free} bytes free, {name} needs "
+            f"{needed}; free space on the server (or raise the quota), then rerun"
+        )
+    held = "" if stored is None else f" (it holds {stored} of {needed} bytes)"
+    return TerminalError(
+        f"{session.where} did not store {name} in {remote_dir}{held}: the server refused the write "
+        "(quota exceeded or disk full?); free space or raise the quota on the server, then rerun"
+    )
+
+
+def _upload(
     session: _Session,
     local: Path,
+    temp: str,
     remote_dir: str,
     *,
-    expected_sha256: str | None = None,
-    progress: Progress | None = None,
-) -> tuple[str, int]:
-    """Upload `local` to a temp name, check its size (and hash), posix-rename it into place."""
-    final = posixpath.join(remote_dir, local.name)
-    temp = posixpath.join(remote_dir, _temp_name(local.name))
+    size: int,
+    sha256: str,
+    progress: Progress | None,
+) -> None:
+    """Write `local` to remote `temp`; check the bytes sent against `sha256` and the size the server holds."""
+    name = posixpath.basename(temp)
+    free = free_bytes(session, remote_dir)
+    if free is not None and free < size:
+        raise TerminalError(
+            f"remote disk full on {session.where}: {remote_dir} has {free} bytes free, {local.name} needs "
+            f"{size}; free space on the server (or raise the quota), then rerun"
+        )
     try:
-        with local.open("rb") as src:
-            total = os.fstat(src.fileno()).st_size
-            with session.sftp.open(temp, "wb", bufsize=0) as dst:
-                dst.MAX_REQUEST_SIZE = session.write_request
-                dst.set_pipelined(True)
-                sent, digest = _stream(src, dst, total, progress)
-        remote_size = session.sftp.stat(temp).st_size
-        if remote_size != sent:
-            raise TransientError(
-                f"size mismatch on {session.where}: {temp} has {remote_size} bytes, {sent} were sent; "
-                "the upload is discarded and will be retried"
-            )
-        if expected_sha256 is not None and digest != expected_sha256:
+        with local.open("rb") as src, session.sftp.open(temp, "wb", bufsize=0) as dst:
+            dst.MAX_REQUEST_SIZE = session.write_request
+            dst.set_pipelined(True)
+            sent, digest = _stream(src, dst, size, progress)
+        if digest != sha256 or sent != size:
             raise TerminalError(
                 f"{local} changed since its manifest was written (sha256 {digest[:12]}… differs from "
-                f"{expected_sha256[:12]}…); rerun the export before delivering"
+                f"{sha256[:12]}…); rerun the export before delivering"
             )
-        session.sftp.posix_rename(temp, final)
+        stored = _remote_size(session, temp)
+        if stored != sent:
+            raise _no_space(session, remote_dir, name, sent, stored)
+    except ContactExporterError:
+        _try_remove(session, temp)
+        raise
+    except (PermissionError, FileNotFoundError):
+        _try_remove(session, temp)
+        raise
+    except OSError as exc:
+        # SFTP v3 reports a full disk or an exceeded quota as a bare "Failure" status.
+        if not session.transport.is_active() or isinstance(exc, ConnectionError | TimeoutError):
+            raise
+        error = _no_space(session, remote_dir, name, size, _remote_size(session, temp))
+        _try_remove(session, temp)
+        raise error from exc
     except BaseException:
         _try_remove(session, temp)
         raise
-    return final, sent
 
 
 def _run_id_from(manifest: Path) -> str | None:
@@ -647,6 +724,223 @@ def _run_id_from(manifest: Path) -> str | None:
         return None
     run_id = data.get("runId") if isinstance(data, dict) else None
     return run_id if isinstance(run_id, str) else None
+
+
+def _describes(manifest_bytes: bytes, data_sha256: str) -> bool:
+    """True when a manifest names `data_sha256` as its data file's (encrypted, when encrypted) hash."""
+    try:
+        data: Any = json.loads(manifest_bytes)
+    except ValueError:
+        return False
+    if not isinstance(data, dict):
+        return False
+    encrypted = data.get("encrypted")
+    if isinstance(encrypted, dict):
+        return bool(encrypted.get("sha256") == data_sha256)
+    return bool(data.get("sha256") == data_sha256)
+
+
+def _read_small(session: _Session, path: str, limit: int = 1 << 20) -> bytes | None:
+    try:
+        with session.sftp.open(path, "rb") as fh:
+            return bytes(fh.read(limit))
+    except FileNotFoundError:
+        return None
+
+
+def _staged_manifest(file: Path) -> Path:
+    return file.with_name(f".{file.name}.delivery-manifest.json")
+
+
+def _intent(
+    setting: SftpSetting,
+    home: Home,
+    file: Path,
+    manifest: Path,
+    *,
+    exporter_id: str,
+    as_of: date,
+    sha256: str,
+    run_id: str | None,
+) -> Journal:
+    """Prepare what will be uploaded (the staged manifest, the encrypted copy) and record the intent."""
+    payload: Path | None = None
+    data_name = file.name
+    size = file.stat().st_size
+    data_sha = sha256
+    manifest_data: Any = None
+    if setting.encryption is not None:
+        manifest_data = json.loads(manifest.read_bytes())
+        from pipelines import pgp
+
+        payload = file.with_name(f".{file.name}.{secrets.token_hex(6)}.pgp")
+        data_sha, size = pgp.encrypt_file(home.path(setting.encryption.pgpPublicKeyFile), file, payload)
+        data_name = file.name + ".pgp"
+        manifest_data["encrypted"] = {
+            "fileName": data_name,
+            "format": "OpenPGP",
+            "sha256": data_sha,
+            "bytes": size,
+        }
+    staged = _staged_manifest(file)
+    # Unencrypted, the partner gets the local manifest byte for byte.
+    text = (json.dumps(manifest_data, indent=2) + "\n").encode("utf-8") if payload else manifest.read_bytes()
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(text)
+
+    atomic_write(staged, write)
+    manifest_name = manifest.name
+    journal = Journal(
+        path=journal_path(file),
+        runId=run_id,
+        exporterId=exporter_id,
+        asOfDate=as_of.isoformat(),
+        host=setting.host,
+        port=setting.port,
+        remoteDir=setting.remoteDir,
+        localSha256=sha256,
+        dataName=data_name,
+        dataTemp=_temp_name(data_name),
+        manifestName=manifest_name,
+        manifestTemp=_temp_name(manifest_name),
+        sha256=data_sha,
+        bytes=size,
+        manifestSha256=hashlib.sha256(text).hexdigest(),
+        manifestBytes=len(text),
+        payload=str(payload) if payload is not None else None,
+    )
+    journal.mark("intent")
+    return journal
+
+
+def _forget(journal: Journal, file: Path) -> None:
+    """Remove the record and the local files it staged (the delivery is complete or abandoned)."""
+    if journal.payload:
+        Path(journal.payload).unlink(missing_ok=True)
+    _staged_manifest(file).unlink(missing_ok=True)
+    journal.remove()
+
+
+def _remove_orphan_payloads(file: Path, keep: str | None) -> None:
+    """Encrypted copies a crashed run made but never recorded (`.<name>.<12 hex>.pgp`)."""
+    pattern = re.compile(rf"\.{re.escape(file.name)}\.{_TEMP_SUFFIX}\.pgp")
+    for path in file.parent.iterdir():
+        if pattern.fullmatch(path.name) and str(path) != keep:
+            path.unlink(missing_ok=True)
+
+
+def _abandon(session: _Session | None, journal: Journal, file: Path, setting: SftpSetting) -> None:
+    """An earlier delivery of other bytes (or to another place) never completed: drop its leftovers."""
+    if session is not None and journal.same_destination(setting.host, setting.port, setting.remoteDir):
+        for temp in (journal.dataTemp, journal.manifestTemp):
+            _try_remove(session, posixpath.join(journal.remoteDir, temp))
+    logger.info("dropping the unfinished delivery record %s (other bytes or destination)", journal.path.name)
+    _forget(journal, file)
+
+
+def _complete(session: _Session, journal: Journal, file: Path, progress: Progress | None) -> None:
+    """Take every step the record does not mark as done, in order; see pipelines/delivery_journal.py."""
+    remote_dir = journal.remoteDir
+    data_final = posixpath.join(remote_dir, journal.dataName)
+    data_temp = posixpath.join(remote_dir, journal.dataTemp)
+    manifest_final = posixpath.join(remote_dir, journal.manifestName)
+    manifest_temp = posixpath.join(remote_dir, journal.manifestTemp)
+    payload = Path(journal.payload) if journal.payload else file
+    staged = _staged_manifest(file)
+
+    if not journal.done("oldManifestRemoved"):
+        # The partner must never see the new data beside a manifest of the old data.
+        existing = _read_small(session, manifest_final)
+        if existing is not None and not _describes(existing, journal.sha256):
+            session.sftp.remove(manifest_final)
+        journal.mark("oldManifestRemoved")
+
+    _put(session, journal, payload, data_temp, data_final, "data", progress)
+    _put(session, journal, staged, manifest_temp, manifest_final, "manifest", None)
+
+
+def _put(
+    session: _Session,
+    journal: Journal,
+    local: Path,
+    temp: str,
+    final: str,
+    kind: str,
+    progress: Progress | None,
+) -> None:
+    """Upload `local` to `temp` and posix-rename it to `final`, skipping what the record marks done."""
+    uploaded, published = f"{kind}Uploaded", f"{kind}Published"
+    size, sha = (
+        (journal.bytes, journal.sha256) if kind == "data" else (journal.manifestBytes, journal.manifestSha256)
+    )
+    if journal.done(published):
+        return
+    temp_size = _remote_size(session, temp)
+    if journal.done(uploaded) and temp_size is None:
+        if _holds(session, final, size, sha):  # renamed just before the crash could record it
+            journal.mark(published)
+            return
+        del journal.steps[uploaded]  # the temporary file is gone: upload again
+        journal.save()
+    if not journal.done(uploaded):
+        # A crash after the upload and before its record leaves a complete temporary file: keep it.
+        if temp_size is None or not _holds(session, temp, size, sha):
+            if temp_size is not None:
+                _try_remove(session, temp)
+            _upload(session, local, temp, journal.remoteDir, size=size, sha256=sha, progress=progress)
+        journal.mark(uploaded)
+    session.sftp.posix_rename(temp, final)
+    journal.mark(published)
+
+
+def _record(journal: Journal, warehouse: Path) -> datetime:
+    """Write the ledger row once (a crash after the insert finds it by runId and sha256)."""
+    as_of = date.fromisoformat(journal.asOfDate)
+    remote_path = posixpath.join(journal.remoteDir, journal.dataName)
+    earlier = _recorded_at(warehouse, journal)
+    delivered_at = earlier or datetime.now(UTC)
+    if earlier is None:
+        try:
+            record_delivery(
+                warehouse,
+                exporter_id=journal.exporterId,
+                as_of=as_of,
+                sha256=journal.localSha256,
+                file_name=journal.dataName,
+                remote_path=remote_path,
+                host=journal.host,
+                delivered_at=delivered_at,
+                size=journal.bytes,
+                run_id=journal.runId,
+            )
+        except TransientError as exc:
+            raise TransientError(
+                f"{journal.dataName} was delivered to {journal.host}:{remote_path} but not recorded: {exc}. "
+                "A retry records it without sending it again"
+            ) from exc
+    journal.mark("recorded")
+    return delivered_at
+
+
+def _recorded_at(warehouse: Path, journal: Journal) -> datetime | None:
+    if not warehouse.exists():
+        return None
+    with _ledger(warehouse, "read") as con:
+        row = con.execute(
+            "SELECT epoch_us(max(deliveredAt)) FROM deliveries WHERE exporterId = ? AND asOfDate = ? "
+            "AND sha256 = ? AND runId IS NOT DISTINCT FROM ? AND deliveredAt >= ?",
+            [
+                journal.exporterId,
+                date.fromisoformat(journal.asOfDate),
+                journal.localSha256,
+                journal.runId,
+                datetime.fromisoformat(journal.steps["intent"]),
+            ],
+        ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return _epoch_to_utc(int(row[0]))
 
 
 def deliver(
@@ -666,67 +960,103 @@ def deliver(
 ) -> DeliveryResult:
     """Deliver `file` then `manifest` to the SFTP destination, once per (exporter, as-of date, sha256).
 
-    `password` is a secret resolved by the caller (Prefect Secret block); `passwordEnv` is read
-    here. `run_id` defaults to the manifest's `runId`. Raises TransientError (retry) or
-    TerminalError / InvalidInputError (fix something first).
+    Each remote step is recorded before and after it is taken (pipelines/delivery_journal.py): a
+    delivery interrupted at any point is completed by the next call for the same bytes, without
+    sending the data file again. `password` is a secret resolved by the caller (Prefect Secret
+    block); `passwordEnv` is read here. `run_id` defaults to the manifest's `runId`. Raises
+    TransientError (retry) or TerminalError / InvalidInputError (fix something first).
     """
     remote_dir = setting.remoteDir
-    remote_path = posixpath.join(remote_dir, file.name)
-    remote_manifest = posixpath.join(remote_dir, manifest.name)
     for local in (file, manifest):
         if not local.is_file():
             raise TerminalError(f"cannot deliver {local}: no such file; rerun the export to write it")
-    if not redeliver:
+    data_name = file.name + (".pgp" if setting.encryption is not None else "")
+    remote_path = posixpath.join(remote_dir, data_name)
+    remote_manifest = posixpath.join(remote_dir, manifest.name)
+    run_id = run_id if run_id is not None else _run_id_from(manifest)
+    found = Journal.load(journal_path(file))
+    resume = (
+        found
+        if found is not None
+        and found.localSha256 == sha256
+        and found.exporterId == exporter_id
+        and found.asOfDate == as_of.isoformat()
+        and found.same_destination(setting.host, setting.port, remote_dir)
+        and found.dataName == data_name
+        and _staged_manifest(file).is_file()
+        and (found.payload is None or Path(found.payload).is_file())
+        else None
+    )
+    stale = found if found is not None and resume is None else None
+    _remove_orphan_payloads(file, keep=resume.payload if resume is not None else None)
+    # An abandoned delivery of other bytes that already changed the remote side (it removed the
+    # manifest) leaves the partner without what the ledger says they have: deliver again.
+    touched = stale is not None and stale.done("oldManifestRemoved")
+    if resume is None and not redeliver and not touched:
         earlier = last_delivery(warehouse, exporter_id, as_of, sha256)
         if earlier is not None:
+            if stale is not None:
+                try:
+                    with _session(setting, home, password) as session:
+                        _abandon(session, stale, file, setting)
+                except ContactExporterError as exc:  # cleaning up must not fail a finished delivery
+                    logger.warning("could not remove the leftovers of %s: %s", stale.path.name, exc)
             reason = (
                 f"already delivered to {setting.host}:{remote_path} at {earlier.isoformat()} "
                 "(same exporter, as-of date and sha256); use --redeliver to send it again"
             )
             logger.info("%s %s: %s", exporter_id, as_of, reason)
             return DeliveryResult(False, reason, remote_path, remote_manifest, earlier, 0, 0.0)
+    if resume is None and setting.encryption is not None:
+        from pipelines import pgp
+
+        pgp.check_key(home.path(setting.encryption.pgpPublicKeyFile))  # refused before any upload
     started = time.monotonic()
     with _session(setting, home, password) as session:
-        stage = f"uploading {file.name} to {remote_dir}"
+        stage = f"uploading {data_name} to {remote_dir}"
         try:
             _check_remote_dir(session, remote_dir)
-            _remove_stale(session, remote_dir, [file.name, manifest.name])
-            _, size = _put_atomic(session, file, remote_dir, expected_sha256=sha256, progress=progress)
-            stage = f"uploading {manifest.name} to {remote_dir}"
-            _put_atomic(session, manifest, remote_dir)
+            if stale is not None:
+                _abandon(session, stale, file, setting)
+            journal = resume or _intent(
+                setting,
+                home,
+                file,
+                manifest,
+                exporter_id=exporter_id,
+                as_of=as_of,
+                sha256=sha256,
+                run_id=run_id,
+            )
+            if resume is not None:
+                logger.info(
+                    "completing the interrupted delivery of %s (steps done: %s)",
+                    data_name,
+                    ", ".join(journal.steps),
+                )
+            _remove_stale(
+                session,
+                remote_dir,
+                [journal.dataName, journal.manifestName],
+                {journal.dataTemp, journal.manifestTemp},
+            )
+            _complete(session, journal, file, progress)
         except ContactExporterError:
             raise
         except _IO_ERRORS as exc:
             raise _classify(exc, setting, stage, session.transport.is_active()) from exc
-    delivered_at = datetime.now(UTC)
+    delivered_at = _record(journal, warehouse)
+    _forget(journal, file)
     seconds = time.monotonic() - started
-    try:
-        record_delivery(
-            warehouse,
-            exporter_id=exporter_id,
-            as_of=as_of,
-            sha256=sha256,
-            file_name=file.name,
-            remote_path=remote_path,
-            host=setting.host,
-            delivered_at=delivered_at,
-            size=size,
-            run_id=run_id if run_id is not None else _run_id_from(manifest),
-        )
-    except TransientError as exc:
-        raise TransientError(
-            f"{file.name} was delivered to {setting.host}:{remote_path} but not recorded: {exc}. "
-            "A retry delivers the same bytes again under the same names"
-        ) from exc
     logger.info(
         "delivered %s (%d bytes) and its manifest to %s:%s in %.1fs",
-        file.name,
-        size,
+        data_name,
+        journal.bytes,
         setting.host,
         remote_dir,
         seconds,
     )
-    return DeliveryResult(True, None, remote_path, remote_manifest, delivered_at, size, seconds)
+    return DeliveryResult(True, None, remote_path, remote_manifest, delivered_at, journal.bytes, seconds)
 
 
 def check_destination(

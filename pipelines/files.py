@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.config import FileSettings, render_file_name
+from pipelines.config import PLAIN_NUMBER, FileSettings, render_file_name
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,10 @@ def _writer(frame: pl.DataFrame, settings: FileSettings) -> Callable[[Path], Non
 
         return write_parquet
 
+    guarded = neutralise_formulas(frame) if settings.csvInjectionGuard else frame
+
     def write_csv(tmp: Path) -> None:
-        frame.write_csv(
+        guarded.write_csv(
             tmp,
             separator=settings.delimiter,
             include_header=settings.header,
@@ -97,6 +99,42 @@ def _writer(frame: pl.DataFrame, settings: FileSettings) -> Callable[[Path], Non
         )
 
     return write_csv
+
+
+def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
+    """Prefix with `'` every text cell a spreadsheet would run as a formula (OWASP CSV injection).
+
+    Cells starting with `=`, `@`, tab or carriage return, and cells starting with `+` or `-` that are
+    not a plain number (`+14155550123` and `-12.5` stay as they are). One vectorized expression per
+    text column; other columns cannot start with those characters.
+    """
+    text = [name for name, dtype in frame.schema.items() if dtype == pl.String]
+    if not text or frame.height == 0:
+        return frame
+    # Cheap passes first (one anchored character class, then the full test on the columns it
+    # flags); only columns that hold such a cell are rewritten.
+    starts = frame.select(pl.col(name).str.contains(ANY_START).any() for name in text).row(0)
+    text = [name for name, hit in zip(text, starts, strict=True) if hit]
+    if not text:
+        return frame
+    hits = frame.select(_formula_like(pl.col(name)).any() for name in text).row(0)
+    exprs = [
+        pl.when(_formula_like(pl.col(name)))
+        .then(pl.lit("'") + pl.col(name))
+        .otherwise(pl.col(name))
+        .alias(name)
+        for name, hit in zip(text, hits, strict=True)
+        if hit
+    ]
+    return frame.with_columns(exprs) if exprs else frame
+
+
+ANY_START = "^[=@\t\r+-]"
+
+
+def _formula_like(cell: pl.Expr) -> pl.Expr:
+    # Starts with one of = @ tab CR + - and is not a plain number (which never starts with = @ tab CR).
+    return cell.str.contains(ANY_START) & ~cell.str.contains(PLAIN_NUMBER)
 
 
 def write_export(

@@ -15,18 +15,20 @@ import contextlib
 import hashlib
 import json
 import logging
+import posixpath
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pipelines.config import Exporter, ExporterBody, Home, parse
+from pipelines.config import Exporter, ExporterBody, Home, parse, render_file_name
 from pipelines.errors import (
     BadRequestError,
     ConflictError,
+    ContactExporterError,
     ErrorItem,
     InvalidInputError,
     NotFoundError,
@@ -76,6 +78,22 @@ def exporter_version(exporter: Exporter) -> str:
     """A digest of the stored exporter: changes whenever any of its keys does (the HTTP ETag)."""
     canonical = json.dumps(exporter.public(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+class DuplicateRemoteNameError(ConflictError):
+    """Another exporter already delivers files of this name to the same destination. HTTP 409."""
+
+    def __init__(self, other_id: str, name: str):
+        message = (
+            f"exporter {other_id} already delivers {name!r} to the same SFTP destination; its file would be "
+            "overwritten: use a fileNameTemplate with {exporterId} or another distinct part"
+        )
+        self.errors = [ErrorItem("/fileSettings/fileNameTemplate", message)]
+        super().__init__(message)
+
+
+def file_name_of(exporter: Exporter, day: date) -> str:
+    return render_file_name(exporter.fileSettings.template, exporter.id, day, exporter.companyId)
 
 
 @dataclass(frozen=True)
@@ -278,6 +296,7 @@ class ExporterStore:
             exporter_id = self._fresh_id()
             stamp = now_iso()
             exporter = self._build(parsed, exporter_id, company_id, stamp, stamp)
+            self._check_remote_names(exporter)
             self._write(exporter)
         log.info("created exporter %s (company %s)", exporter.id, exporter.companyId)
         return exporter
@@ -310,6 +329,7 @@ class ExporterStore:
                 precondition(current)
             self._check_external_id(parsed.externalId, exclude=current.id)
             exporter = self._build(parsed, current.id, company_id, current.createdAt, now_iso())
+            self._check_remote_names(exporter)
             self._write(exporter)
         log.info("updated exporter %s", exporter.id)
         return exporter
@@ -362,6 +382,31 @@ class ExporterStore:
                     )
                 ],
             )
+
+    def _destination(self, setting_id: str) -> tuple[str, ...]:
+        """Where an SFTP setting delivers (host, port, remoteDir), or just its id when it cannot be read."""
+        try:
+            setting = self.home.sftp(setting_id)
+        except ContactExporterError:
+            return (setting_id,)
+        return (setting.host.lower(), str(setting.port), posixpath.normpath(setting.remoteDir))
+
+    def _check_remote_names(self, exporter: Exporter) -> None:
+        """Refuse an exporter whose files would land on another exporter's names at the same destination."""
+        if exporter.sftpSettingId is None:
+            return
+        where = self._destination(exporter.sftpSettingId)
+        days = (date(2026, 1, 2), date(2026, 12, 31))
+
+        def names(e: Exporter) -> set[str]:
+            return {file_name_of(e, day) for day in days}
+
+        mine = names(exporter)
+        for other in self.all():
+            if other.id == exporter.id or other.sftpSettingId is None:
+                continue
+            if self._destination(other.sftpSettingId) == where and mine & names(other):
+                raise DuplicateRemoteNameError(other.id, sorted(mine & names(other))[0])
 
     def _check_external_id(self, external_id: str | None, exclude: str | None) -> None:
         if external_id is None:

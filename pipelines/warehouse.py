@@ -153,3 +153,16 @@ def record_failure(path: Path, run: RunRecord, rejected: pl.DataFrame | None = N
 def mark_delivered(path: Path, run_id: str, delivered_at: datetime) -> None:
     with duck.connect(path) as con:
         con.execute("UPDATE export_runs SET deliveredAt = ? WHERE runId = ?", [delivered_at, run_id])
+
+
+def record_delivery_status(
+    path: Path, run_id: str, status: str, *, delivered_at: datetime | None = None, error: str | None = None
+) -> None:
+    """Set a run's deliveryStatus and deliveryError; deliveredAt only changes when a time is given."""
+    with duck.connect(path) as con:
+        create_tables(con)
+        con.execute(
+            "UPDATE export_runs SET deliveryStatus = ?, deliveryError = ?, "
+            "deliveredAt = coalesce(?, deliveredAt) WHERE runId = ?",
+            [status, error, delivered_at, run_id],
+        )
