@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -26,6 +26,8 @@ import polars as pl
 from pipelines.columns import sorted_by
 from pipelines.config import CheckCanInteractData, Company, Policy
 from pipelines.errors import ErrorItem, SourceDataError
+from pipelines.history import contacts_at
+from pipelines.rejection import blocked_expr
 from pipelines.tables import SourceTables
 from pipelines.timezones import (
     address_places,
@@ -459,19 +461,26 @@ def screen(
     company: Company,
     check: CheckCanInteractData,
     as_of: date,
+    *,
+    rejected: pl.DataFrame | None = None,
 ) -> pl.LazyFrame:
     """One row per matched contact: contactId, personId, channel, canInteract, reasons (sorted).
 
     Rows come sorted by contactId; a `matched` already sorted by id keeps its order, row for row.
-    `matched` is a subset of `tables.contacts`. Raises SourceDataError for source values the rules
-    cannot judge (unknown statusDetails or time zone names), since skipping them could let a blocked
-    contact through. The work is done here; the LazyFrame returned is over the finished result.
+    `matched` is a subset of `tables.contacts`; contacts are taken as of the instant
+    (pipelines.history: one created later is not screened). `rejected`: the rejected source rows
+    with their `personId` (`ValidatedSources.owned`); their borrowers' contacts are blocked with
+    SOURCE_ROW_REJECTED. Raises SourceDataError for source values the rules cannot judge (unknown
+    statusDetails or time zone names), since skipping them could let a blocked contact through.
+    The work is done here; the LazyFrame returned is over the finished result.
     """
     policy = company.policy
     zone = ZoneInfo(company.timezone)
     instant = as_of_instant(company, as_of)
     limits = _limits(policy, as_of, zone)
     conversation_since = _conversation_since(policy, as_of, zone)
+    matched = contacts_at(matched, instant)
+    tables = replace(tables, contacts=contacts_at(tables.contacts, instant))
 
     phone = pl.col("contactType") == "phone"
     contacts = (
@@ -553,6 +562,7 @@ def screen(
         .with_columns(
             _contact_outside(outside, _any_outside(by_key, "key", outside)).alias("cOutside"),
             pl.col("id").is_in(blocked_by_dni.implode()).alias("dni"),
+            blocked_expr(rejected).alias("sourceRejected"),
         )
     )
 
@@ -617,6 +627,7 @@ def _reason_flags(
         "OUTSIDE_CONTACT_HOURS": hours_channel
         & (pl.col("pOutside").fill_null(False) | pl.col("cOutside").fill_null(False)),
         "RECENT_CONVERSATION": (channel == "voice") & conversation,
+        "SOURCE_ROW_REJECTED": pl.col("sourceRejected"),
         "TEXT_OPT_IN_MISSING": (channel == "text") & ~pl.col("receiveTextMessages").fill_null(False),
         "THIRD_PARTY_NOT_AUTHORIZED": (pl.col("affiliation") != "self")
         & ~(pl.col("authorizedThirdParty").fill_null(False) | pl.col("powerOfAttorney").fill_null(False)),

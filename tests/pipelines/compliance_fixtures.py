@@ -10,6 +10,7 @@ import polars as pl
 
 from pipelines.compliance import screen
 from pipelines.config import CheckCanInteractData, Company
+from pipelines.schemas import OWNED_SCHEMA
 from pipelines.tables import (
     BORROWERS,
     CONSENTS,
@@ -136,8 +137,21 @@ def engine_rows(
     chk: CheckCanInteractData,
     as_of: date,
     matched: pl.LazyFrame | None = None,
+    rejected: list[str | None] | None = None,
 ) -> list[Row]:
-    result = screen(tables.contacts if matched is None else matched, tables, co, chk, as_of).collect()
+    owned = None
+    if rejected is not None:
+        owned = pl.DataFrame(
+            {
+                "tableName": ["contacts"] * len(rejected),
+                "rowKey": [f"row {i}" for i in range(len(rejected))],
+                "checks": [["label_in_vocabulary"]] * len(rejected),
+                "personId": rejected,
+            },
+            schema=OWNED_SCHEMA,
+        )
+    chosen = tables.contacts if matched is None else matched
+    result = screen(chosen, tables, co, chk, as_of, rejected=owned).collect()
     return result.to_dicts()
 
 
@@ -147,11 +161,13 @@ def screen_both(
     chk: CheckCanInteractData,
     as_of: date,
     matched: pl.LazyFrame | None = None,
+    rejected: list[str | None] | None = None,
 ) -> dict[str, list[str]]:
-    """Screen with the engine and the reference; assert they agree; contactId → reasons."""
+    """Screen with the engine and the reference; assert they agree; contactId → reasons.
+    `rejected`: the borrowers (personId, None for none) of rejected source rows."""
     chosen = tables.contacts if matched is None else matched
-    fast = engine_rows(tables, co, chk, as_of, chosen)
-    slow = screen_frames(chosen, tables, co, chk, as_of)
+    fast = engine_rows(tables, co, chk, as_of, chosen, rejected)
+    slow = screen_frames(chosen, tables, co, chk, as_of, set(rejected or []))
     assert fast == slow
     for row in fast:
         assert row["canInteract"] == (row["reasons"] == [])
