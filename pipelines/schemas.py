@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 # validation instead of silently becoming null. Validation drops it.
 CAST_ERRORS: Final = "__castErrors"
 
+# The check a reader marks (in CAST_ERRORS) on a CSV row whose number of fields is not the header's.
+FIELDS_CHECK: Final = "fields_match_header"
 E164: Final = r"^\+[1-9]\d{1,14}$"
 EMAIL: Final = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 STATE: Final = r"^[A-Z]{2}$"
@@ -155,7 +157,8 @@ def _timezone(column: str = "timezone") -> RowCheck:
 
 
 def _common_checks(spec: TableSpec) -> list[RowCheck]:
-    checks: list[RowCheck] = []
+    # a CSV row with too few or too many fields: none of its values can be trusted
+    checks: list[RowCheck] = [RowCheck(FIELDS_CHECK, None, ~_cast_failed(FIELDS_CHECK))]
     for column in spec.columns:
         typed = column.dtype != pl.String()
         type_name = type_check_name(column.name, column.dtype)
@@ -498,6 +501,7 @@ def check_names(spec: TableSpec) -> tuple[str, ...]:
 
 __all__ = [
     "CAST_ERRORS",
+    "FIELDS_CHECK",
     "OWNED_SCHEMA",
     "REJECTED_SCHEMA",
     "RowCheck",

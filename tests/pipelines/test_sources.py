@@ -324,3 +324,46 @@ def test_contacts_spec_order(tmp_path: Path) -> None:
     contacts = open_source(write_csv_folder(tmp_path / "src", contacts=lines)).contacts.collect()
     assert contacts.columns == list(CONTACTS.names)
     assert INTERACTIONS.key == "id"
+
+
+# ---------------------------------------------------------------- strict CSV
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "CT-9,BR-1,phone,personal,self,primary,+14155550123",  # cut after 7 fields: valid not defaulted
+        "CT-9,BR-1,phone,personal,self,primary,+14155550123,,false,,Pat,extra",  # one field too many
+        "",  # a blank line
+    ],
+)
+def test_csv_row_without_the_headers_fields_is_rejected_not_filled_in(tmp_path: Path, line: str) -> None:
+    lines = [*ROWS["contacts"], line, "CT-3,BR-1,email,personal,self,primary,pat@example.com,,,,"]
+    folder = write_csv_folder(tmp_path / "src", contacts=[HEADERS["contacts"], *lines])
+    result = validate_sources(open_source(folder))
+    rejected = result.owned.filter(pl.col("tableName") == "contacts")
+    assert rejected.height == 1
+    assert rejected.item(0, "checks")[0] == "fields_match_header"
+    if line:
+        assert rejected.item(0, "rowKey") == "CT-9"
+        assert rejected.item(0, "personId") == "BR-1"  # its borrower is blocked
+    assert result.tables.contacts.collect().get_column("id").to_list() == ["CT-1", "CT-2", "CT-3"]
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (
+            "CT-1,BR-1,phone,personal,self,primary,+14155550123,,true,,Pat\nCT-2,BR-1,email,personal,self,primary,pat@exa",
+            "line end",
+        ),
+        ('CT-1,BR-1,phone,personal,self,primary,+14155550123,,true,,"Pat\n', "unterminated quote"),
+    ],
+)
+def test_csv_file_cut_short_is_a_source_error(tmp_path: Path, text: str, why: str) -> None:
+    folder = write_csv_folder(tmp_path / "src")
+    (folder / "contacts.csv").write_text(HEADERS["contacts"] + "\n" + text)
+    with pytest.raises(SourceDataError, match=why) as caught:
+        open_source(folder)
+    assert caught.value.exit_code == 2
+    assert "contacts.csv" in caught.value.message
