@@ -24,6 +24,7 @@ from filelock import FileLock, Timeout
 from pipelines import (
     columns,
     compliance,
+    eligibility,
     files,
     history,
     matching,
@@ -203,6 +204,7 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
         screening = compliance.screen(
             matched.lazy(), tables, company, check, plan.as_of, rejected=owned
         ).collect()
+        screening = eligibility.next_eligible(screening, matched.lazy(), tables, company, check, plan.as_of)
     else:
         screening = compliance.unscreened(matched.lazy()).collect()
     t = _timed(timings, "screen", t)

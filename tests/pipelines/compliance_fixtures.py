@@ -10,6 +10,7 @@ import polars as pl
 
 from pipelines.compliance import screen
 from pipelines.config import CheckCanInteractData, Company
+from pipelines.eligibility import next_eligible
 from pipelines.schemas import OWNED_SCHEMA
 from pipelines.tables import (
     BORROWERS,
@@ -20,7 +21,7 @@ from pipelines.tables import (
     SourceTables,
     TableSpec,
 )
-from tests.reference.guard import screen_frames
+from tests.reference.guard import next_eligible_frames, screen_frames
 
 Row = dict[str, Any]
 
@@ -182,3 +183,32 @@ def reasons_of(
 
 def today(y: int, m: int, d: int) -> date:
     return date(y, m, d)
+
+
+def eligible_both(
+    tables: SourceTables,
+    co: Company,
+    chk: CheckCanInteractData,
+    as_of: date,
+    matched: pl.LazyFrame | None = None,
+    rejected: list[str | None] | None = None,
+) -> dict[str, date | None]:
+    """nextEligibleDate by the engine and by the reference's day-by-day search; assert they agree."""
+    chosen = tables.contacts if matched is None else matched
+    owned = None
+    if rejected is not None:
+        owned = pl.DataFrame(
+            {
+                "tableName": ["contacts"] * len(rejected),
+                "rowKey": [f"row {i}" for i in range(len(rejected))],
+                "checks": [["label_in_vocabulary"]] * len(rejected),
+                "personId": rejected,
+            },
+            schema=OWNED_SCHEMA,
+        )
+    screening = screen(chosen, tables, co, chk, as_of, rejected=owned).collect()
+    fast = next_eligible(screening, chosen, tables, co, chk, as_of)
+    got = dict(zip(fast.get_column("contactId"), fast.get_column("nextEligibleDate"), strict=True))
+    slow = next_eligible_frames(chosen, tables, co, chk, as_of, set(rejected or []))
+    assert got == slow
+    return got

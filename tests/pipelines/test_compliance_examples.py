@@ -21,6 +21,7 @@ from tests.pipelines.compliance_fixtures import (
     call,
     check,
     company,
+    eligible_both,
     email,
     phone,
     reasons_of,
@@ -625,3 +626,52 @@ def test_contacts_as_of_the_instant() -> None:
     later = screen_both(tables, company(), check(), D + timedelta(days=2))
     assert later["C1"] == []
     assert later["A1"] == ["CONTACT_ARCHIVED"]
+
+
+# ---------------------------------------------------------------- next eligible date
+
+
+def test_next_eligible_date_when_attempts_age_out_and_cooldowns_end() -> None:
+    # the worked example: six attempts Apr 1-6 and a seventh on Apr 7 before noon
+    calls = [call(f"I{d}", at(NY, 2026, 4, d, 9)) for d in range(1, 8)]
+    tables = world([borrower("B1", NY)], [phone("C1", NUMBER)], calls)
+    assert eligible_both(tables, company(), check(), D) == {"C1": date(2026, 4, 8)}
+    # a conversation on Apr 6 blocks voice through Apr 12
+    talk = [call("I1", at(NY, 2026, 4, 6, 15), details="voiceSpokeWithFirstParty", status="succeeded")]
+    tables = world([borrower("B1", NY)], [phone("C1", NUMBER)], talk)
+    assert eligible_both(tables, company(), check(), D) == {"C1": date(2026, 4, 13)}
+    # both: the later date wins; allowed contacts have none
+    tables = world([borrower("B1", NY)], [phone("C1", NUMBER), email("E1")], calls + talk)
+    assert eligible_both(tables, company(), check(), D) == {"C1": date(2026, 4, 13), "E1": None}
+
+
+def test_next_eligible_date_follows_clock_changes_and_dni_days() -> None:
+    honolulu = world([borrower("B1", "Pacific/Honolulu")], [phone("C1", None)])
+    # Chicago noon is 07:00 in Honolulu in summer, 08:00 once Chicago's clocks go back (Nov 1)
+    assert eligible_both(honolulu, company("America/Chicago"), check(), date(2026, 7, 15)) == {
+        "C1": date(2026, 11, 1)
+    }
+    # Eastern noon never reaches Honolulu in hours: no date
+    assert eligible_both(honolulu, company(), check(), date(2026, 7, 15)) == {"C1": None}
+    # a DNI ending on Apr 9; one on weekdays only (D is a Tuesday)
+    ending = world([borrower("B1", NY)], [phone("C1", NUMBER)], dnis=[dni(endDate=date(2026, 4, 9))])
+    assert eligible_both(ending, company(), check(), D) == {"C1": date(2026, 4, 10)}
+    weekdays = world([borrower("B1", NY)], [phone("C1", NUMBER)], dnis=[dni(daysOfWeek=[1, 2, 3, 4, 5])])
+    assert eligible_both(weekdays, company(), check(), D) == {"C1": date(2026, 4, 11)}
+    forever = world([borrower("B1", NY)], [phone("C1", NUMBER)], dnis=[dni()])
+    assert eligible_both(forever, company(), check(), D) == {"C1": None}
+
+
+def test_no_next_eligible_date_for_reasons_time_does_not_clear() -> None:
+    calls = [call(f"I{d}", at(NY, 2026, 4, d, 9)) for d in range(1, 8)]
+    tables = world(
+        [borrower("B1", NY)],
+        [phone("C1", NUMBER, status="archived"), phone("C2", NUMBER, valid=False), phone("C3", NUMBER)],
+        calls,
+    )
+    assert eligible_both(tables, company(), check(), D) == {"C1": None, "C2": None, "C3": date(2026, 4, 8)}
+    assert eligible_both(tables, company(), check(), D, rejected=["B1"]) == {
+        "C1": None,
+        "C2": None,
+        "C3": None,
+    }

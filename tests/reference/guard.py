@@ -342,3 +342,99 @@ def screen_frames(
             }
         )
     return out
+
+
+# ---------------------------------------------------------------- next eligible date, by brute force
+
+HORIZON_DAYS = 366  # README: no date within this many days gives null
+
+
+def _frozen_contact(c: Row, noon: datetime) -> Row:
+    """A contact as it stands at `noon`, with no later change recorded."""
+    if archived_at(c, noon):
+        status = "archived"
+    else:
+        status = c["status"] if c["status"] != "archived" else "primary"
+    return c | {"status": status, "createdAt": None, "archivedAt": None}
+
+
+def next_eligible_row(
+    contact: Row,
+    borrower: Row | None,
+    contacts_of_borrower: list[Row],
+    interactions: list[Row],
+    dnis: list[Row],
+    consents: list[Row],
+    company: Company,
+    check: Check,
+    as_of: date,
+    rejected: bool = False,
+) -> date | None:
+    """Try every later day with the world as known at the as-of instant; the first that passes."""
+    noon = instant_of(company, as_of)
+    args = (contact, borrower, contacts_of_borrower, interactions, dnis, consents, company, check)
+    ok, _ = screen_row(*args, as_of, rejected)
+    if ok:
+        return None
+    frozen_contacts = [_frozen_contact(c, noon) for c in contacts_of_borrower if exists_at(c, noon)]
+    known = [i for i in interactions if i["startedAt"] < noon]
+    existing = [
+        d | {"deletedAt": None}
+        for d in dnis
+        if (d["createdAt"] is None or d["createdAt"] <= noon)
+        and (d["deletedAt"] is None or d["deletedAt"] > noon)
+    ]
+    given = [c for c in consents if c["updatedAt"] <= noon]
+    me = _frozen_contact(contact, noon)
+    for k in range(1, HORIZON_DAYS + 1):
+        day = as_of + timedelta(days=k)
+        ok, _ = screen_row(
+            me, borrower, frozen_contacts, known, existing, given, company, check, day, rejected
+        )
+        if ok:
+            return day
+    return None
+
+
+def next_eligible_frames(
+    matched: pl.LazyFrame | pl.DataFrame,
+    tables: SourceTables,
+    company_config: Any,
+    check_config: Any,
+    as_of: date,
+    rejected_persons: set[str | None] | None = None,
+) -> dict[str, date | None]:
+    """contactId → next eligible date, for every matched contact that exists at the instant."""
+    company, check = Company(company_config), Check(check_config)
+    noon = instant_of(company, as_of)
+    bad = rejected_persons or set()
+
+    def by_person(frame: pl.LazyFrame) -> dict[str, list[Row]]:
+        out: dict[str, list[Row]] = defaultdict(list)
+        for row in frame.collect().to_dicts():
+            out[row["personId"]].append(row)
+        return out
+
+    borrowers = {b["id"]: b for b in tables.borrowers.collect().to_dicts()}
+    contacts = by_person(tables.contacts)
+    interactions = by_person(tables.interactions)
+    dnis = by_person(tables.do_not_interact)
+    consents = by_person(tables.consents)
+    out = {}
+    for c in matched.lazy().collect().to_dicts():
+        if not exists_at(c, noon):
+            continue
+        p = c["personId"]
+        out[c["id"]] = next_eligible_row(
+            c,
+            borrowers.get(p),
+            contacts[p],
+            interactions[p],
+            dnis[p],
+            consents[p],
+            company,
+            check,
+            as_of,
+            rejected=p in bad or None in bad,
+        )
+    return out
