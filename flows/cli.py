@@ -232,6 +232,22 @@ def backfill(
         raise typer.Exit(1)
 
 
+@app.command("explain")
+def explain(
+    ctx: typer.Context,
+    exporter_id: Annotated[str, typer.Argument(metavar="EXPORTER_ID")],
+    contact_id: Annotated[str, typer.Argument(metavar="CONTACT_ID")],
+    as_of: Annotated[str, typer.Option("--as-of", help="As-of date, YYYY-MM-DD.")],
+    source: Source = None,
+) -> None:
+    """Why a contact is or is not exported on a date: decision, evidence per reason, next eligible date."""
+    from pipelines import explain as explain_mod
+    from pipelines import job
+
+    plan = job.plan_run(home_of(ctx), exporter_id, date_arg(as_of, "--as-of"), source=source)
+    emit(explain_mod.explain(plan.exporter, plan.company, plan.source, contact_id, plan.as_of))
+
+
 @campaigns_app.command("run")
 def campaigns_run(
     ctx: typer.Context,
