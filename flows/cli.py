@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -246,6 +246,37 @@ def explain(
 
     plan = job.plan_run(home_of(ctx), exporter_id, date_arg(as_of, "--as-of"), source=source)
     emit(explain_mod.explain(plan.exporter, plan.company, plan.source, contact_id, plan.as_of))
+
+
+def parse_instant(value: str | None, option: str) -> datetime:
+    """ISO-8601 (`Z` or an offset; none means UTC); None: now."""
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInputError(
+            "arguments", [ErrorItem(option, f"{value!r} is not an instant as 2026-06-15T14:05:00Z")]
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    exporter_id: Annotated[str, typer.Argument(metavar="EXPORTER_ID")],
+    contact_ids: Annotated[list[str], typer.Argument(metavar="CONTACT_ID...")],
+    at: Annotated[
+        str | None, typer.Option("--at", help="Instant to judge at, e.g. 2026-06-15T14:05:00Z. Default: now.")
+    ] = None,
+    source: Source = None,
+) -> None:
+    """The compliance guard at any instant for a few contacts, read-only: canInteract, reasons, nextEligibleDate."""
+    from pipelines import checks, job
+
+    moment = parse_instant(at, "--at")
+    plan = job.plan_run(home_of(ctx), exporter_id, moment.date(), source=source)
+    emit(checks.check_contacts(plan.exporter, plan.company, plan.source, contact_ids, moment))
 
 
 @campaigns_app.command("run")

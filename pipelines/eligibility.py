@@ -30,6 +30,7 @@ from pipelines.compliance import (
     _limits,
     as_of_instant,
     interactions_in_window,
+    judged_at,
 )
 from pipelines.config import CheckCanInteractData, Company
 from pipelines.history import contacts_at
@@ -92,13 +93,14 @@ def _first_dates(
     tables: SourceTables,
     company: Company,
     as_of: date,
+    instant: datetime,
 ) -> pl.DataFrame:
     """contactId, t0: the first date on which every frequency limit and the cool-down are clear."""
     policy = company.policy
     zone = ZoneInfo(company.timezone)
     limits = _limits(policy, as_of, zone)
     rows = (
-        interactions_in_window(tables.interactions, company, as_of)
+        interactions_in_window(tables.interactions, company, as_of, instant)
         .join(pending.lazy().select("personId").unique(), on="personId", how="semi")
         .with_columns(pl.col("startedAt").dt.convert_time_zone(company.timezone).dt.date().alias("_day"))
     )
@@ -147,9 +149,12 @@ def next_eligible(
     company: Company,
     check: CheckCanInteractData,
     as_of: date,
+    *,
+    at: datetime | None = None,
 ) -> pl.DataFrame:
-    """`screening` (as `compliance.screen` returns it) with `nextEligibleDate`, rows in their order."""
-    instant = as_of_instant(company, as_of)
+    """`screening` (as `compliance.screen` returns it) with `nextEligibleDate`, rows in their order.
+    `at`: the screen was judged at this instant (its date is the as-of date; later dates at noon)."""
+    instant, as_of = judged_at(company, as_of, at)
     permanent = pl.col("reasons").list.eval(pl.element().is_in(PERMANENT)).list.any()
     open_rows = screening.filter(~pl.col("canInteract") & ~permanent).select(
         "contactId", "personId", "channel"
@@ -175,7 +180,7 @@ def _search(
     )
     places = candidate_zones(mine, all_contacts, tables.borrowers).collect()
     pending = open_rows.join(places.select("contactId", "zones", "states"), on="contactId", how="left")
-    first = _first_dates(pending, tables, company, as_of)
+    first = _first_dates(pending, tables, company, as_of, instant)
     last = as_of + timedelta(days=HORIZON_DAYS)
 
     persons = pending.select("personId").unique().lazy()

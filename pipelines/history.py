@@ -18,10 +18,16 @@ import polars as pl
 def contacts_at(contacts: pl.LazyFrame, instant: datetime) -> pl.LazyFrame:
     """The contacts that exist at `instant`, with `status` as of then (see the module docstring)."""
     names = contacts.collect_schema().names()
+    given = [c for c in ("createdAt", "archivedAt") if c in names]
+    if not given:
+        return contacts
+    # Most sources leave both empty: then the frame is returned as it is (no copy of every column).
+    used = contacts.select(pl.col(c).is_not_null().any() for c in given).collect().row(0)
+    given = [c for c, any_set in zip(given, used, strict=True) if any_set]
     out = contacts
-    if "createdAt" in names:
+    if "createdAt" in given:
         out = out.filter(pl.col("createdAt").is_null() | (pl.col("createdAt") <= instant))
-    if "archivedAt" in names and "status" in names:
+    if "archivedAt" in given and "status" in names:
         archived_at = pl.col("archivedAt")
         out = out.with_columns(
             pl.when(archived_at.is_null())

@@ -218,11 +218,14 @@ def screen_row(
     check: Check,
     as_of: date,
     rejected: bool = False,
+    at: datetime | None = None,
 ) -> tuple[bool, list[str]]:
     """(canInteract, sorted reasons) for one contact; the lists hold the borrower's rows only.
-    `rejected`: some source row of the borrower was rejected by validation."""
+    `rejected`: some source row of the borrower was rejected by validation. `at`: judge at this
+    instant instead of noon of `as_of` (the date is then the instant's, in the company zone)."""
     policy = company
-    noon = instant_of(company, as_of)
+    noon = instant_of(company, as_of) if at is None else at
+    as_of = noon.astimezone(ZoneInfo(company.timezone)).date()
     channel = channel_of(contact, check)
     reasons: set[str] = set()
 
@@ -295,12 +298,13 @@ def screen_frames(
     check_config: Any,
     as_of: date,
     rejected_persons: set[str | None] | None = None,
+    at: datetime | None = None,
 ) -> list[Row]:
     """screen_row over every matched contact that exists at the instant: rows like the engine's,
     sorted by contactId. `rejected_persons`: borrowers with a rejected source row (None in it: a
-    rejected row that names no borrower, which could be anyone's)."""
+    rejected row that names no borrower, which could be anyone's). `at`: as in screen_row."""
     company, check = Company(company_config), Check(check_config)
-    noon = instant_of(company, as_of)
+    noon = instant_of(company, as_of) if at is None else at
     bad = rejected_persons or set()
 
     def by_person(frame: pl.LazyFrame) -> dict[str, list[Row]]:
@@ -331,6 +335,7 @@ def screen_frames(
             check,
             as_of,
             rejected=p in bad or None in bad,
+            at=at,
         )
         out.append(
             {
