@@ -28,7 +28,9 @@ HEADERS: dict[str, list[str]] = {
         "createdAt", "archivedAt",
     ],
     "interactions": ["id", "personId", "channel", "direction", "status", "statusDetails", "startedAt"],
-    "do_not_interact": ["id", "personId", "channels", "themes", "startDate", "endDate", "daysOfWeek", "timezone"],
+    "do_not_interact": [
+        "id", "personId", "channels", "themes", "startDate", "endDate", "daysOfWeek", "timezone", "createdAt",
+    ],
     "consents": ["personId", "name", "status", "updatedAt"],
 }  # fmt: skip
 VOICE: dict[str, Any] = {

@@ -139,6 +139,7 @@ def engine_rows(
     as_of: date,
     matched: pl.LazyFrame | None = None,
     rejected: list[str | None] | None = None,
+    at: datetime | None = None,
 ) -> list[Row]:
     owned = None
     if rejected is not None:
@@ -152,7 +153,7 @@ def engine_rows(
             schema=OWNED_SCHEMA,
         )
     chosen = tables.contacts if matched is None else matched
-    result = screen(chosen, tables, co, chk, as_of, rejected=owned).collect()
+    result = screen(chosen, tables, co, chk, as_of, rejected=owned, at=at).collect()
     return result.to_dicts()
 
 
@@ -163,12 +164,14 @@ def screen_both(
     as_of: date,
     matched: pl.LazyFrame | None = None,
     rejected: list[str | None] | None = None,
+    at: datetime | None = None,
 ) -> dict[str, list[str]]:
     """Screen with the engine and the reference; assert they agree; contactId → reasons.
-    `rejected`: the borrowers (personId, None for none) of rejected source rows."""
+    `rejected`: the borrowers (personId, None for none) of rejected source rows; `at`: an instant
+    to judge at instead of the as-of date's noon."""
     chosen = tables.contacts if matched is None else matched
-    fast = engine_rows(tables, co, chk, as_of, chosen, rejected)
-    slow = screen_frames(chosen, tables, co, chk, as_of, set(rejected or []))
+    fast = engine_rows(tables, co, chk, as_of, chosen, rejected, at)
+    slow = screen_frames(chosen, tables, co, chk, as_of, set(rejected or []), at)
     assert fast == slow
     for row in fast:
         assert row["canInteract"] == (row["reasons"] == [])
@@ -192,6 +195,7 @@ def eligible_both(
     as_of: date,
     matched: pl.LazyFrame | None = None,
     rejected: list[str | None] | None = None,
+    at: datetime | None = None,
 ) -> dict[str, date | None]:
     """nextEligibleDate by the engine and by the reference's day-by-day search; assert they agree."""
     chosen = tables.contacts if matched is None else matched
@@ -206,9 +210,9 @@ def eligible_both(
             },
             schema=OWNED_SCHEMA,
         )
-    screening = screen(chosen, tables, co, chk, as_of, rejected=owned).collect()
-    fast = next_eligible(screening, chosen, tables, co, chk, as_of)
+    screening = screen(chosen, tables, co, chk, as_of, rejected=owned, at=at).collect()
+    fast = next_eligible(screening, chosen, tables, co, chk, as_of, at=at)
     got = dict(zip(fast.get_column("contactId"), fast.get_column("nextEligibleDate"), strict=True))
-    slow = next_eligible_frames(chosen, tables, co, chk, as_of, set(rejected or []))
+    slow = next_eligible_frames(chosen, tables, co, chk, as_of, set(rejected or []), at)
     assert got == slow
     return got

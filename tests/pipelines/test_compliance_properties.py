@@ -689,3 +689,29 @@ def eligibility_worlds(draw: st.DrawFn) -> Case:
 @given(eligibility_worlds())
 def test_next_eligible_date_agrees_with_brute_force_when_time_clears(case: Case) -> None:
     check_eligible(case)
+
+
+# Any instant (`check --at`): the engine and the reference judged at an instant around the as-of
+# date's noon, on the hour, a minute either side, or anywhere in the day before or after.
+OFFSETS = st.one_of(
+    st.sampled_from([timedelta(0), timedelta(minutes=-1), timedelta(minutes=1), timedelta(hours=9)]),
+    st.integers(-36 * 60, 36 * 60).map(lambda m: timedelta(minutes=m)),
+)
+
+
+@settings(PROFILE, max_examples=80)
+@given(worlds(), OFFSETS)
+def test_engine_agrees_with_reference_at_any_instant(case: Case, offset: timedelta) -> None:
+    tables, company, check, as_of, matched_ids = case
+    at = as_of_instant(company, as_of) + offset
+    matched = tables.contacts.filter(pl.col("id").is_in(matched_ids))
+    screen_both(tables, company, check, as_of, matched=matched, at=at)
+
+
+@settings(PROFILE, max_examples=60)
+@given(eligibility_worlds(), OFFSETS)
+def test_next_eligible_date_agrees_with_brute_force_at_any_instant(case: Case, offset: timedelta) -> None:
+    tables, company, check, as_of, matched_ids = case
+    at = as_of_instant(company, as_of) + offset
+    matched = tables.contacts.filter(pl.col("id").is_in(matched_ids))
+    eligible_both(tables, company, check, as_of, matched=matched, at=at)

@@ -374,11 +374,14 @@ def next_eligible_row(
     check: Check,
     as_of: date,
     rejected: bool = False,
+    at: datetime | None = None,
 ) -> date | None:
-    """Try every later day with the world as known at the as-of instant; the first that passes."""
-    noon = instant_of(company, as_of)
+    """Try every later day with the world as known at the as-of instant (or `at`, whose date is
+    then the as-of date); the first whose noon passes."""
+    noon = instant_of(company, as_of) if at is None else at
+    as_of = noon.astimezone(ZoneInfo(company.timezone)).date()
     args = (contact, borrower, contacts_of_borrower, interactions, dnis, consents, company, check)
-    ok, _ = screen_row(*args, as_of, rejected)
+    ok, _ = screen_row(*args, as_of, rejected, at=noon)
     if ok:
         return None
     frozen_contacts = [_frozen_contact(c, noon) for c in contacts_of_borrower if exists_at(c, noon)]
@@ -408,10 +411,11 @@ def next_eligible_frames(
     check_config: Any,
     as_of: date,
     rejected_persons: set[str | None] | None = None,
+    at: datetime | None = None,
 ) -> dict[str, date | None]:
     """contactId → next eligible date, for every matched contact that exists at the instant."""
     company, check = Company(company_config), Check(check_config)
-    noon = instant_of(company, as_of)
+    noon = instant_of(company, as_of) if at is None else at
     bad = rejected_persons or set()
 
     def by_person(frame: pl.LazyFrame) -> dict[str, list[Row]]:
@@ -441,5 +445,6 @@ def next_eligible_frames(
             check,
             as_of,
             rejected=p in bad or None in bad,
+            at=at,
         )
     return out
