@@ -237,15 +237,22 @@ def explain(
     ctx: typer.Context,
     exporter_id: Annotated[str, typer.Argument(metavar="EXPORTER_ID")],
     contact_id: Annotated[str, typer.Argument(metavar="CONTACT_ID")],
-    as_of: Annotated[str, typer.Option("--as-of", help="As-of date, YYYY-MM-DD.")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="As-of date, YYYY-MM-DD (judged at its noon).")
+    ] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Or an instant, e.g. 2026-06-15T14:05:00Z.")] = None,
     source: Source = None,
 ) -> None:
     """Why a contact is or is not exported on a date: decision, evidence per reason, next eligible date."""
     from pipelines import explain as explain_mod
     from pipelines import job
 
-    plan = job.plan_run(home_of(ctx), exporter_id, date_arg(as_of, "--as-of"), source=source)
-    emit(explain_mod.explain(plan.exporter, plan.company, plan.source, contact_id, plan.as_of))
+    if (as_of is None) == (at is None):
+        raise InvalidInputError("arguments", [ErrorItem("--as-of", "give --as-of or --at (one of them)")])
+    moment = parse_instant(at, "--at") if at is not None else None
+    day = moment.date() if moment is not None else date_arg(str(as_of), "--as-of")
+    plan = job.plan_run(home_of(ctx), exporter_id, day, source=source)
+    emit(explain_mod.explain(plan.exporter, plan.company, plan.source, contact_id, plan.as_of, moment))
 
 
 def parse_instant(value: str | None, option: str) -> datetime:

@@ -34,11 +34,17 @@ def _iso(value: Any) -> Any:
 
 
 def explain(
-    exporter: Exporter, company: Company, source: Any, contact_id: str, as_of: date
+    exporter: Exporter,
+    company: Company,
+    source: Any,
+    contact_id: str,
+    as_of: date,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The decision for one contact of `exporter` on `as_of`, read from `source` (a source path)."""
+    """The decision for one contact of `exporter` on `as_of` (or at the instant `at`), read from
+    `source` (a source path)."""
     checked = schemas.validate_sources(sources.open_source(source), source=str(source))
-    return explain_tables(exporter, company, checked.tables, checked.owned, contact_id, as_of)
+    return explain_tables(exporter, company, checked.tables, checked.owned, contact_id, as_of, at)
 
 
 def explain_tables(
@@ -48,8 +54,9 @@ def explain_tables(
     owned: pl.DataFrame,
     contact_id: str,
     as_of: date,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
-    instant = compliance.as_of_instant(company, as_of)
+    instant, as_of = compliance.judged_at(company, as_of, at)
     out: dict[str, Any] = {
         "exporterId": exporter.id,
         "companyId": company.id,
@@ -96,8 +103,12 @@ def explain_tables(
             "why": "the exporter has no checkCanInteractData: matched contacts are not screened",
             "rejectedRows": _rows(mine.drop("personId")),
         }
-    screening = compliance.screen(contact.lazy(), tables, company, check, as_of, rejected=owned).collect()
-    screening = eligibility.next_eligible(screening, contact.lazy(), tables, company, check, as_of)
+    screening = compliance.screen(
+        contact.lazy(), tables, company, check, as_of, rejected=owned, at=instant
+    ).collect()
+    screening = eligibility.next_eligible(
+        screening, contact.lazy(), tables, company, check, as_of, at=instant
+    )
     row = screening.row(0, named=True)
     reasons: list[str] = list(row["reasons"])
     out |= {
@@ -153,7 +164,7 @@ def _evidence(
         )
 
     interactions = (
-        compliance.interactions_in_window(tables.interactions, company, as_of)
+        compliance.interactions_in_window(tables.interactions, company, as_of, instant)
         .filter(pl.col("personId") == person)
         .sort("startedAt", "id")
         .collect()

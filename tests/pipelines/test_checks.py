@@ -182,3 +182,19 @@ def test_at_the_batch_instant_check_gives_the_batch_row_on_the_demo_data(tmp_pat
         (c, ok, list(r)) for c, ok, r in batch
     ]
     assert pl.Series([r["canInteract"] for r in out["results"]]).n_unique() == 2
+
+
+def test_explain_at_an_instant(world: tuple[Home, str, Path]) -> None:
+    home, exporter, source = world
+    code, out = cli(
+        home.root, "explain", exporter, "C1", "--at", "2026-04-07T19:00:00Z", "--source", str(source)
+    )
+    assert code == 0
+    assert out["asOfInstant"] == "2026-04-07T19:00:00Z"
+    assert out["reasons"] == ["FREQUENCY_LIMIT"]
+    (limit,) = out["evidence"]["FREQUENCY_LIMIT"]["limits"]
+    assert [a["id"] for a in limit["attempts"]] == ["I1", "I2"]  # I2 at 14:00, before this instant
+    code, both = cli(
+        home.root, "explain", exporter, "C1", "--at", "2026-04-07T19:00:00Z", "--as-of", "2026-04-07"
+    )
+    assert code == 2
