@@ -428,8 +428,12 @@ def validate_sources(
     started = time.perf_counter()
     frames = {spec.name: _conform(tables.get(spec.name).collect(), spec, source) for spec in TABLES}
     contacts = frames[CONTACTS.name]
-    if "state" in contacts.columns:
-        frames[CONTACTS.name] = contacts.with_columns(normalized_state(pl.col("state")).alias("state"))
+    state = pl.col("state")
+    # Only a source with some state not already two capitals pays for the rewrite.
+    if contacts.select((~state.str.contains(STATE)).any()).item():
+        frames[CONTACTS.name] = contacts.with_columns(
+            pl.when(state.str.contains(STATE)).then(state).otherwise(normalized_state(state)).alias("state")
+        )
 
     failures: dict[str, pl.DataFrame] = {}
     kept: dict[str, pl.DataFrame] = {}
