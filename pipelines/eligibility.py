@@ -162,7 +162,13 @@ def next_eligible(
     found = pl.DataFrame(schema={"contactId": pl.String(), "nextEligibleDate": DAY})
     if open_rows.height:
         found = _search(open_rows, matched, tables, company, check, as_of, instant)
-    return screening.join(found, on="contactId", how="left", maintain_order="left")
+    # Only the key goes through the join; the screening columns are shared, not copied.
+    dates = (
+        screening.select("contactId")
+        .join(found, on="contactId", how="left", maintain_order="left")
+        .get_column("nextEligibleDate")
+    )
+    return screening.with_columns(dates)
 
 
 def _search(

@@ -467,18 +467,12 @@ def normalized_state(state: pl.Expr) -> pl.Expr:
 
 def _owned(spec: TableSpec, frame: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
     """The rejected rows of a table with the borrower each belongs to (its id for a borrower)."""
+    if failures.height == 0:
+        return pl.DataFrame(schema=OWNED_SCHEMA)
     owner = "id" if spec.name == BORROWERS.name else "personId"
-    persons = frame.select(pl.col(owner).cast(pl.String).alias("personId")).with_row_index("__row")
-    return (
-        failures.lazy()
-        .join(
-            persons.lazy().with_columns(pl.col("__row").cast(pl.Int64)),
-            on="__row",
-            how="left",
-            maintain_order="left",
-        )
-        .select(pl.lit(spec.name).alias("tableName"), "rowKey", "checks", "personId")
-        .collect()
+    persons = frame.get_column(owner).cast(pl.String).gather(failures.get_column("__row"))
+    return failures.select(pl.lit(spec.name).alias("tableName"), "rowKey", "checks").with_columns(
+        persons.alias("personId")
     )
 
 

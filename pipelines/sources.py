@@ -17,6 +17,7 @@ offset means UTC), dates `YYYY-MM-DD`.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import shutil
@@ -224,7 +225,7 @@ def conform(frame: pl.DataFrame, spec: TableSpec, source: str) -> pl.DataFrame:
             value = value.fill_null(column.default)
         converted.append(value.alias(column.name))
     extras = [frame.get_column(c) for c in frame.columns if c not in spec.names and c != CAST_ERRORS]
-    out = pl.DataFrame(converted + extras)
+    out = pl.DataFrame(_aligned(converted + extras))
     if CAST_ERRORS in frame.columns:  # marks the reader made (a CSV row without the header's fields)
         failed.insert(0, frame.get_column(CAST_ERRORS).list.first().alias(FIELDS_CHECK))
     if failed:
@@ -238,6 +239,27 @@ def conform(frame: pl.DataFrame, spec: TableSpec, source: str) -> pl.DataFrame:
             spec.name,
             out.get_column(CAST_ERRORS).is_not_null().sum(),
         )
+    return out
+
+
+def _aligned(series: list[pl.Series]) -> list[pl.Series]:
+    """The columns cut into the same chunks (zero-copy slices).
+
+    DuckDB hands an all-null column over as one chunk and the others in several; a frame whose
+    columns are chunked differently is copied whole (rechunked) by the next `with_columns`, which
+    cost 200 MB at 250,000 borrowers when `createdAt`/`archivedAt` arrived empty.
+    """
+    layouts = [s.chunk_lengths() for s in series]
+    target = max(layouts, key=len, default=[])
+    if len(target) <= 1 or all(layout == target for layout in layouts):
+        return series
+    starts = [0, *itertools.accumulate(target)][:-1]
+    out = []
+    for s, layout in zip(series, layouts, strict=True):
+        if layout == target or len(layout) != 1:
+            out.append(s)
+            continue
+        out.append(pl.concat([s.slice(o, n) for o, n in zip(starts, target, strict=True)], rechunk=False))
     return out
 
 
