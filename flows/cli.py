@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -236,6 +236,60 @@ def backfill(
     emit(result)
     if result.get("failedDates"):
         raise typer.Exit(1)
+
+
+@app.command("explain")
+def explain(
+    ctx: typer.Context,
+    exporter_id: Annotated[str, typer.Argument(metavar="EXPORTER_ID")],
+    contact_id: Annotated[str, typer.Argument(metavar="CONTACT_ID")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="As-of date, YYYY-MM-DD (judged at its noon).")
+    ] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Or an instant, e.g. 2026-06-15T14:05:00Z.")] = None,
+    source: Source = None,
+) -> None:
+    """Why a contact is or is not exported on a date: decision, evidence per reason, next eligible date."""
+    from pipelines import explain as explain_mod
+    from pipelines import job
+
+    if (as_of is None) == (at is None):
+        raise InvalidInputError("arguments", [ErrorItem("--as-of", "give --as-of or --at (one of them)")])
+    moment = parse_instant(at, "--at") if at is not None else None
+    day = moment.date() if moment is not None else date_arg(str(as_of), "--as-of")
+    plan = job.plan_run(home_of(ctx), exporter_id, day, source=source)
+    emit(explain_mod.explain(plan.exporter, plan.company, plan.source, contact_id, plan.as_of, moment))
+
+
+def parse_instant(value: str | None, option: str) -> datetime:
+    """ISO-8601 (`Z` or an offset; none means UTC); None: now."""
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInputError(
+            "arguments", [ErrorItem(option, f"{value!r} is not an instant as 2026-06-15T14:05:00Z")]
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    exporter_id: Annotated[str, typer.Argument(metavar="EXPORTER_ID")],
+    contact_ids: Annotated[list[str], typer.Argument(metavar="CONTACT_ID...")],
+    at: Annotated[
+        str | None, typer.Option("--at", help="Instant to judge at, e.g. 2026-06-15T14:05:00Z. Default: now.")
+    ] = None,
+    source: Source = None,
+) -> None:
+    """The compliance guard at any instant for a few contacts, read-only: canInteract, reasons, nextEligibleDate."""
+    from pipelines import checks, job
+
+    moment = parse_instant(at, "--at")
+    plan = job.plan_run(home_of(ctx), exporter_id, moment.date(), source=source)
+    emit(checks.check_contacts(plan.exporter, plan.company, plan.source, contact_ids, moment))
 
 
 @campaigns_app.command("run")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -26,6 +26,8 @@ import polars as pl
 from pipelines.columns import sorted_by
 from pipelines.config import CheckCanInteractData, Company, Policy
 from pipelines.errors import ErrorItem, SourceDataError
+from pipelines.history import contacts_at
+from pipelines.rejection import blocked_expr
 from pipelines.tables import SourceTables
 from pipelines.timezones import (
     address_places,
@@ -92,6 +94,14 @@ SOURCE_COLUMNS: Final = {
 def as_of_instant(company: Company, as_of: date) -> datetime:
     """12:00 on `as_of` in the company's time zone, as an aware UTC datetime."""
     return datetime.combine(as_of, NOON, tzinfo=ZoneInfo(company.timezone)).astimezone(UTC)
+
+
+def judged_at(company: Company, as_of: date, at: datetime | None) -> tuple[datetime, date]:
+    """(instant, its date in the company zone): `at` if given, else noon of `as_of`."""
+    if at is None:
+        return as_of_instant(company, as_of), as_of
+    instant = at.astimezone(UTC)
+    return instant, instant.astimezone(ZoneInfo(company.timezone)).date()
 
 
 def day_start(day: date, zone: ZoneInfo) -> datetime:
@@ -200,10 +210,13 @@ def _conversation_since(policy: Policy, as_of: date, zone: ZoneInfo) -> datetime
     return day_start(as_of - timedelta(days=cooldown - 1), zone) if cooldown > 0 else None
 
 
-def interaction_window(company: Company, as_of: date) -> tuple[datetime, datetime]:
-    """[since, until): the interactions any rule can count at `as_of` (every other one is ignored)."""
+def interaction_window(
+    company: Company, as_of: date, instant: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """[since, until): the interactions any rule can count at `as_of` (every other one is ignored).
+    `instant`: the moment judged on that date (default: its noon)."""
     zone = ZoneInfo(company.timezone)
-    instant = as_of_instant(company, as_of)
+    instant = instant or as_of_instant(company, as_of)
     conversation_since = _conversation_since(company.policy, as_of, zone)
     starts = [lim.since for lim in _limits(company.policy, as_of, zone)]
     since = min(starts + ([conversation_since] if conversation_since else []), default=instant)
@@ -230,18 +243,20 @@ def _is_attempt(channels: tuple[str, ...]) -> pl.Expr:
     return expr.fill_null(False)
 
 
-def interactions_in_window(interactions: pl.LazyFrame, company: Company, as_of: date) -> pl.LazyFrame:
+def interactions_in_window(
+    interactions: pl.LazyFrame, company: Company, as_of: date, instant: datetime | None = None
+) -> pl.LazyFrame:
     """The interactions any rule can count at `as_of` (see `interaction_window`)."""
-    since, until = interaction_window(company, as_of)
+    since, until = interaction_window(company, as_of, instant)
     return interactions.filter((pl.col("startedAt") >= since) & (pl.col("startedAt") < until))
 
 
 def _interactions_in_scope(
-    tables: SourceTables, persons: pl.LazyFrame, company: Company, as_of: date
+    tables: SourceTables, persons: pl.LazyFrame, company: Company, as_of: date, instant: datetime
 ) -> pl.LazyFrame:
     """The borrowers' interactions that any window can see."""
     columns = tables.interactions.select(SOURCE_COLUMNS["interactions"])
-    return interactions_in_window(columns, company, as_of).join(persons, on="personId", how="semi")
+    return interactions_in_window(columns, company, as_of, instant).join(persons, on="personId", how="semi")
 
 
 def _reject_unknown_details(rows: pl.DataFrame) -> None:
@@ -459,19 +474,29 @@ def screen(
     company: Company,
     check: CheckCanInteractData,
     as_of: date,
+    *,
+    rejected: pl.DataFrame | None = None,
+    at: datetime | None = None,
 ) -> pl.LazyFrame:
     """One row per matched contact: contactId, personId, channel, canInteract, reasons (sorted).
 
     Rows come sorted by contactId; a `matched` already sorted by id keeps its order, row for row.
-    `matched` is a subset of `tables.contacts`. Raises SourceDataError for source values the rules
-    cannot judge (unknown statusDetails or time zone names), since skipping them could let a blocked
-    contact through. The work is done here; the LazyFrame returned is over the finished result.
+    `matched` is a subset of `tables.contacts`; contacts are taken as of the instant
+    (pipelines.history: one created later is not screened). `rejected`: the rejected source rows
+    with their `personId` (`ValidatedSources.owned`); their borrowers' contacts are blocked with
+    SOURCE_ROW_REJECTED. `at`: judge at this instant instead of the as-of date's noon (`as_of` is
+    then ignored: the dates are the instant's in the zones COMPLIANCE.md names, and only records
+    that exist at the instant count). Raises SourceDataError for source values the rules cannot judge (unknown
+    statusDetails or time zone names), since skipping them could let a blocked contact through.
+    The work is done here; the LazyFrame returned is over the finished result.
     """
     policy = company.policy
     zone = ZoneInfo(company.timezone)
-    instant = as_of_instant(company, as_of)
+    instant, as_of = judged_at(company, as_of, at)
     limits = _limits(policy, as_of, zone)
     conversation_since = _conversation_since(policy, as_of, zone)
+    matched = contacts_at(matched, instant)
+    tables = replace(tables, contacts=contacts_at(tables.contacts, instant))
 
     phone = pl.col("contactType") == "phone"
     contacts = (
@@ -494,7 +519,7 @@ def screen(
             tables.borrowers.select(pl.col("id").alias("personId"), pl.col("timezone").alias("zone"))
             .join(persons, on="personId", how="semi")
             .drop_nulls("zone"),
-            _interactions_in_scope(tables, persons, company, as_of),
+            _interactions_in_scope(tables, persons, company, as_of, instant),
             _dnis_in_scope(tables, persons, company, check, instant),
         ]
     )
@@ -553,6 +578,7 @@ def screen(
         .with_columns(
             _contact_outside(outside, _any_outside(by_key, "key", outside)).alias("cOutside"),
             pl.col("id").is_in(blocked_by_dni.implode()).alias("dni"),
+            blocked_expr(rejected).alias("sourceRejected"),
         )
     )
 
@@ -617,6 +643,7 @@ def _reason_flags(
         "OUTSIDE_CONTACT_HOURS": hours_channel
         & (pl.col("pOutside").fill_null(False) | pl.col("cOutside").fill_null(False)),
         "RECENT_CONVERSATION": (channel == "voice") & conversation,
+        "SOURCE_ROW_REJECTED": pl.col("sourceRejected"),
         "TEXT_OPT_IN_MISSING": (channel == "text") & ~pl.col("receiveTextMessages").fill_null(False),
         "THIRD_PARTY_NOT_AUTHORIZED": (pl.col("affiliation") != "self")
         & ~(pl.col("authorizedThirdParty").fill_null(False) | pl.col("powerOfAttorney").fill_null(False)),
@@ -633,6 +660,7 @@ __all__ = [
     "day_start",
     "interaction_window",
     "interactions_in_window",
+    "judged_at",
     "screen",
     "unscreened",
     "zone_facts",

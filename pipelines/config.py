@@ -154,6 +154,13 @@ class Policy(Strict):
     conversationCooldownDays: int = Field(7, ge=0, le=366)
     stateRules: dict[str, StateRule] = Field(default_factory=_default_state_rules)
     unknownTimezone: Literal["block", "allow"] = "block"
+    maxRejectedShare: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="a run fails when more than this share of the matched borrowers are blocked "
+        "for SOURCE_ROW_REJECTED (a broken feed, not a bad row)",
+    )
 
     @field_validator("stateRules")
     @classmethod

@@ -5,10 +5,12 @@ counts as a failure: fail closed). The same definitions build the Pandera (polar
 in `pandera_schema()` and the vectorised path that `validate_sources()` uses by default; the two
 engines give the same report, which the tests check.
 
-Policy (CONTRACT.md §5): invalid `borrowers` and `contacts` rows are rejected and left out, contacts
-of a rejected or unknown borrower are rejected too (`personId_references_borrower`), and any invalid
-row in `interactions`, `do_not_interact` or `consents` fails the run with a `SourceDataError`, since
-those tables can only block a contact.
+Policy (CONTRACT.md §5): an invalid row of any table is rejected and left out, and contacts of a
+rejected or unknown borrower are rejected too (`personId_references_borrower`). Nothing is dropped
+silently: every rejected row is reported with the borrower it belongs to (`ValidatedSources.owned`),
+so that screening blocks every matched contact of that borrower (`SOURCE_ROW_REJECTED`, fail closed
+per borrower; see pipelines/rejection.py for when the whole run fails instead). `state` is trimmed
+and upper-cased before the checks (`ma`, ` HI`); nothing else is guessed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import functools
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 import pandera.polars as pa
@@ -60,16 +62,18 @@ log = logging.getLogger(__name__)
 # validation instead of silently becoming null. Validation drops it.
 CAST_ERRORS: Final = "__castErrors"
 
+# The check a reader marks (in CAST_ERRORS) on a CSV row whose number of fields is not the header's.
+FIELDS_CHECK: Final = "fields_match_header"
 E164: Final = r"^\+[1-9]\d{1,14}$"
 EMAIL: Final = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 STATE: Final = r"^[A-Z]{2}$"
-# Tables whose invalid rows fail the run instead of being left out.
-FAIL_RUN_TABLES: Final = ("interactions", "do_not_interact", "consents")
 MAX_ERROR_ITEMS: Final = 50
 
 REJECTED_SCHEMA: Final = pl.Schema(
     {"tableName": pl.String(), "rowKey": pl.String(), "checks": pl.List(pl.String())}
 )
+# The rejected rows with the borrower each one belongs to (null: the row names none).
+OWNED_SCHEMA: Final = pl.Schema({**REJECTED_SCHEMA, "personId": pl.String()})
 
 Engine = Literal["polars", "pandera"]
 
@@ -91,6 +95,8 @@ class ValidatedSources:
 
     tables: SourceTables
     rejected: pl.DataFrame  # tableName, rowKey, checks
+    owned: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=OWNED_SCHEMA))
+    # the same rows plus personId: the borrower each belongs to (null when the row names none)
 
 
 # ---------------------------------------------------------------- check definitions
@@ -151,7 +157,8 @@ def _timezone(column: str = "timezone") -> RowCheck:
 
 
 def _common_checks(spec: TableSpec) -> list[RowCheck]:
-    checks: list[RowCheck] = []
+    # a CSV row with too few or too many fields: none of its values can be trusted
+    checks: list[RowCheck] = [RowCheck(FIELDS_CHECK, None, ~_cast_failed(FIELDS_CHECK))]
     for column in spec.columns:
         typed = column.dtype != pl.String()
         type_name = type_check_name(column.name, column.dtype)
@@ -410,33 +417,6 @@ def _failures(
     return _failures_polars(frame, spec, checks)
 
 
-def _rejected(table: str, failures: pl.DataFrame) -> pl.DataFrame:
-    return failures.select(pl.lit(table).alias("tableName"), "rowKey", "checks")
-
-
-def _fail_run(source: str, bad: dict[str, pl.DataFrame]) -> SourceDataError:
-    items: list[ErrorItem] = []
-    total = 0
-    for table, failures in bad.items():
-        for row_key, checks in failures.select("rowKey", "checks").iter_rows():
-            for check in checks:
-                total += 1
-                if len(items) < MAX_ERROR_ITEMS:
-                    items.append(ErrorItem(f"/{table}/{row_key}", f"failed check {check}"))
-    if total > len(items):
-        items.append(ErrorItem("", f"{total - len(items)} more failed checks not listed"))
-    summary = ", ".join(f"{t}: {f.height} rows" for t, f in bad.items())
-    first = items[0]
-    message = (
-        f"{source}: invalid rows in tables that can only block a contact ({summary}); "
-        f"first: {first.path}: {first.message}. Fix these rows in the source: the run does not "
-        "skip them because a skipped row could let a blocked contact through"
-    )
-    error = SourceDataError(source, items, message=message)
-    error.rejected = pl.concat([_rejected(t, f) for t, f in bad.items()], how="vertical")
-    return error
-
-
 def validate_sources(
     tables: SourceTables, *, source: str = "source", engine: Engine = "polars"
 ) -> ValidatedSources:
@@ -447,43 +427,53 @@ def validate_sources(
     """
     started = time.perf_counter()
     frames = {spec.name: _conform(tables.get(spec.name).collect(), spec, source) for spec in TABLES}
-
-    bad = {}
-    for name in FAIL_RUN_TABLES:
-        failures = _failures(frames[name], _spec(name), engine, source)
-        if failures.height:
-            bad[name] = failures
-    if bad:
-        raise _fail_run(source, bad)
-
-    borrowers = frames[BORROWERS.name]
-    borrower_failures = _failures(borrowers, BORROWERS, engine, source)
-    borrowers = _drop_rows(borrowers, borrower_failures)
     contacts = frames[CONTACTS.name]
-    contact_failures = _failures(contacts, CONTACTS, engine, source, borrowers.get_column("id"))
-    contacts = _drop_rows(contacts, contact_failures)
+    state = pl.col("state")
+    # Only a source with some state not already two capitals pays for the rewrite.
+    if contacts.select((~state.str.contains(STATE)).any()).item():
+        frames[CONTACTS.name] = contacts.with_columns(
+            pl.when(state.str.contains(STATE)).then(state).otherwise(normalized_state(state)).alias("state")
+        )
 
-    rejected = pl.concat(
-        [
-            _rejected(BORROWERS.name, borrower_failures),
-            _rejected(CONTACTS.name, contact_failures),
-        ]
-    ).cast(REJECTED_SCHEMA)
-    validated = SourceTables(
-        borrowers=borrowers.drop(CAST_ERRORS).lazy(),
-        contacts=contacts.drop(CAST_ERRORS).lazy(),
-        interactions=frames[INTERACTIONS.name].drop(CAST_ERRORS).lazy(),
-        do_not_interact=frames[DO_NOT_INTERACT.name].drop(CAST_ERRORS).lazy(),
-        consents=frames[CONSENTS.name].drop(CAST_ERRORS).lazy(),
-    )
+    failures: dict[str, pl.DataFrame] = {}
+    kept: dict[str, pl.DataFrame] = {}
+    for spec in TABLES:
+        frame = frames[spec.name]
+        if spec.name == CONTACTS.name:
+            found = _failures(frame, spec, engine, source, kept[BORROWERS.name].get_column("id"))
+        else:
+            found = _failures(frame, spec, engine, source)
+        failures[spec.name] = found
+        kept[spec.name] = _drop_rows(frame, found)
+
+    owned = pl.concat(
+        [_owned(spec, frames[spec.name], failures[spec.name]) for spec in TABLES], how="vertical"
+    ).cast(OWNED_SCHEMA)
+    validated = SourceTables(**{name: frame.drop(CAST_ERRORS).lazy() for name, frame in kept.items()})
     log.info(
-        "validated source %s in %.2fs: %d borrowers and %d contacts rejected",
+        "validated source %s in %.2fs: rejected %s",
         source,
         time.perf_counter() - started,
-        borrower_failures.height,
-        contact_failures.height,
+        ", ".join(f"{name} {f.height}" for name, f in failures.items()),
     )
-    return ValidatedSources(validated, rejected)
+    return ValidatedSources(validated, owned.select(REJECTED_SCHEMA.names()), owned)
+
+
+def normalized_state(state: pl.Expr) -> pl.Expr:
+    """A state code trimmed and upper-cased (`ma`, ` HI`); blank is null. Nothing else is guessed."""
+    cleaned = state.str.strip_chars().str.to_uppercase()
+    return pl.when(cleaned == "").then(None).otherwise(cleaned)
+
+
+def _owned(spec: TableSpec, frame: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
+    """The rejected rows of a table with the borrower each belongs to (its id for a borrower)."""
+    if failures.height == 0:
+        return pl.DataFrame(schema=OWNED_SCHEMA)
+    owner = "id" if spec.name == BORROWERS.name else "personId"
+    persons = frame.get_column(owner).cast(pl.String).gather(failures.get_column("__row"))
+    return failures.select(pl.lit(spec.name).alias("tableName"), "rowKey", "checks").with_columns(
+        persons.alias("personId")
+    )
 
 
 def _spec(name: str) -> TableSpec:
@@ -509,10 +499,13 @@ def check_names(spec: TableSpec) -> tuple[str, ...]:
 
 __all__ = [
     "CAST_ERRORS",
+    "FIELDS_CHECK",
+    "OWNED_SCHEMA",
     "REJECTED_SCHEMA",
     "RowCheck",
     "ValidatedSources",
     "check_names",
+    "normalized_state",
     "pandera_schema",
     "table_checks",
     "type_check_name",

@@ -230,7 +230,10 @@ def generate(
 
 
 def _finish(frame: pl.DataFrame, spec: TableSpec) -> pl.DataFrame:
-    return frame.select(pl.col(c.name).cast(c.dtype) for c in spec.columns)
+    return frame.select(
+        pl.col(c.name).cast(c.dtype) if c.name in frame.columns else pl.lit(c.default, c.dtype).alias(c.name)
+        for c in spec.columns
+    )
 
 
 def _ids(prefix: str, n: int, width: int) -> pl.Expr:

@@ -81,6 +81,9 @@ CONTACTS: Final = TableSpec(
         Column("authorizedThirdParty", pl.Boolean(), default=False),
         Column("powerOfAttorney", pl.Boolean(), default=False),
         Column("timezone", S),
+        # point in time (pipelines.history); null: taken as it is today
+        Column("createdAt", UTC_TS),
+        Column("archivedAt", UTC_TS),
     ),
 )
 

@@ -398,7 +398,7 @@ def address_places(all_contacts: pl.LazyFrame, persons: pl.LazyFrame) -> pl.Lazy
     return (
         all_contacts.filter(
             (pl.col("contactType") == "address")
-            & (pl.col("status") != "archived")
+            & pl.col("status").ne_missing("archived")  # null: not archived at the instant
             & (pl.col("affiliation") == "self")
         )
         .join(persons, on="personId", how="semi")

@@ -93,11 +93,13 @@ def test_invalid_source_data_exits_2(home: Home) -> None:
     import duckdb
 
     con = duckdb.connect(str(home.warehouse))
-    con.execute("UPDATE consents SET status = 'maybe' WHERE personId = (SELECT min(personId) FROM consents)")
+    # one bad row only blocks its borrower; bad rows for more than maxRejectedShare of them fail the run
+    con.execute("UPDATE consents SET status = 'maybe'")
     con.close()
     out = cli(home.root, "run", "CE-EMAILSVC", "--as-of", "2026-12-01", "--no-deliver", timeout=300)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "consents" in out.stderr
+    assert "maxRejectedShare" in out.stderr
 
 
 @pytest.mark.integration

@@ -10,6 +10,8 @@ import polars as pl
 
 from pipelines.compliance import screen
 from pipelines.config import CheckCanInteractData, Company
+from pipelines.eligibility import next_eligible
+from pipelines.schemas import OWNED_SCHEMA
 from pipelines.tables import (
     BORROWERS,
     CONSENTS,
@@ -19,7 +21,7 @@ from pipelines.tables import (
     SourceTables,
     TableSpec,
 )
-from tests.reference.guard import screen_frames
+from tests.reference.guard import next_eligible_frames, screen_frames
 
 Row = dict[str, Any]
 
@@ -136,8 +138,22 @@ def engine_rows(
     chk: CheckCanInteractData,
     as_of: date,
     matched: pl.LazyFrame | None = None,
+    rejected: list[str | None] | None = None,
+    at: datetime | None = None,
 ) -> list[Row]:
-    result = screen(tables.contacts if matched is None else matched, tables, co, chk, as_of).collect()
+    owned = None
+    if rejected is not None:
+        owned = pl.DataFrame(
+            {
+                "tableName": ["contacts"] * len(rejected),
+                "rowKey": [f"row {i}" for i in range(len(rejected))],
+                "checks": [["label_in_vocabulary"]] * len(rejected),
+                "personId": rejected,
+            },
+            schema=OWNED_SCHEMA,
+        )
+    chosen = tables.contacts if matched is None else matched
+    result = screen(chosen, tables, co, chk, as_of, rejected=owned, at=at).collect()
     return result.to_dicts()
 
 
@@ -147,11 +163,15 @@ def screen_both(
     chk: CheckCanInteractData,
     as_of: date,
     matched: pl.LazyFrame | None = None,
+    rejected: list[str | None] | None = None,
+    at: datetime | None = None,
 ) -> dict[str, list[str]]:
-    """Screen with the engine and the reference; assert they agree; contactId → reasons."""
+    """Screen with the engine and the reference; assert they agree; contactId → reasons.
+    `rejected`: the borrowers (personId, None for none) of rejected source rows; `at`: an instant
+    to judge at instead of the as-of date's noon."""
     chosen = tables.contacts if matched is None else matched
-    fast = engine_rows(tables, co, chk, as_of, chosen)
-    slow = screen_frames(chosen, tables, co, chk, as_of)
+    fast = engine_rows(tables, co, chk, as_of, chosen, rejected, at)
+    slow = screen_frames(chosen, tables, co, chk, as_of, set(rejected or []), at)
     assert fast == slow
     for row in fast:
         assert row["canInteract"] == (row["reasons"] == [])
@@ -166,3 +186,33 @@ def reasons_of(
 
 def today(y: int, m: int, d: int) -> date:
     return date(y, m, d)
+
+
+def eligible_both(
+    tables: SourceTables,
+    co: Company,
+    chk: CheckCanInteractData,
+    as_of: date,
+    matched: pl.LazyFrame | None = None,
+    rejected: list[str | None] | None = None,
+    at: datetime | None = None,
+) -> dict[str, date | None]:
+    """nextEligibleDate by the engine and by the reference's day-by-day search; assert they agree."""
+    chosen = tables.contacts if matched is None else matched
+    owned = None
+    if rejected is not None:
+        owned = pl.DataFrame(
+            {
+                "tableName": ["contacts"] * len(rejected),
+                "rowKey": [f"row {i}" for i in range(len(rejected))],
+                "checks": [["label_in_vocabulary"]] * len(rejected),
+                "personId": rejected,
+            },
+            schema=OWNED_SCHEMA,
+        )
+    screening = screen(chosen, tables, co, chk, as_of, rejected=owned, at=at).collect()
+    fast = next_eligible(screening, chosen, tables, co, chk, as_of, at=at)
+    got = dict(zip(fast.get_column("contactId"), fast.get_column("nextEligibleDate"), strict=True))
+    slow = next_eligible_frames(chosen, tables, co, chk, as_of, set(rejected or []), at)
+    assert got == slow
+    return got

@@ -21,6 +21,7 @@ from tests.pipelines.compliance_fixtures import (
     call,
     check,
     company,
+    eligible_both,
     email,
     phone,
     reasons_of,
@@ -279,8 +280,10 @@ def test_state_rule_follows_every_address_used() -> None:
         two_calls,
     )
     assert reasons_of(spouse, company(), check(), D) == []
+    # An invalid address still counts. (Its state arrives trimmed and upper-cased from validation;
+    # a lower-case "ma" going through reading and validation is tested in test_fail_closed.py.)
     invalid = world(
-        [borrower("B1", NY)], [phone("C1", NUMBER), address("A1", None, "ma", valid=False)], two_calls
+        [borrower("B1", NY)], [phone("C1", NUMBER), address("A1", None, "MA", valid=False)], two_calls
     )
     assert reasons_of(invalid, company(), check(), D) == ["FREQUENCY_LIMIT"]
     zip_only = world([borrower("B1", NY)], [phone("C1", NUMBER), address("A1", "02108", None)], two_calls)
@@ -408,7 +411,11 @@ def test_every_reason_at_once_and_all_codes_reachable() -> None:
         consents=[consent("electronicComms", "revoked", noon - timedelta(days=1))],
     )
     got = reasons_of(tables, company(), check(channel="text", autodialed=True), D)
-    assert set(got) == set(REASON_CODES) - {"TIMEZONE_UNKNOWN", "RECENT_CONVERSATION"}
+    assert set(got) == set(REASON_CODES) - {"TIMEZONE_UNKNOWN", "RECENT_CONVERSATION", "SOURCE_ROW_REJECTED"}
+    with_rejected = screen_both(
+        tables, company(), check(channel="text", autodialed=True), D, rejected=["B1"]
+    )["C1"]
+    assert set(with_rejected) == set(got) | {"SOURCE_ROW_REJECTED"}
     voice = reasons_of(tables, company(unknownTimezone="block"), check(channel="voice", autodialed=True), D)
     assert "RECENT_CONVERSATION" in voice
 
@@ -570,3 +577,101 @@ def test_unknown_time_zone_names_fail_closed(where: str) -> None:
     )
     with pytest.raises(SourceDataError, match="Mars/Olympus"):
         screen(tables.contacts, tables, company(), check(), D)
+
+
+# ---------------------------------------------------------------- fail closed, point in time
+
+
+def test_a_rejected_row_blocks_every_contact_of_its_borrower_only() -> None:
+    tables = world(
+        [borrower("B1", NY), borrower("B2", NY)],
+        [phone("C1", NUMBER), email("E1"), phone("C2", NUMBER, pid="B2")],
+    )
+    got = screen_both(tables, company(), check(), D, rejected=["B1"])
+    assert got == {"C1": ["SOURCE_ROW_REJECTED"], "C2": [], "E1": ["SOURCE_ROW_REJECTED"]}
+    # listed with every other reason that still applies
+    archived = world([borrower("B1", NY)], [phone("C1", NUMBER, status="archived")])
+    assert screen_both(archived, company(), check(), D, rejected=["B1"]) == {
+        "C1": ["CONTACT_ARCHIVED", "SOURCE_ROW_REJECTED"]
+    }
+    # a rejected row that names no borrower could be anyone's
+    assert screen_both(tables, company(), check(), D, rejected=[None]) == {
+        "C1": ["SOURCE_ROW_REJECTED"],
+        "C2": ["SOURCE_ROW_REJECTED"],
+        "E1": ["SOURCE_ROW_REJECTED"],
+    }
+
+
+def test_contacts_as_of_the_instant() -> None:
+    noon = as_of_instant(company(), D)
+    tables = world(
+        [borrower("B1", NY)],
+        [
+            phone("C1", NUMBER, createdAt=noon),
+            phone("C2", NUMBER, createdAt=noon + timedelta(seconds=1)),  # not there yet
+            phone("C3", NUMBER, status="archived", archivedAt=noon + timedelta(days=1)),  # still active
+            phone("C4", NUMBER, status="primary", archivedAt=noon),  # archived by then
+            # archived a day later: at noon still an address in Honolulu
+            address("A1", "96813", "HI", status="archived", archivedAt=noon + timedelta(days=1)),
+        ],
+    )
+    got = screen_both(tables, company(), check(), D)
+    assert got == {
+        "A1": [],  # mail: no contact hours
+        "C1": ["OUTSIDE_CONTACT_HOURS"],
+        "C3": ["OUTSIDE_CONTACT_HOURS"],
+        "C4": ["CONTACT_ARCHIVED", "OUTSIDE_CONTACT_HOURS"],
+    }
+    # a day after it was archived, the Honolulu address no longer counts
+    later = screen_both(tables, company(), check(), D + timedelta(days=2))
+    assert later["C1"] == []
+    assert later["A1"] == ["CONTACT_ARCHIVED"]
+
+
+# ---------------------------------------------------------------- next eligible date
+
+
+def test_next_eligible_date_when_attempts_age_out_and_cooldowns_end() -> None:
+    # the worked example: six attempts Apr 1-6 and a seventh on Apr 7 before noon
+    calls = [call(f"I{d}", at(NY, 2026, 4, d, 9)) for d in range(1, 8)]
+    tables = world([borrower("B1", NY)], [phone("C1", NUMBER)], calls)
+    assert eligible_both(tables, company(), check(), D) == {"C1": date(2026, 4, 8)}
+    # a conversation on Apr 6 blocks voice through Apr 12
+    talk = [call("I1", at(NY, 2026, 4, 6, 15), details="voiceSpokeWithFirstParty", status="succeeded")]
+    tables = world([borrower("B1", NY)], [phone("C1", NUMBER)], talk)
+    assert eligible_both(tables, company(), check(), D) == {"C1": date(2026, 4, 13)}
+    # both: the later date wins; allowed contacts have none
+    tables = world([borrower("B1", NY)], [phone("C1", NUMBER), email("E1")], calls + talk)
+    assert eligible_both(tables, company(), check(), D) == {"C1": date(2026, 4, 13), "E1": None}
+
+
+def test_next_eligible_date_follows_clock_changes_and_dni_days() -> None:
+    honolulu = world([borrower("B1", "Pacific/Honolulu")], [phone("C1", None)])
+    # Chicago noon is 07:00 in Honolulu in summer, 08:00 once Chicago's clocks go back (Nov 1)
+    assert eligible_both(honolulu, company("America/Chicago"), check(), date(2026, 7, 15)) == {
+        "C1": date(2026, 11, 1)
+    }
+    # Eastern noon never reaches Honolulu in hours: no date
+    assert eligible_both(honolulu, company(), check(), date(2026, 7, 15)) == {"C1": None}
+    # a DNI ending on Apr 9; one on weekdays only (D is a Tuesday)
+    ending = world([borrower("B1", NY)], [phone("C1", NUMBER)], dnis=[dni(endDate=date(2026, 4, 9))])
+    assert eligible_both(ending, company(), check(), D) == {"C1": date(2026, 4, 10)}
+    weekdays = world([borrower("B1", NY)], [phone("C1", NUMBER)], dnis=[dni(daysOfWeek=[1, 2, 3, 4, 5])])
+    assert eligible_both(weekdays, company(), check(), D) == {"C1": date(2026, 4, 11)}
+    forever = world([borrower("B1", NY)], [phone("C1", NUMBER)], dnis=[dni()])
+    assert eligible_both(forever, company(), check(), D) == {"C1": None}
+
+
+def test_no_next_eligible_date_for_reasons_time_does_not_clear() -> None:
+    calls = [call(f"I{d}", at(NY, 2026, 4, d, 9)) for d in range(1, 8)]
+    tables = world(
+        [borrower("B1", NY)],
+        [phone("C1", NUMBER, status="archived"), phone("C2", NUMBER, valid=False), phone("C3", NUMBER)],
+        calls,
+    )
+    assert eligible_both(tables, company(), check(), D) == {"C1": None, "C2": None, "C3": date(2026, 4, 8)}
+    assert eligible_both(tables, company(), check(), D, rejected=["B1"]) == {
+        "C1": None,
+        "C2": None,
+        "C3": None,
+    }

@@ -31,7 +31,7 @@ from pipelines.vocab import (
     STATUS_DETAILS,
     THEMES,
 )
-from tests.pipelines.compliance_fixtures import screen_both, world
+from tests.pipelines.compliance_fixtures import eligible_both, screen_both, world
 
 settings.register_profile(
     "compliance",
@@ -583,3 +583,135 @@ def test_engine_agrees_with_reference_on_window_edges(case: Case) -> None:
 @given(worlds(frozenset({"consents"})))
 def test_engine_agrees_with_reference_on_consents(case: Case) -> None:
     check_case(case)
+
+
+# nextEligibleDate against a day-by-day search with the reference (each example screens every later
+# day of the horizon for each blocked contact, so fewer examples).
+
+
+def check_eligible(case: Case) -> None:
+    tables, company, check, as_of, matched_ids = case
+    matched = tables.contacts.filter(pl.col("id").is_in(matched_ids))
+    eligible_both(tables, company, check, as_of, matched=matched)
+
+
+@settings(PROFILE, max_examples=40)
+@given(worlds())
+def test_next_eligible_date_agrees_with_brute_force(case: Case) -> None:
+    check_eligible(case)
+
+
+@settings(PROFILE, max_examples=40)
+@given(window_worlds())
+def test_next_eligible_date_agrees_with_brute_force_on_window_edges(case: Case) -> None:
+    check_eligible(case)
+
+
+@settings(PROFILE, max_examples=40)
+@given(dni_worlds())
+def test_next_eligible_date_agrees_with_brute_force_on_dni_edges(case: Case) -> None:
+    check_eligible(case)
+
+
+@st.composite
+def eligibility_worlds(draw: st.DrawFn) -> Case:
+    """One borrower whose contacts are blocked mostly for reasons time clears: DNIs that end soon or
+    cover some weekdays and hours, attempts and conversations near the windows' edges, zones whose
+    noon crosses the contact hours with the clocks; as-of dates near clock changes."""
+    rnd = random.Random(draw(st.integers(0, 2**64 - 1)))
+    policy = {
+        "contactHours": rnd.choice(
+            [{}, {}, {}, {"start": "09:00"}, {"end": "15:00"}, {"start": "11:30"}]
+        ),
+        "frequencyLimits": [
+            {"channels": rnd.sample(["voice", "text", "email"], rnd.randint(1, 2)),
+             "maxAttempts": rnd.randint(1, 3), "windowDays": rnd.randint(1, 10)}
+        ],
+        "conversationCooldownDays": rnd.randint(0, 9),
+    }  # fmt: skip
+    company = Company.model_validate({"id": "CP-P", "timezone": rnd.choice(COMPANY_ZONES), "policy": policy})
+    check = CheckCanInteractData(theme="opsCollDebt", channel=rnd.choice([None, None, None, "text"]))
+    as_of = rnd.choice(AS_OF_DATES) + timedelta(days=rnd.choice([0, 0, -3, -1, 1, 3]))
+    noon = as_of_instant(company, as_of)
+    zone = ZoneInfo(company.timezone)
+    kinds = [("phone", rnd.choice(PHONES[1:8])), ("email", "x@example.com")]
+    contacts = []
+    for k in range(rnd.randint(1, 3)):
+        kind, value = rnd.choice(kinds)
+        contacts.append(
+            {"id": f"C{k}", "personId": "B1", "contactType": kind, "label": rnd.choice(LABELS),
+             "affiliation": "self", "status": "primary", "value": value, "receiveTextMessages": True,
+             "timezone": rnd.choice([None, None, None, *COMPANY_ZONES])}
+        )  # fmt: skip
+    if rnd.random() < 0.4:
+        contacts.append(
+            {"id": "A1", "personId": "B1", "contactType": "address", "label": "home", "affiliation": "self",
+             "status": "primary", "postalCode": rnd.choice(POSTAL_CODES), "state": rnd.choice(STATES)}
+        )  # fmt: skip
+    dnis = []
+    for k in range(rnd.randint(0, 3)):
+        dnis.append(
+            {
+                "id": f"N{k}",
+                "personId": "B1",
+                "channels": rnd.choice([["all"], ["voice"], ["email"], ["text"], ["voice", "text"]]),
+                "themes": ["all"],
+                "startDate": as_of + timedelta(days=rnd.choice([-30, -1, 0, 2, 5])),
+                "endDate": rnd.choice([None, as_of + timedelta(days=rnd.randint(-1, 12))]),
+                "daysOfWeek": rnd.choice([None, None, rnd.sample(range(7), rnd.randint(1, 6))]),
+                "timesOfDay": rnd.choice(
+                    [
+                        None,
+                        None,
+                        [{"fromHour": h, "toHour": h + rnd.randint(1, 3)} for h in [rnd.randint(8, 16)]],
+                    ]
+                ),
+                "timezone": rnd.choice([None, *COMPANY_ZONES]),
+                "contactLabels": rnd.choice([None, None, rnd.sample(LABELS, 2)]),
+                "createdAt": rnd.choice([None, noon + timedelta(days=1)]),
+                "deletedAt": rnd.choice([None, None, noon + timedelta(days=2)]),
+            }
+        )
+    interactions = []
+    kinds_of_call = [*sorted(KINDS_OF_CALL), "attempt", "attempt", "talk"]
+    for k in range(rnd.randint(0, 12)):
+        when = ("local", (rnd.randint(0, 10), rnd.choice([(0, 0), (23, 59), (11, 59), (12, 0)])))
+        row = KINDS_OF_CALL[rnd.choice(kinds_of_call)] | {"when": when, "jitter": timedelta(0)}
+        interactions.append(interaction_row("B1", str(k), row, noon, as_of, zone))
+    borrower_zone = rnd.choice([company.timezone, company.timezone, *COMPANY_ZONES, "America/Los_Angeles"])
+    tables = world(
+        [{"id": "B1", "companyId": "CP-P", "timezone": borrower_zone}], contacts, interactions, dnis
+    )
+    return tables, company, check, as_of, [c["id"] for c in contacts]
+
+
+@settings(PROFILE, max_examples=150)
+@given(eligibility_worlds())
+def test_next_eligible_date_agrees_with_brute_force_when_time_clears(case: Case) -> None:
+    check_eligible(case)
+
+
+# Any instant (`check --at`): the engine and the reference judged at an instant around the as-of
+# date's noon, on the hour, a minute either side, or anywhere in the day before or after.
+OFFSETS = st.one_of(
+    st.sampled_from([timedelta(0), timedelta(minutes=-1), timedelta(minutes=1), timedelta(hours=9)]),
+    st.integers(-36 * 60, 36 * 60).map(lambda m: timedelta(minutes=m)),
+)
+
+
+@settings(PROFILE, max_examples=80)
+@given(worlds(), OFFSETS)
+def test_engine_agrees_with_reference_at_any_instant(case: Case, offset: timedelta) -> None:
+    tables, company, check, as_of, matched_ids = case
+    at = as_of_instant(company, as_of) + offset
+    matched = tables.contacts.filter(pl.col("id").is_in(matched_ids))
+    screen_both(tables, company, check, as_of, matched=matched, at=at)
+
+
+@settings(PROFILE, max_examples=60)
+@given(eligibility_worlds(), OFFSETS)
+def test_next_eligible_date_agrees_with_brute_force_at_any_instant(case: Case, offset: timedelta) -> None:
+    tables, company, check, as_of, matched_ids = case
+    at = as_of_instant(company, as_of) + offset
+    matched = tables.contacts.filter(pl.col("id").is_in(matched_ids))
+    eligible_both(tables, company, check, as_of, matched=matched, at=at)

@@ -15,7 +15,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from pipelines import columns, compliance, guards, job, matching
+from pipelines import columns, compliance, eligibility, guards, job, matching
 from pipelines.config import ColumnSetting, ContactMatchingCriteria, Home
 from pipelines.errors import GuardError
 from tests.worlds import make_home, without_sftp
@@ -302,12 +302,15 @@ def test_a_duplicate_or_missing_screening_row_stops_the_run(
 def test_next_eligible_date_only_on_blocked_rows(
     home: Home, monkeypatch: pytest.MonkeyPatch, no_delivery: list[object]
 ) -> None:
-    """The screening may carry nextEligibleDate: fine on blocked rows, a fault on an allowed one."""
-    real_screen = compliance.screen
+    """The screening carries nextEligibleDate: fine on blocked rows, a fault on an allowed one."""
+    real_next_eligible = eligibility.next_eligible
     later = AS_OF + timedelta(days=7)
     when_blocked = pl.when(~pl.col("canInteract")).then(pl.lit(later))
     damaged(
-        monkeypatch, compliance, "screen", lambda s: s.with_columns(when_blocked.alias("nextEligibleDate"))
+        monkeypatch,
+        eligibility,
+        "next_eligible",
+        lambda s: s.with_columns(when_blocked.alias("nextEligibleDate")),
     )
     assert job.run_export(job.plan_run(home, "CE-VOICECOL", AS_OF))["counts"]
     assert (
@@ -316,7 +319,7 @@ def test_next_eligible_date_only_on_blocked_rows(
         ]
         > 0
     )
-    monkeypatch.setattr(compliance, "screen", real_screen)
+    monkeypatch.setattr(eligibility, "next_eligible", real_next_eligible)
     no_delivery.clear()
 
     allowed: list[str] = []
@@ -326,7 +329,7 @@ def test_next_eligible_date_only_on_blocked_rows(
         allowed.append(s.get_column("contactId")[i])
         return _set_row(s.with_columns(when_blocked.alias("nextEligibleDate")), i, nextEligibleDate=later)
 
-    damaged(monkeypatch, compliance, "screen", on_allowed)
+    damaged(monkeypatch, eligibility, "next_eligible", on_allowed)
     with pytest.raises(GuardError):
         job.run_export(job.plan_run(home, "CE-VOICECOL", AS_OF + timedelta(days=1)))
     assert no_delivery == []

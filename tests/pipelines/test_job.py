@@ -141,23 +141,48 @@ def test_crash_before_warehouse_commit_leaves_complete_file_and_failed_run(
     assert query(home.warehouse, "SELECT status FROM export_runs") == [("succeeded",)]
 
 
-def test_invalid_interaction_fails_the_run_and_exports_nothing(home: Home) -> None:
+def test_invalid_interaction_blocks_its_borrower(home: Home) -> None:
     con = duckdb.connect(str(home.warehouse))
-    con.execute(
-        "UPDATE interactions SET statusDetails = 'voiceMaybe' WHERE id = (SELECT min(id) FROM interactions)"
-    )
+    bad_id, person = con.execute(
+        "SELECT i.id, i.personId FROM interactions i JOIN contacts c ON c.personId = i.personId "
+        "WHERE c.contactType = 'phone' AND c.label = 'personal' ORDER BY i.id LIMIT 1"
+    ).fetchone()  # type: ignore[misc]
+    con.execute("UPDATE interactions SET statusDetails = 'voiceMaybe' WHERE id = ?", [bad_id])
     con.close()
-    with pytest.raises(SourceDataError) as info:
-        run(home, "CE-VOICECOL")
-    assert "interactions" in str(info.value.describe())
-    assert list((home.exports / "CE-VOICECOL").rglob("*.csv")) == []
-    assert query(home.warehouse, "SELECT status FROM export_runs") == [("failed",)]
-    assert query(home.warehouse, "SELECT count(*) FROM screening_results") == [(0,)]
+    summary = run(home, "CE-VOICECOL")
+    counts = summary["counts"]
+    assert isinstance(counts, dict)
+    assert counts["byReason"]["SOURCE_ROW_REJECTED"] >= 1
     # the offending row is kept as data, named by table, key and check
-    bad_id = query(home.warehouse, "SELECT id FROM interactions WHERE statusDetails = 'voiceMaybe'")[0][0]
     assert query(home.warehouse, "SELECT tableName, rowKey, checks FROM rejected_rows") == [
         ("interactions", bad_id, ["statusDetails_in_vocabulary"])
     ]
+    rows = query(
+        home.warehouse, "SELECT canInteract, reasons FROM screening_results WHERE personId = ?", [person]
+    )
+    assert rows
+    assert all(not ok and "SOURCE_ROW_REJECTED" in reasons for ok, reasons in rows)  # type: ignore[operator]
+    others = query(
+        home.warehouse,
+        "SELECT count(*) FROM screening_results WHERE personId <> ? AND list_contains(reasons, ?)",
+        [person, "SOURCE_ROW_REJECTED"],
+    )
+    assert others == [(0,)]
+
+
+def test_many_invalid_rows_fail_the_run_and_export_nothing(home: Home) -> None:
+    con = duckdb.connect(str(home.warehouse))
+    con.execute("UPDATE interactions SET statusDetails = 'voiceMaybe' WHERE channel = 'voice'")
+    con.close()
+    with pytest.raises(SourceDataError) as info:
+        run(home, "CE-VOICECOL")
+    assert "maxRejectedShare" in info.value.message
+    assert info.value.exit_code == 2
+    assert list((home.exports / "CE-VOICECOL").rglob("*.csv")) == []
+    assert query(home.warehouse, "SELECT status FROM export_runs") == [("failed",)]
+    assert query(home.warehouse, "SELECT count(*) FROM screening_results") == [(0,)]
+    bad = query(home.warehouse, "SELECT count(*) FROM interactions WHERE statusDetails = 'voiceMaybe'")
+    assert query(home.warehouse, "SELECT count(*) FROM rejected_rows") == bad
 
 
 def test_second_concurrent_run_fails_clearly(home: Home) -> None:

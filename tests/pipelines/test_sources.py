@@ -170,12 +170,9 @@ def test_unconvertible_values_are_reported_not_nulled(tmp_path: Path) -> None:
     tables = open_source(folder)
     frame = tables.interactions.collect()
     assert frame.get_column(CAST_ERRORS).to_list() == [["startedAt_is_timestamp"]]
-    with pytest.raises(SourceDataError) as caught:
-        validate_sources(tables, source=str(folder))
-    assert [(e.path, e.message) for e in caught.value.errors] == [
-        ("/interactions/IN-1", "failed check startedAt_is_timestamp")
-    ]
-    assert str(folder) in caught.value.message
+    result = validate_sources(tables, source=str(folder))
+    assert result.owned.rows() == [("interactions", "IN-1", ["startedAt_is_timestamp"], "BR-1")]
+    assert result.tables.interactions.collect().height == 0
 
 
 @pytest.mark.parametrize(
@@ -203,13 +200,12 @@ def test_unconvertible_values_are_reported_not_nulled(tmp_path: Path) -> None:
         ("consents", "BR-1,autodialedColl,consented,soon", "row 1", "updatedAt_is_timestamp"),
     ],
 )
-def test_unconvertible_values_in_blocking_tables_fail_the_run(
+def test_unconvertible_values_in_blocking_tables_reject_the_row(
     tmp_path: Path, table: str, line: str, key: str, check: str
 ) -> None:
     folder = write_csv_folder(tmp_path / "src", **{table: [HEADERS[table], line]})
-    with pytest.raises(SourceDataError) as caught:
-        validate_sources(open_source(folder))
-    assert (f"/{table}/{key}", f"failed check {check}") in [(e.path, e.message) for e in caught.value.errors]
+    result = validate_sources(open_source(folder))
+    assert result.owned.rows() == [(table, key, [check], "BR-1")]
 
 
 def test_optional_values_that_do_not_convert_are_reported(tmp_path: Path) -> None:
@@ -219,11 +215,9 @@ def test_optional_values_that_do_not_convert_are_reported(tmp_path: Path) -> Non
         'DNI-2,BR-1,"[""voice""]","[""all""]",2026-11-01,,',
     ]
     folder = write_csv_folder(tmp_path / "src", do_not_interact=lines)
-    with pytest.raises(SourceDataError) as caught:
-        validate_sources(open_source(folder))
-    assert [(e.path, e.message) for e in caught.value.errors] == [
-        ("/do_not_interact/DNI-1", "failed check endDate_is_date")
-    ]
+    result = validate_sources(open_source(folder))
+    assert result.rejected.rows() == [("do_not_interact", "DNI-1", ["endDate_is_date"])]
+    assert result.tables.do_not_interact.collect().get_column("id").to_list() == ["DNI-2"]
 
 
 def test_bad_boolean_rejects_the_contact(tmp_path: Path) -> None:
@@ -330,3 +324,46 @@ def test_contacts_spec_order(tmp_path: Path) -> None:
     contacts = open_source(write_csv_folder(tmp_path / "src", contacts=lines)).contacts.collect()
     assert contacts.columns == list(CONTACTS.names)
     assert INTERACTIONS.key == "id"
+
+
+# ---------------------------------------------------------------- strict CSV
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "CT-9,BR-1,phone,personal,self,primary,+14155550123",  # cut after 7 fields: valid not defaulted
+        "CT-9,BR-1,phone,personal,self,primary,+14155550123,,false,,Pat,extra",  # one field too many
+        "",  # a blank line
+    ],
+)
+def test_csv_row_without_the_headers_fields_is_rejected_not_filled_in(tmp_path: Path, line: str) -> None:
+    lines = [*ROWS["contacts"], line, "CT-3,BR-1,email,personal,self,primary,pat@example.com,,,,"]
+    folder = write_csv_folder(tmp_path / "src", contacts=[HEADERS["contacts"], *lines])
+    result = validate_sources(open_source(folder))
+    rejected = result.owned.filter(pl.col("tableName") == "contacts")
+    assert rejected.height == 1
+    assert rejected.item(0, "checks")[0] == "fields_match_header"
+    if line:
+        assert rejected.item(0, "rowKey") == "CT-9"
+        assert rejected.item(0, "personId") == "BR-1"  # its borrower is blocked
+    assert result.tables.contacts.collect().get_column("id").to_list() == ["CT-1", "CT-2", "CT-3"]
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (
+            "CT-1,BR-1,phone,personal,self,primary,+14155550123,,true,,Pat\nCT-2,BR-1,email,personal,self,primary,pat@exa",
+            "line end",
+        ),
+        ('CT-1,BR-1,phone,personal,self,primary,+14155550123,,true,,"Pat\n', "unterminated quote"),
+    ],
+)
+def test_csv_file_cut_short_is_a_source_error(tmp_path: Path, text: str, why: str) -> None:
+    folder = write_csv_folder(tmp_path / "src")
+    (folder / "contacts.csv").write_text(HEADERS["contacts"] + "\n" + text)
+    with pytest.raises(SourceDataError, match=why) as caught:
+        open_source(folder)
+    assert caught.value.exit_code == 2
+    assert "contacts.csv" in caught.value.message

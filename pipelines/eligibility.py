@@ -1,0 +1,302 @@
+"""Next eligible date (COMPLIANCE.md): the first later as-of date on which a blocked contact would pass.
+
+The world is frozen at the as-of instant ("if no new record arrived"): the interactions, DNIs,
+consents and contacts known then stay as they are, so only time moves. Attempts age out of their
+windows and cool-downs end (both only ever clear, so they give a first possible date `T0`), while
+contact hours (clock changes) and DNIs (end dates, weekdays, hours) are judged on each later date.
+A contact blocked for a reason that time does not clear (missing consent, archived, invalid, third
+party, text opt-in, channel mismatch, unknown zone, a rejected source row) gets null, and so does
+one with no passing date within `HORIZON_DAYS`.
+
+Only the blocked contacts that time can clear are looked at, and days are tried in growing blocks
+(the first week, then two months, then the rest of the horizon) for the contacts still open, so the
+usual case (a frequency limit or cool-down that simply ends) is one join.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Final
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from pipelines.compliance import (
+    HOURS_CHANNELS,
+    NEVER_COUNTED,
+    _conversation_since,
+    _dnis_in_scope,
+    _is_attempt,
+    _limits,
+    as_of_instant,
+    interactions_in_window,
+    judged_at,
+)
+from pipelines.config import CheckCanInteractData, Company
+from pipelines.history import contacts_at
+from pipelines.tables import SourceTables
+from pipelines.timezones import candidate_zones
+from pipelines.vocab import CONVERSATION_DETAIL
+
+HORIZON_DAYS: Final = 366
+# Reasons that no passing of time clears.
+PERMANENT: Final = (
+    "AUTODIAL_CONSENT_MISSING",
+    "CHANNEL_MISMATCH",
+    "CONTACT_ARCHIVED",
+    "CONTACT_INVALID",
+    "ELECTRONIC_CONSENT_REVOKED",
+    "SOURCE_ROW_REJECTED",
+    "TEXT_OPT_IN_MISSING",
+    "THIRD_PARTY_NOT_AUTHORIZED",
+    "TIMEZONE_UNKNOWN",
+)
+BLOCKS: Final = ((0, 7), (7, 62), (62, HORIZON_DAYS))  # day offsets from T0 tried together
+DAY: Final = pl.Date()
+
+
+def day_facts(company: Company, first: date, days: int, zones: list[str]) -> pl.DataFrame:
+    """zone, day, outside, localDate, weekday (0 = Sunday), hour: company noon of each of `days`
+    dates from `first`, seen in each zone."""
+    policy = company.policy
+    dates = [first + timedelta(days=k) for k in range(days)]
+    noons = pl.Series("noon", [as_of_instant(company, d) for d in dates], pl.Datetime("us", "UTC"))
+    base = pl.DataFrame({"day": pl.Series(dates, dtype=DAY), "noon": noons})
+    frames = []
+    start, end = policy.contactHours.start_time, policy.contactHours.end_time
+    for zone in sorted(set(zones)):
+        local = pl.col("noon").dt.convert_time_zone(zone)
+        clock = local.dt.time()
+        frames.append(
+            base.select(
+                pl.lit(zone).alias("zone"),
+                "day",
+                ((clock < start) | (clock > end)).alias("outside"),
+                local.dt.date().alias("localDate"),
+                (local.dt.weekday() % 7).cast(pl.Int64).alias("weekday"),
+                local.dt.hour().cast(pl.Int64).alias("hour"),
+            )
+        )
+    schema = {
+        "zone": pl.String(),
+        "day": DAY,
+        "outside": pl.Boolean(),
+        "localDate": DAY,
+        "weekday": pl.Int64(),
+        "hour": pl.Int64(),
+    }
+    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+
+
+def _first_dates(
+    pending: pl.DataFrame,
+    tables: SourceTables,
+    company: Company,
+    as_of: date,
+    instant: datetime,
+) -> pl.DataFrame:
+    """contactId, t0: the first date on which every frequency limit and the cool-down are clear."""
+    policy = company.policy
+    zone = ZoneInfo(company.timezone)
+    limits = _limits(policy, as_of, zone)
+    rows = (
+        interactions_in_window(tables.interactions, company, as_of, instant)
+        .join(pending.lazy().select("personId").unique(), on="personId", how="semi")
+        .with_columns(pl.col("startedAt").dt.convert_time_zone(company.timezone).dt.date().alias("_day"))
+    )
+    aggs = [
+        pl.col("_day")
+        .filter(_is_attempt(lim.channels) & (pl.col("startedAt") >= lim.since))
+        .sort(descending=True)
+        .slice(lim.max_attempts - 1, 1)
+        .first()
+        .alias(f"k{i}")
+        for i, lim in enumerate(limits)
+    ]
+    cooldown = policy.conversationCooldownDays
+    since = _conversation_since(policy, as_of, zone)
+    if since is not None:
+        talk = (
+            (pl.col("channel") == "voice")
+            & (pl.col("statusDetails") == CONVERSATION_DETAIL)
+            & ~pl.col("status").is_in(NEVER_COUNTED)
+            & (pl.col("startedAt") >= since)
+        ).fill_null(False)
+        aggs.append(pl.col("_day").filter(talk).max().alias("talk"))
+    per_person = (
+        rows.group_by("personId").agg(aggs).collect()
+        if aggs
+        else pl.DataFrame(schema={"personId": pl.String()})
+    )
+    frame = pending.join(per_person, on="personId", how="left")
+    clears = [pl.lit(as_of + timedelta(days=1), dtype=DAY)]
+    channel = pl.col("channel")
+    for i, lim in enumerate(limits):
+        applies = channel.is_in(lim.channels)
+        if lim.state is not None:
+            applies = applies & pl.col("states").list.contains(lim.state)
+        window = (as_of - lim.since.astimezone(zone).date()).days + 1
+        clears.append(pl.when(applies).then(pl.col(f"k{i}") + timedelta(days=window)))
+    if since is not None:
+        clears.append(pl.when(channel == "voice").then(pl.col("talk") + timedelta(days=cooldown)))
+    return frame.select("contactId", pl.max_horizontal(clears).alias("t0"))
+
+
+def next_eligible(
+    screening: pl.DataFrame,
+    matched: pl.LazyFrame,
+    tables: SourceTables,
+    company: Company,
+    check: CheckCanInteractData,
+    as_of: date,
+    *,
+    at: datetime | None = None,
+) -> pl.DataFrame:
+    """`screening` (as `compliance.screen` returns it) with `nextEligibleDate`, rows in their order.
+    `at`: the screen was judged at this instant (its date is the as-of date; later dates at noon)."""
+    instant, as_of = judged_at(company, as_of, at)
+    permanent = pl.col("reasons").list.eval(pl.element().is_in(PERMANENT)).list.any()
+    open_rows = screening.filter(~pl.col("canInteract") & ~permanent).select(
+        "contactId", "personId", "channel"
+    )
+    found = pl.DataFrame(schema={"contactId": pl.String(), "nextEligibleDate": DAY})
+    if open_rows.height:
+        found = _search(open_rows, matched, tables, company, check, as_of, instant)
+    # Only the key goes through the join; the screening columns are shared, not copied.
+    dates = (
+        screening.select("contactId")
+        .join(found, on="contactId", how="left", maintain_order="left")
+        .get_column("nextEligibleDate")
+    )
+    return screening.with_columns(dates)
+
+
+def _search(
+    open_rows: pl.DataFrame,
+    matched: pl.LazyFrame,
+    tables: SourceTables,
+    company: Company,
+    check: CheckCanInteractData,
+    as_of: date,
+    instant: datetime,
+) -> pl.DataFrame:
+    all_contacts = contacts_at(tables.contacts, instant)
+    mine = contacts_at(matched, instant).join(
+        open_rows.lazy().select(pl.col("contactId").alias("id")), on="id", how="semi"
+    )
+    places = candidate_zones(mine, all_contacts, tables.borrowers).collect()
+    pending = open_rows.join(places.select("contactId", "zones", "states"), on="contactId", how="left")
+    first = _first_dates(pending, tables, company, as_of, instant)
+    last = as_of + timedelta(days=HORIZON_DAYS)
+
+    persons = pending.select("personId").unique().lazy()
+    dnis = _dnis_in_scope(tables, persons, company, check, instant).collect()
+    labels = mine.select(pl.col("id").alias("contactId"), "label").collect()
+    channels = pl.col("channels")
+    covering = (
+        pending.select("contactId", "personId", "channel")
+        .join(labels, on="contactId", how="left")
+        .join(dnis, on="personId", how="inner")
+        .filter(
+            (channels.list.contains("all") | channels.list.contains(pl.col("channel"))).fill_null(False)
+            & (
+                pl.col("contactLabels").is_null()
+                | (pl.col("contactLabels").list.len() == 0)
+                | pl.col("contactLabels").list.contains(pl.col("label")).fill_null(False)
+            )
+        )
+        .select("contactId", "zone", "startDate", "endDate", "daysOfWeek", "timesOfDay")
+    )
+    hours_pairs = (
+        pending.filter(pl.col("channel").is_in(HOURS_CHANNELS))
+        .select("contactId", pl.col("zones").alias("zone"))
+        .explode("zone")
+        .drop_nulls("zone")
+    )
+    zones = hours_pairs.get_column("zone").to_list() + covering.get_column("zone").to_list()
+    facts = day_facts(company, as_of + timedelta(days=1), HORIZON_DAYS, zones)
+
+    # Never: a zone whose contact hours never hold the company's noon, or a DNI that covers every
+    # later day (started, no end date, every weekday and hour).
+    never_zones = facts.group_by("zone").agg(pl.col("outside").all().alias("never")).filter("never")
+    never = pl.concat(
+        [
+            hours_pairs.join(never_zones, on="zone", how="semi").select("contactId"),
+            covering.filter(
+                (pl.col("startDate") <= as_of)
+                & pl.col("endDate").is_null()
+                & (pl.col("daysOfWeek").is_null() | (pl.col("daysOfWeek").list.len() == 0))
+                & (pl.col("timesOfDay").is_null() | (pl.col("timesOfDay").list.len() == 0))
+            ).select("contactId"),
+        ]
+    )
+    todo = first.join(never, on="contactId", how="anti").filter(pl.col("t0") <= last)
+    found = []
+    for lo, hi in BLOCKS:
+        if todo.height == 0:
+            break
+        days = (
+            todo.with_columns(pl.int_ranges(lo, hi).alias("k"))
+            .explode("k")
+            .select("contactId", (pl.col("t0") + pl.duration(days=pl.col("k"))).cast(DAY).alias("day"))
+            .filter(pl.col("day") <= last)
+        )
+        blocked = _blocked_days(days, hours_pairs, covering, facts)
+        first_pass = (
+            days.join(blocked, on=["contactId", "day"], how="anti")
+            .group_by("contactId")
+            .agg(pl.col("day").min().alias("nextEligibleDate"))
+        )
+        found.append(first_pass)
+        todo = todo.join(first_pass, on="contactId", how="anti")
+    if not found:
+        return pl.DataFrame(schema={"contactId": pl.String(), "nextEligibleDate": DAY})
+    return pl.concat(found)
+
+
+def _blocked_days(
+    days: pl.DataFrame, hours_pairs: pl.DataFrame, covering: pl.DataFrame, facts: pl.DataFrame
+) -> pl.DataFrame:
+    """(contactId, day) pairs on which the contact is outside contact hours or under a DNI."""
+    outside = (
+        days.join(hours_pairs, on="contactId", how="inner")
+        .join(facts.select("zone", "day", "outside"), on=["zone", "day"], how="inner")
+        .filter("outside")
+        .select("contactId", "day")
+    )
+    days_of_week = pl.col("daysOfWeek")
+    under_dni = (
+        days.join(covering.with_row_index("_dni"), on="contactId", how="inner")
+        .join(facts.select("zone", "day", "localDate", "weekday", "hour"), on=["zone", "day"], how="inner")
+        .filter(
+            (pl.col("startDate") <= pl.col("localDate"))
+            & (pl.col("endDate").is_null() | (pl.col("localDate") <= pl.col("endDate")))
+            & (
+                days_of_week.is_null()
+                | (days_of_week.list.len() == 0)
+                | days_of_week.list.contains(pl.col("weekday")).fill_null(False)
+            )
+        )
+    )
+    windows = (
+        under_dni.select("_dni", "day", "hour", "timesOfDay")
+        .explode("timesOfDay")
+        .unnest("timesOfDay")
+        .group_by("_dni", "day")
+        .agg(
+            ((pl.col("fromHour") <= pl.col("hour")) & (pl.col("hour") < pl.col("toHour")))
+            .fill_null(False)
+            .any()
+            .alias("inHours")
+        )
+    )
+    times = pl.col("timesOfDay")
+    active = (
+        under_dni.join(windows, on=["_dni", "day"], how="left")
+        .filter(times.is_null() | (times.list.len() == 0) | pl.col("inHours").fill_null(False))
+        .select("contactId", "day")
+    )
+    return pl.concat([outside, active]).unique()
+
+
+__all__ = ["HORIZON_DAYS", "PERMANENT", "day_facts", "next_eligible"]
