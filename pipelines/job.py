@@ -22,8 +22,10 @@ import polars as pl
 from filelock import FileLock, Timeout
 
 from pipelines import columns, compliance, files, matching, population, schemas, sources, warehouse
+from pipelines import partitions as parts
 from pipelines.config import Company, Exporter, Home, SftpSetting
 from pipelines.errors import ConflictError
+from pipelines.request import DEFAULT_MEMORY_BUDGET, RunRequest
 from pipelines.store import ExporterStore
 from pipelines.tables import TABLES_BY_NAME, SourceTables
 
@@ -84,6 +86,18 @@ def today_in(company: Company) -> date:
     return datetime.now(ZoneInfo(company.timezone)).date()
 
 
+def plan_request(request: RunRequest) -> RunPlan:
+    """The plan of a run request (configuration read and checked; nothing read from the source)."""
+    return plan_run(
+        request.resolved_home(),
+        request.exporter_id,
+        request.as_of,
+        source=request.path(request.source),
+        warehouse_path=request.path(request.warehouse),
+        population_file=request.path(request.population_file),
+    )
+
+
 def plan_run(
     home: Home,
     exporter_id: str,
@@ -134,15 +148,37 @@ def _timed(timings: dict[str, float], stage: str, started: float) -> float:
     return now
 
 
-def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
-    """Read, validate, select, screen, project and write the file; stage results for `record`."""
-    started_at = datetime.now(UTC)
+@dataclass(frozen=True)
+class Decided:
+    """What the per-run steps decide, before anything is written: the rows of the file (sorted by
+    contact id, `keys` their contact ids), one screening row per matched contact, the rejected rows."""
+
+    out: pl.DataFrame
+    keys: pl.Series
+    screening: pl.DataFrame
+    rejected: pl.DataFrame
+    population: int
+    timings: dict[str, float]
+
+
+def decide(
+    plan: RunPlan,
+    progress: Progress = _quiet,
+    *,
+    rows: sources.RowFilter | None = None,
+    population_ids: pl.DataFrame | None = None,
+) -> Decided:
+    """Read, validate, select, screen and project: the body of a run, and of each of its partitions.
+
+    `rows` reads only some borrowers' rows of the source; `population_ids` replaces reading the
+    plan's population file (a partition gets its share of it).
+    """
     timings: dict[str, float] = {}
     t = time.perf_counter()
     exporter, company = plan.exporter, plan.company
 
     progress(f"reading source {plan.source}")
-    raw = sources.open_source(plan.source)
+    raw = sources.open_source(plan.source, rows)
     t = _timed(timings, "read", t)
 
     progress("validating source tables")
@@ -163,7 +199,9 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
     t = _timed(timings, "validate", t)
 
     if plan.population_file is not None:
-        ids = sources.read_ids(plan.population_file).lazy()
+        ids = (
+            population_ids if population_ids is not None else sources.read_ids(plan.population_file)
+        ).lazy()
         pop = population.restrict_to_company(ids, tables.borrowers, company.id)
     else:
         pop = matching.company_population(tables.borrowers, company.id)
@@ -195,6 +233,17 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
     del matched
     out = columns.project(exported.lazy(), tables.borrowers, exporter.columnSettings).collect()
     t = _timed(timings, "project", t)
+    return Decided(out, exported.get_column("id"), screening, rejected, pop_df.height, timings)
+
+
+def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
+    """One run in one piece: decide, write the file and stage results for `record`."""
+    started_at = datetime.now(UTC)
+    decided = decide(plan, progress)
+    timings = decided.timings
+    t = time.perf_counter()
+    exporter, out, screening, rejected = plan.exporter, decided.out, decided.screening, decided.rejected
+    company = plan.company
 
     name = files.file_name(exporter.fileSettings, exporter.id, plan.as_of, company.id)
     target = files.export_dir(plan.home.exports, exporter.id, plan.as_of) / name
@@ -223,7 +272,7 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
         plan=plan,
         file=written,
         staging=staging,
-        population=pop_df.height,
+        population=decided.population,
         matched=screening.height,
         exported=out.height,
         by_reason=by_reason,
@@ -231,6 +280,119 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
         started_at=started_at,
         timings=timings,
     )
+
+
+# ---------------------------------------------------------------- partitioned runs
+
+
+def staging_dir(plan: RunPlan, run_id: str) -> Path:
+    """Where a run keeps what its steps hand on (parts, screening rows) until `record` drops it."""
+    return plan.home.root / "data" / "runs" / run_id
+
+
+def partition_count(plan: RunPlan, partitions: int | str, memory_budget: int) -> int:
+    """N for a run: the number asked for, or `auto` from the source's size and the memory budget."""
+    if isinstance(partitions, int):
+        return partitions
+    return parts.auto_partitions(plan.source, memory_budget)
+
+
+def split(plan: RunPlan, run_id: str, count: int) -> list[parts.Part]:
+    """Assign borrowers to `count` partitions once (see `pipelines.partitions`); the parts to run."""
+    population_ids = sources.read_ids(plan.population_file) if plan.population_file is not None else None
+    parts.split(plan.source, population_ids, count, staging_dir(plan, run_id) / "split")
+    return [parts.Part(k, count) for k in range(count)]
+
+
+def build_part(plan: RunPlan, run_id: str, part: parts.Part, progress: Progress = _quiet) -> parts.PartResult:
+    """One partition: read only its borrowers' rows, decide, and write its sorted part."""
+    folder = staging_dir(plan, run_id)
+    population_ids = parts.population_of(folder / "split", part) if plan.population_file is not None else None
+    decided = decide(
+        plan, progress, rows=parts.rows_of(folder / "split", part), population_ids=population_ids
+    )
+    t = time.perf_counter()
+    rows_file, screening_file, rejected_file = parts.write_part(
+        folder, part, decided.out, decided.keys, decided.screening, decided.rejected
+    )
+    _timed(decided.timings, "stage", t)
+    progress(f"partition {part.label}: {decided.out.height} rows")
+    return parts.PartResult(
+        part=part,
+        rows_file=rows_file,
+        screening_file=screening_file,
+        rejected_file=rejected_file,
+        population=decided.population,
+        matched=decided.screening.height,
+        exported=decided.out.height,
+        by_reason=reason_counts(decided.screening),
+        rejected=decided.rejected.height,
+        timings=decided.timings,
+    )
+
+
+def merge(
+    plan: RunPlan,
+    run_id: str,
+    results: list[parts.PartResult],
+    started_at: datetime,
+    progress: Progress = _quiet,
+) -> Built:
+    """Write the final file as a k-way merge of the sorted parts; add up the parts' counts."""
+    results = sorted(results, key=lambda r: r.part.index)
+    timings: dict[str, float] = {}
+    for result in results:
+        for stage, seconds in result.timings.items():
+            timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
+    t = time.perf_counter()
+    exporter = plan.exporter
+    name = files.file_name(exporter.fileSettings, exporter.id, plan.as_of, plan.company.id)
+    target = files.export_dir(plan.home.exports, exporter.id, plan.as_of) / name
+    row_files = [r.rows_file for r in results]
+    empty = parts.empty_part(row_files[0])
+    rows = files.write_batches(parts.merged_batches(row_files), empty, target, exporter.fileSettings)
+    written = files.write_manifest(
+        target,
+        rows,
+        empty.columns,
+        run_id=run_id,
+        exporter_id=exporter.id,
+        as_of=plan.as_of,
+        as_of_instant=plan.as_of_instant,
+    )
+    by_reason: dict[str, int] = {}
+    for result in results:
+        for reason, n in result.by_reason.items():
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    _timed(timings, "merge", t)
+    progress(f"wrote {written.rows} rows to {written.path} from {len(results)} partition(s)")
+    return Built(
+        run_id=run_id,
+        plan=plan,
+        file=written,
+        staging=staging_dir(plan, run_id),
+        population=sum(r.population for r in results),
+        matched=sum(r.matched for r in results),
+        exported=sum(r.exported for r in results),
+        by_reason=dict(sorted(by_reason.items())),
+        rejected=sum(r.rejected for r in results),
+        started_at=started_at,
+        timings=timings,
+    )
+
+
+def build_partitioned(
+    plan: RunPlan,
+    run_id: str,
+    partitions: int | str = "auto",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: Progress = _quiet,
+) -> Built:
+    """split → every partition in turn → merge, in this process (an orchestrator runs them as tasks)."""
+    started_at = datetime.now(UTC)
+    count = partition_count(plan, partitions, memory_budget)
+    results = [build_part(plan, run_id, part, progress) for part in split(plan, run_id, count)]
+    return merge(plan, run_id, results, started_at, progress)
 
 
 def columns_needed(exporter: Exporter) -> dict[str, set[str]]:
@@ -276,8 +438,13 @@ def record(built: Built) -> None:
     """Replace the warehouse rows of (exporter, as-of date) with this run's, then drop the staging."""
     t = time.perf_counter()
     plan = built.plan
-    screening = pl.read_ipc(built.staging / "screening.arrow")
-    rejected = pl.read_ipc(built.staging / "rejected.arrow")
+    screening: pl.DataFrame | Any
+    if (built.staging / "screening.arrow").exists():
+        screening = pl.read_ipc(built.staging / "screening.arrow")
+        rejected = pl.read_ipc(built.staging / "rejected.arrow")
+    else:  # a partitioned run: the parts' rows, scanned by the insert rather than loaded
+        screening = parts.screening_dataset(sorted(built.staging.glob("screening-*.arrow")))
+        rejected = parts.rejected_rows(sorted(built.staging.glob("rejected-*.arrow")))
     warehouse.record_success(
         plan.warehouse,
         warehouse.RunRecord(
@@ -412,12 +579,14 @@ def run_export(
     redeliver: bool = False,
     password: str | None = None,
     progress: Progress = _quiet,
+    partitions: int | str = "auto",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> dict[str, Any]:
     """The whole run without an orchestrator."""
     run_id = new_run_id()
     with run_lock(plan):
         with failure_recorded(plan, run_id):
-            built = build(plan, run_id, progress)
+            built = build_partitioned(plan, run_id, partitions, memory_budget, progress)
             record(built)
         sent = deliver(built, enabled=deliver_enabled, redeliver=redeliver, password=password)
     return summary(built, sent)

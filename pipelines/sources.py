@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -47,15 +48,41 @@ _NAIVE_FORMATS: Final = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f")
 
 # ---------------------------------------------------------------- reading
 
+# The column naming the borrower a row belongs to, per table (partitions split rows by it).
+BORROWER_KEYS: Final = {
+    "borrowers": "id",
+    "contacts": "personId",
+    "interactions": "personId",
+    "do_not_interact": "personId",
+    "consents": "personId",
+}
 
-def open_source(path: Path) -> SourceTables:
-    """Read the five source tables from a DuckDB file or a folder of `<table>.parquet|csv` files."""
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Only the rows whose borrower key (`BORROWER_KEYS`, as text) is one of `keys`, plus the rows
+    without one when `nulls`. Applied inside the read (DuckDB query, Parquet/CSV scan)."""
+
+    keys: pl.Series
+    nulls: bool = False
+
+    def expr(self, column: str) -> pl.Expr:
+        key = pl.col(column).cast(pl.String)
+        keep = key.is_in(self.keys.cast(pl.String).implode())
+        return keep | key.is_null() if self.nulls else keep
+
+
+def open_source(path: Path, rows: RowFilter | None = None) -> SourceTables:
+    """Read the five source tables from a DuckDB file or a folder of `<table>.parquet|csv` files.
+
+    With `rows`, only the rows of those borrowers are read (the filter runs inside the read).
+    """
     path = Path(path)
     source = str(path)
     if path.is_dir():
-        raw = {spec.name: _read_folder_table(path, spec) for spec in TABLES}
+        raw = {spec.name: _read_folder_table(path, spec, rows) for spec in TABLES}
     elif path.is_file():
-        raw = read_duckdb(path)
+        raw = read_duckdb(path, rows)
     else:
         raise SourceDataError(
             source,
@@ -76,11 +103,16 @@ def _missing_table(source: str, table: str, how: str) -> SourceDataError:
     )
 
 
-def _read_folder_table(folder: Path, spec: TableSpec) -> pl.DataFrame:
-    source = str(folder)
-    found = [
+def table_files(folder: Path, spec: TableSpec) -> list[Path]:
+    """The `<table>.parquet|csv` files of a folder source for one table (one expected)."""
+    return [
         folder / f"{spec.name}.{ext}" for ext in FOLDER_FORMATS if (folder / f"{spec.name}.{ext}").is_file()
     ]
+
+
+def _read_folder_table(folder: Path, spec: TableSpec, rows: RowFilter | None = None) -> pl.DataFrame:
+    source = str(folder)
+    found = table_files(folder, spec)
     if not found:
         raise _missing_table(source, spec.name, f"add {spec.name}.parquet or {spec.name}.csv")
     if len(found) > 1:
@@ -91,6 +123,13 @@ def _read_folder_table(folder: Path, spec: TableSpec) -> pl.DataFrame:
         )
     file = found[0]
     try:
+        if rows is not None:
+            scan = (
+                pl.scan_csv(file, infer_schema=False, encoding="utf8")
+                if file.suffix == ".csv"
+                else pl.scan_parquet(file)
+            )
+            return scan.filter(rows.expr(BORROWER_KEYS[spec.name])).collect()
         if file.suffix == ".csv":
             # all text: ids, ZIP codes and phone numbers keep leading zeros; types come from the spec
             return pl.read_csv(file, infer_schema=False, encoding="utf8")
@@ -104,7 +143,7 @@ def _read_folder_table(folder: Path, spec: TableSpec) -> pl.DataFrame:
         ) from None
 
 
-def read_duckdb(path: Path) -> dict[str, pl.DataFrame]:
+def read_duckdb(path: Path, rows: RowFilter | None = None) -> dict[str, pl.DataFrame]:
     """The five tables of a DuckDB file as they are stored (see `open_source` for the typed frames)."""
     source = str(path)
     # Through duck.connect: the source may be the warehouse file that this process also writes.
@@ -117,15 +156,21 @@ def read_duckdb(path: Path) -> dict[str, pl.DataFrame]:
             con.execute("SET produce_arrow_string_view = true")
             # One snapshot for every per-column query below: the columns of a table line up.
             con.execute("BEGIN TRANSACTION")
-            rows = con.execute(
+            names = con.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", ["main"]
             ).fetchall()
-            present = {str(r[0]) for r in rows}
+            present = {str(r[0]) for r in names}
             frames = {}
+            if rows is not None:
+                con.register("__borrower_keys", pl.DataFrame({"k": rows.keys.cast(pl.String)}).to_arrow())
             for spec in TABLES:
                 if spec.name not in present:
                     raise _missing_table(source, spec.name, "create it in the DuckDB file")
-                frames[spec.name] = _read_duckdb_table(con, spec.name)
+                frames[spec.name] = (
+                    _read_duckdb_table(con, spec.name)
+                    if rows is None
+                    else _read_duckdb_rows(con, spec.name, BORROWER_KEYS[spec.name], rows.nulls)
+                )
             con.execute("COMMIT")
             return frames
     except duckdb.Error as exc:
@@ -150,6 +195,16 @@ def _read_duckdb_table(con: duckdb.DuckDBPyConnection, table: str) -> pl.DataFra
     ]
     relation = con.table(table)
     return pl.DataFrame([relation.select(duckdb.ColumnExpression(name)).pl().to_series() for name in names])
+
+
+def _read_duckdb_rows(con: duckdb.DuckDBPyConnection, table: str, key: str, nulls: bool) -> pl.DataFrame:
+    """The rows of `table` whose `key` is in the registered `__borrower_keys` (one query: the
+    filter runs in DuckDB, so only these rows are ever materialised)."""
+    # table and column names are constants of pipelines.tables; the keys are a registered table
+    query = f'SELECT * FROM "{table}" WHERE CAST("{key}" AS VARCHAR) IN (SELECT k FROM __borrower_keys)'  # noqa: S608
+    if nulls:
+        query += f' OR "{key}" IS NULL'
+    return pl.DataFrame(con.sql(query).to_arrow_table())
 
 
 def conform(frame: pl.DataFrame, spec: TableSpec, source: str) -> pl.DataFrame:

@@ -1,0 +1,197 @@
+"""Runs in borrower partitions: the file, the manifest and the warehouse rows do not depend on N."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pytest
+
+from pipelines import job, partitions, sources
+from pipelines.config import Home
+from pipelines.tables import SourceTables
+from tests.worlds import make_home, sample_tables, without_sftp
+
+AS_OF = date(2026, 12, 1)
+BORROWERS = 60
+
+
+def flawed_tables(borrowers: int = BORROWERS) -> SourceTables:
+    """Generated tables plus rows that validation rejects: an orphan contact, a borrower with a bad
+    time zone and a contact of that borrower (rejected with it)."""
+    t = sample_tables(borrowers)
+    people = t.borrowers.collect()
+    contacts = t.contacts.collect()
+    bad_borrower = people.head(1).with_columns(id=pl.lit("B-BADZONE"), timezone=pl.lit("Mars/Base"))
+    orphan = contacts.head(1).with_columns(id=pl.lit("C-ORPHAN"), personId=pl.lit("B-NOBODY"))
+    of_bad = contacts.head(1).with_columns(id=pl.lit("C-OFBAD"), personId=pl.lit("B-BADZONE"))
+    return replace(
+        t,
+        borrowers=pl.concat([people, bad_borrower]).lazy(),
+        contacts=pl.concat([contacts, orphan, of_bad]).lazy(),
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    h = make_home(tmp_path, BORROWERS, with_sftp=False)
+    sources.write_source(flawed_tables(), h.warehouse, "duckdb")
+    return h
+
+
+def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def outcome(home: Home, exporter_id: str, n: int | str, **plan: Any) -> dict[str, Any]:
+    """Run with N partitions; the file's bytes, the manifest without runId and the warehouse rows."""
+    warehouse = home.root / "data" / f"out-{n}.duckdb"
+    summary = job.run_export(
+        job.plan_run(home, exporter_id, AS_OF, warehouse_path=warehouse, **plan),
+        deliver_enabled=False,
+        partitions=n,
+    )
+    file = Path(summary["file"])
+    manifest = json.loads(file.with_name(file.name + ".manifest.json").read_text())
+    run_id = manifest.pop("runId")
+    assert run_id == summary["runId"]
+    return {
+        "bytes": file.read_bytes(),
+        "manifest": manifest,
+        "counts": summary["counts"],
+        "screening": rows(
+            warehouse,
+            "SELECT exporterId, asOfDate, contactId, personId, channel, canInteract, reasons, nextEligibleDate "
+            "FROM screening_results ORDER BY contactId",
+        ),
+        "rejected": rows(warehouse, "SELECT tableName, rowKey, checks FROM rejected_rows ORDER BY ALL"),
+        "run": rows(
+            warehouse,
+            "SELECT exporterId, companyId, asOfDate, status, population, matched, screenedOut, exported, "
+            "sha256 FROM export_runs",
+        ),
+    }
+
+
+def test_partition_function_is_crc32_of_the_id_mod_n() -> None:
+    ids = pl.Series("id", ["abc", "B0000001", None, "é"])
+    # crc32(b"abc") = 0x352441C2 = 891568578; 891568578 mod 7 = 5, mod 10 = 8
+    assert partitions.partition_of(ids, 7).to_list()[0] == 5
+    assert partitions.partition_of(ids, 10).to_list() == [
+        8,
+        zlib.crc32(b"B0000001") % 10,
+        0,
+        zlib.crc32("é".encode()) % 10,
+    ]
+    assert partitions.partition_of(ids, 1).to_list() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("exporter_id", ["CE-VOICECOL", "CE-EMAILSVC"])
+def test_file_manifest_and_warehouse_rows_are_the_same_for_every_n(home: Home, exporter_id: str) -> None:
+    without_sftp(home, exporter_id)
+    one = outcome(home, exporter_id, 1)
+    assert one["counts"]["exported"] > 0
+    assert one["counts"]["rejected"] >= 3
+    assert {r[1] for r in one["rejected"]} >= {"C-ORPHAN", "B-BADZONE", "C-OFBAD"}
+    if exporter_id == "CE-VOICECOL":
+        assert one["counts"]["screenedOut"] > 0, "the world must block someone, or this proves little"
+    for n in (2, 7, BORROWERS + 5):
+        other = outcome(home, exporter_id, n)
+        for key in one:
+            assert other[key] == one[key], f"{key} differs with {n} partitions"
+
+
+def test_a_partition_reads_only_its_borrowers_rows(home: Home) -> None:
+    keys = partitions.borrower_keys(home.warehouse)
+    assert "B-NOBODY" in keys.to_list()
+    assert "B-BADZONE" in keys.to_list()
+    parts = partitions.partition_of(keys, 3)
+    mine = keys.filter(parts == 1)
+    read = sources.open_source(home.warehouse, sources.RowFilter(mine))
+    borrower_ids = set(read.borrowers.collect().get_column("id").to_list())
+    assert borrower_ids
+    assert borrower_ids <= set(mine.to_list())
+    for name in ("contacts", "interactions", "do_not_interact", "consents"):
+        persons = set(read.get(name).collect().get_column("personId").to_list())
+        assert persons <= set(mine.to_list()), name
+    whole = sources.open_source(home.warehouse).contacts.collect()
+    assert read.contacts.collect().height == whole.filter(pl.col("personId").is_in(mine.implode())).height
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_folder_sources_give_the_same_bytes_for_every_n(home: Home, fmt: str) -> None:
+    folder = home.root / "data" / f"source-{fmt}"
+    sources.write_source(flawed_tables(), folder, fmt)  # type: ignore[arg-type]
+    without_sftp(home, "CE-VOICECOL")
+    one = outcome(home, "CE-VOICECOL", 1, source=folder)
+    three = outcome(home, "CE-VOICECOL", 3, source=folder)
+    assert three == one
+    assert one["counts"]["exported"] > 0
+
+
+def test_parquet_export_files_are_the_same_for_every_n(home: Home) -> None:
+    without_sftp(home, "CE-VOICECOL")
+    path = home.exporters_dir / "CE-VOICECOL.json"
+    body = json.loads(path.read_text())
+    body["fileSettings"] = {**body["fileSettings"], "format": "parquet"}
+    path.write_text(json.dumps(body))
+    one = outcome(home, "CE-VOICECOL", 1)
+    assert pl.read_parquet(one["bytes"]).height == one["counts"]["exported"] > 0
+    assert outcome(home, "CE-VOICECOL", 4) == one
+
+
+def test_population_file_is_split_by_the_same_function(home: Home) -> None:
+    without_sftp(home, "CE-EMAILSVC")
+    ids = sample_tables(BORROWERS).borrowers.collect().get_column("id").head(25)
+    population = home.root / "population.csv"
+    pl.DataFrame({"id": [*ids.to_list(), "B-NOT-THERE"]}).write_csv(population)
+    one = outcome(home, "CE-EMAILSVC", 1, population_file=population)
+    assert 0 < one["counts"]["population"] <= 25
+    assert outcome(home, "CE-EMAILSVC", 5, population_file=population) == one
+
+
+def test_merge_streams_sorted_parts_in_fixed_batches(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"v": [f"x{i:04d}" for i in range(1000)]})
+    keys = pl.Series([f"C{i:05d}" for i in range(1000)])
+    assignment = pl.Series([zlib.crc32(k.encode()) % 4 for k in keys.to_list()])
+    files = []
+    for k in range(4):
+        chosen = assignment == k
+        rows_file, _, _ = partitions.write_part(
+            tmp_path,
+            partitions.Part(k, 4),
+            frame.filter(chosen),
+            keys.filter(chosen),
+            pl.DataFrame({"contactId": keys.filter(chosen)}),
+            pl.DataFrame({"tableName": []}, schema={"tableName": pl.String}),
+        )
+        files.append(rows_file)
+    batches = list(partitions.merged_batches(files, batch_rows=64))
+    assert [b.height for b in batches] == [64] * 15 + [40]
+    assert pl.concat(batches).equals(frame)
+
+
+def test_auto_picks_n_from_the_source_size_and_the_budget(home: Home, tmp_path: Path) -> None:
+    assert partitions.source_bytes(home.warehouse) == home.warehouse.stat().st_size
+    assert partitions.auto_partitions(home.warehouse, 2 << 30) == 1  # a small source: one part
+    big = tmp_path / "big.duckdb"
+    with big.open("wb") as fh:  # sparse: only its size matters here
+        fh.truncate(1 << 30)
+    # N = ceil(bytes x 10 / (budget - 640 MiB)): 10 GiB expected over 1408 MiB per part
+    assert partitions.auto_partitions(big, 2 << 30) == 8
+    assert partitions.auto_partitions(big, 8 << 30) == 2
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    with (folder / "contacts.csv").open("wb") as fh:
+        fh.truncate(1 << 30)
+    assert partitions.auto_partitions(folder, 2 << 30) == 3  # CSV: 3.5 bytes of memory per byte
