@@ -71,14 +71,19 @@ def orchestrated(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
 
     settings.apply(home)
     from flows.prefect_flows import export_contacts
+    from pipelines.request import RunRequest
 
-    export_contacts(
-        EXPORTER_ID, AS_OF, home=str(home), source=str(source), warehouse=str(warehouse), deliver=False
+    request = RunRequest(
+        exporter_id=EXPORTER_ID,
+        as_of=AS_OF,
+        home=str(home),
+        source=str(source),
+        warehouse=str(warehouse),
+        deliver=False,
     )
+    export_contacts(request)
     started = time.perf_counter()  # second run: the ephemeral server is up; its start-up is reported apart
-    export_contacts(
-        EXPORTER_ID, AS_OF, home=str(home), source=str(source), warehouse=str(warehouse), deliver=False
-    )
+    export_contacts(request)
     return {"seconds": time.perf_counter() - started}
 
 
