@@ -298,19 +298,16 @@ def partition_count(plan: RunPlan, partitions: int | str, memory_budget: int) ->
 
 
 def split(plan: RunPlan, run_id: str, count: int) -> list[parts.Part]:
-    """Assign borrowers to `count` partitions once (see `pipelines.partitions`); the parts to run."""
+    """Cut the borrower ids into `count` ranges once (see `pipelines.partitions`); the parts to run."""
     population_ids = sources.read_ids(plan.population_file) if plan.population_file is not None else None
-    parts.split(plan.source, population_ids, count, staging_dir(plan, run_id) / "split")
-    return [parts.Part(k, count) for k in range(count)]
+    return parts.split(plan.source, population_ids, count, staging_dir(plan, run_id) / "split")
 
 
 def build_part(plan: RunPlan, run_id: str, part: parts.Part, progress: Progress = _quiet) -> parts.PartResult:
     """One partition: read only its borrowers' rows, decide, and write its sorted part."""
     folder = staging_dir(plan, run_id)
     population_ids = parts.population_of(folder / "split", part) if plan.population_file is not None else None
-    decided = decide(
-        plan, progress, rows=parts.rows_of(folder / "split", part), population_ids=population_ids
-    )
+    decided = decide(plan, progress, rows=part.rows, population_ids=population_ids)
     t = time.perf_counter()
     rows_file, screening_file, rejected_file = parts.write_part(
         folder, part, decided.out, decided.keys, decided.screening, decided.rejected

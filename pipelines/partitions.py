@@ -1,17 +1,22 @@
 """Borrower partitions: a run as N independent parts and a merge (DESIGN.md "Past one machine").
 
-Every compliance rule is per borrower, so a run splits by borrower. A borrower's partition is
+Every compliance rule is per borrower, so a run splits by borrower. Partitions are ranges of
+borrower ids in text (UTF-8 byte) order, cut at the N-quantiles of the source's borrower ids:
 
-    partition(id) = crc32(UTF-8 bytes of id) mod N        (zlib's CRC-32; a null key goes to 0)
+    ids = the distinct non-null borrowers.id of the source, as text, sorted; K = len(ids)
+    cut k = ids[floor(k * K / N)]                for k = 1 .. N-1
+    partition(id) = the number of cuts <= id     (0 .. N-1; a row without a key is in 0)
 
-computed here, in Python, on the distinct borrower keys of the source: the borrowers' `id` and the
-`personId` of contacts, interactions, do-not-interact records and consents (so a row whose borrower
-is unknown lands in exactly one partition too). `split` writes each partition's keys (and its share
-of a population file) to the run's staging folder once; a partition then reads only its rows, with
-the filter inside the read (`sources.RowFilter`), and writes its part: the projected rows sorted by
-contact id, its screening rows and its rejected rows (Arrow IPC). `merged_batches` streams a k-way
-merge of the sorted parts into fixed-size batches, so the final file's bytes do not depend on N.
-N = 1 reads the source as an unpartitioned run does (no filter, no keys).
+so each partition holds about K/N borrowers, and every text, a borrower's or not, is in exactly one
+partition. A row belongs to the partition of its borrower key: `borrowers.id`, and the `personId`
+of contacts, interactions, do-not-interact records and consents. Reading a partition is a range
+filter on that key inside the read (`sources.RowFilter`): DuckDB and the Parquet reader apply it in
+the scan and skip the blocks whose min/max fall outside. The same cuts split a population file.
+
+A partition writes its part into the run's staging folder: the projected rows with their contact
+id, sorted by it, its screening rows and its rejected rows (Arrow IPC). `merged_batches` streams a
+k-way merge of the sorted parts in fixed-size batches, so the final file's bytes do not depend on N.
+N = 1 reads the source as an unpartitioned run does (no filter).
 
 `auto_partitions` picks N from the source's size on disk and a memory budget (see its docstring).
 """
@@ -19,36 +24,40 @@ N = 1 reads the source as an unpartitioned run does (no filter, no keys).
 from __future__ import annotations
 
 import math
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.ipc as ipc
 
 from pipelines import duck, sources
-from pipelines.tables import TABLES
+from pipelines.tables import BORROWERS, TABLES
 
 SORT_KEY: Final = "__contactId"  # the contact id of each projected row in a part file
 BATCH_ROWS: Final = 65_536  # rows per part-file batch and per merged batch (one Parquet row group)
-# Peak memory of a run per byte of source on disk (measured on generated data, see README "Scaling
-# out"): DuckDB and Parquet sources compress about alike; CSV takes about 3x the bytes on disk.
-PEAK_PER_SOURCE_BYTE: Final = {"duckdb": 10.0, "parquet": 10.0, "csv": 3.5}
-BASELINE_BYTES: Final = 640 << 20  # interpreter, libraries, lookup tables: memory no partition frees
+# Peak memory of one partition per byte of source on disk, and the memory every run has whatever its
+# partitions (interpreter, libraries, lookup tables). Measured on generated 1M-borrower data in a
+# DuckDB file (222 MB): N = 4 peaked at 1.24 GB, N = 8 at 0.78 GB, i.e. about 330 MB + 16.4 bytes
+# per source byte / N (README "Scaling out"). Parquet is taken to compress like DuckDB; CSV text
+# is about three times the bytes of a DuckDB file for the same rows.
+PEAK_PER_SOURCE_BYTE: Final = {"duckdb": 16.0, "parquet": 16.0, "csv": 5.0}
+BASELINE_BYTES: Final = 512 << 20
 MAX_AUTO_PARTITIONS: Final = 256
 
 
 @dataclass(frozen=True)
 class Part:
-    """Partition `index` (0-based) of `count`; shown 1-based as `p3/8`."""
+    """Partition `index` (0-based) of `count`: borrower keys in [`low`, `high`) (None: unbounded).
+    Shown 1-based as `p3/8`."""
 
     index: int
     count: int
+    low: str | None = None
+    high: str | None = None
 
     @property
     def label(self) -> str:
@@ -57,6 +66,13 @@ class Part:
     @property
     def name(self) -> str:
         return f"{self.index:05d}"
+
+    @property
+    def rows(self) -> sources.RowFilter | None:
+        """The filter that reads this partition's rows of the source (None: everything, N = 1)."""
+        if self.count == 1:
+            return None
+        return sources.RowFilter(self.low, self.high, nulls=self.index == 0)
 
 
 @dataclass(frozen=True)
@@ -78,13 +94,67 @@ class PartResult:
 # ---------------------------------------------------------------- the partition function
 
 
-def partition_of(ids: pl.Series, count: int) -> pl.Series:
-    """Each id's partition: crc32 of its UTF-8 bytes mod `count` (UInt32); null ids are in 0."""
+def cuts(sorted_ids: pl.Series, count: int) -> list[str]:
+    """The N-1 cuts between partitions: ids[floor(k * K / N)] of the sorted distinct ids."""
+    total = sorted_ids.len()
+    if total == 0:
+        return []
+    return [str(sorted_ids[k * total // count]) for k in range(1, count)]
+
+
+def partition_of(ids: pl.Series, cut_ids: Sequence[str]) -> pl.Series:
+    """Each id's partition: the number of cuts <= id (UInt32); a null id is in partition 0."""
+    bounds = pl.Series("cuts", list(cut_ids), pl.String)
+    text = ids.cast(pl.String)
+    where = bounds.search_sorted(text.fill_null(""), side="right").cast(pl.UInt32)
+    return (
+        pl.select(pl.when(text.is_null()).then(0).otherwise(where))
+        .to_series()
+        .cast(pl.UInt32)
+        .alias(ids.name)
+    )
+
+
+def parts_of(cut_ids: Sequence[str], count: int) -> list[Part]:
+    """The N partitions the cuts make, each with its key range. Without cuts (N = 1, or a source
+    without borrower ids) every row is in partition 0 and the others read nothing."""
     if count == 1:
-        return pl.Series(ids.name, [0] * ids.len(), pl.UInt32)
-    crc = zlib.crc32
-    values = [0 if v is None else crc(v.encode("utf-8")) % count for v in ids.cast(pl.String).to_list()]
-    return pl.Series(ids.name, values, pl.UInt32)
+        return [Part(0, 1)]
+    if not cut_ids:
+        return [Part(0, count)] + [Part(k, count, "", "") for k in range(1, count)]
+    bounds: list[str | None] = [None, *cut_ids, None]
+    return [Part(k, count, bounds[k], bounds[k + 1]) for k in range(count)]
+
+
+def sorted_borrower_ids(path: Path) -> pl.Series:
+    """The distinct non-null borrower ids of a source, as text, sorted (one column read)."""
+    if path.is_dir():
+        found = sources.table_files(path, BORROWERS)
+        if not found:
+            return pl.Series("id", [], pl.String)
+        file = found[0]
+        scan = (
+            pl.scan_csv(file, infer_schema=False, encoding="utf8")
+            if file.suffix == ".csv"
+            else pl.scan_parquet(file)
+        )
+        if "id" not in scan.collect_schema().names():
+            return pl.Series("id", [], pl.String)
+        ids = scan.select(pl.col("id").cast(pl.String)).drop_nulls().unique().sort("id")
+        return ids.collect(engine="streaming").get_column("id")
+    if not path.is_file():
+        return pl.Series("id", [], pl.String)
+    with duck.connect(path, read_only=True) as con:
+        con.execute("SET enable_progress_bar = false")
+        present = con.execute(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? AND column_name = ?",
+            ["main", "borrowers", "id"],
+        ).fetchall()
+        if not present[0][0]:
+            return pl.Series("id", [], pl.String)
+        query = "SELECT DISTINCT CAST(id AS VARCHAR) AS id FROM borrowers WHERE id IS NOT NULL ORDER BY id"
+        return pl.DataFrame(con.sql(query).to_arrow_table()).get_column("id")
 
 
 # ---------------------------------------------------------------- choosing N
@@ -118,86 +188,20 @@ def auto_partitions(path: Path, memory_budget: int) -> int:
 # ---------------------------------------------------------------- split
 
 
-def borrower_keys(path: Path) -> pl.Series:
-    """The distinct borrower keys (as text) of every table of a source, read column by column."""
-    if path.is_dir():
-        scans = []
-        for spec in TABLES:
-            found = sources.table_files(path, spec)
-            if not found:
-                continue
-            file = found[0]
-            scan = (
-                pl.scan_csv(file, infer_schema=False, encoding="utf8")
-                if file.suffix == ".csv"
-                else pl.scan_parquet(file)
-            )
-            column = sources.BORROWER_KEYS[spec.name]
-            if column in scan.collect_schema().names():
-                scans.append(scan.select(pl.col(column).cast(pl.String).alias("k")).drop_nulls().unique())
-        if not scans:
-            return pl.Series("k", [], pl.String)
-        return pl.concat(scans).unique().collect(engine="streaming").get_column("k")
-    with duck.connect(path, read_only=True) as con:
-        con.execute("SET enable_progress_bar = false")
-        present = {
-            (str(t), str(c))
-            for t, c in con.execute(
-                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ?",
-                ["main"],
-            ).fetchall()
-        }
-        selects = [
-            f'SELECT CAST("{key}" AS VARCHAR) AS k FROM "{table}" WHERE "{key}" IS NOT NULL'  # noqa: S608
-            for table, key in sources.BORROWER_KEYS.items()
-            if (table, key) in present
-        ]
-        if not selects:
-            return pl.Series("k", [], pl.String)
-        try:
-            keys = pl.DataFrame(con.sql(" UNION ".join(selects)).to_arrow_table()).get_column("k")
-        except duckdb.Error:
-            return pl.Series("k", [], pl.String)  # the read reports what is wrong with the file
-    return keys
-
-
-def _keys_file(folder: Path, part: Part) -> Path:
-    return folder / f"keys-{part.name}.arrow"
-
-
 def _population_file(folder: Path, part: Part) -> Path:
     return folder / f"population-{part.name}.arrow"
 
 
-def split(source: Path, population: pl.DataFrame | None, count: int, folder: Path) -> None:
-    """Write each partition's borrower keys (and its share of `population`, ids) into `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if count > 1:
-        keys = borrower_keys(source).sort()
-        _write_split(keys.to_frame("k"), partition_of(keys, count), count, folder, _keys_file)
+def split(source: Path, population: pl.DataFrame | None, count: int, folder: Path) -> list[Part]:
+    """Cut the source's borrower ids into `count` ranges; write each part's share of `population`."""
+    cut_ids = cuts(sorted_borrower_ids(source), count) if count > 1 else []
+    parts = parts_of(cut_ids, count)
     if population is not None:
-        ids = population.get_column("id")
-        _write_split(population, partition_of(ids, count), count, folder, _population_file)
-
-
-def _write_split(
-    frame: pl.DataFrame, parts: pl.Series, count: int, folder: Path, name: Callable[[Path, Part], Path]
-) -> None:
-    by_part = frame.with_columns(parts.alias("__part")).partition_by(
-        "__part", as_dict=True, include_key=False
-    )
-    for index in range(count):
-        part = Part(index, count)
-        rows = by_part.get((index,), frame.clear())
-        rows.write_ipc(name(folder, part))
-
-
-def rows_of(folder: Path, part: Part) -> sources.RowFilter | None:
-    """The partition's row filter for reading the source (None: the whole source, N = 1)."""
-    if part.count == 1:
-        return None
-    keys = pl.read_ipc(_keys_file(folder, part)).get_column("k")
-    return sources.RowFilter(keys, nulls=part.index == 0)
+        folder.mkdir(parents=True, exist_ok=True)
+        which = partition_of(population.get_column("id"), cut_ids)
+        for part in parts:
+            population.filter(which == part.index).write_ipc(_population_file(folder, part))
+    return parts
 
 
 def population_of(folder: Path, part: Part) -> pl.DataFrame:

@@ -60,16 +60,35 @@ BORROWER_KEYS: Final = {
 
 @dataclass(frozen=True)
 class RowFilter:
-    """Only the rows whose borrower key (`BORROWER_KEYS`, as text) is one of `keys`, plus the rows
-    without one when `nulls`. Applied inside the read (DuckDB query, Parquet/CSV scan)."""
+    """Only the rows whose borrower key (`BORROWER_KEYS`, as text) is in [`low`, `high`) (None: no
+    bound), plus the rows without one when `nulls`. Applied inside the read: a range on the key is
+    a filter DuckDB and the Parquet reader push into the scan (and skip blocks by their min/max)."""
 
-    keys: pl.Series
+    low: str | None
+    high: str | None
     nulls: bool = False
 
     def expr(self, column: str) -> pl.Expr:
         key = pl.col(column).cast(pl.String)
-        keep = key.is_in(self.keys.cast(pl.String).implode())
-        return keep | key.is_null() if self.nulls else keep
+        keep = pl.lit(True)
+        if self.low is not None:
+            keep = keep & (key >= self.low)
+        if self.high is not None:
+            keep = keep & (key < self.high)
+        return (keep | key.is_null()) if self.nulls else keep.fill_null(False)
+
+    def sql(self, column: str) -> tuple[str, list[str]]:
+        """The same filter as SQL over a text `column` expression, with its parameters."""
+        terms, params = [], []
+        if self.low is not None:
+            terms.append(f"{column} >= ?")
+            params.append(self.low)
+        if self.high is not None:
+            terms.append(f"{column} < ?")
+            params.append(self.high)
+        keep = " AND ".join(terms) or "TRUE"
+        where = f"({keep}) OR {column} IS NULL" if self.nulls else f"{column} IS NOT NULL AND {keep}"
+        return where, params
 
 
 def open_source(path: Path, rows: RowFilter | None = None) -> SourceTables:
@@ -161,15 +180,13 @@ def read_duckdb(path: Path, rows: RowFilter | None = None) -> dict[str, pl.DataF
             ).fetchall()
             present = {str(r[0]) for r in names}
             frames = {}
-            if rows is not None:
-                con.register("__borrower_keys", pl.DataFrame({"k": rows.keys.cast(pl.String)}).to_arrow())
             for spec in TABLES:
                 if spec.name not in present:
                     raise _missing_table(source, spec.name, "create it in the DuckDB file")
                 frames[spec.name] = (
                     _read_duckdb_table(con, spec.name)
                     if rows is None
-                    else _read_duckdb_rows(con, spec.name, BORROWER_KEYS[spec.name], rows.nulls)
+                    else _read_duckdb_rows(con, spec.name, BORROWER_KEYS[spec.name], rows)
                 )
             con.execute("COMMIT")
             return frames
@@ -197,14 +214,21 @@ def _read_duckdb_table(con: duckdb.DuckDBPyConnection, table: str) -> pl.DataFra
     return pl.DataFrame([relation.select(duckdb.ColumnExpression(name)).pl().to_series() for name in names])
 
 
-def _read_duckdb_rows(con: duckdb.DuckDBPyConnection, table: str, key: str, nulls: bool) -> pl.DataFrame:
-    """The rows of `table` whose `key` is in the registered `__borrower_keys` (one query: the
-    filter runs in DuckDB, so only these rows are ever materialised)."""
-    # table and column names are constants of pipelines.tables; the keys are a registered table
-    query = f'SELECT * FROM "{table}" WHERE CAST("{key}" AS VARCHAR) IN (SELECT k FROM __borrower_keys)'  # noqa: S608
-    if nulls:
-        query += f' OR "{key}" IS NULL'
-    return pl.DataFrame(con.sql(query).to_arrow_table())
+def _read_duckdb_rows(con: duckdb.DuckDBPyConnection, table: str, key: str, rows: RowFilter) -> pl.DataFrame:
+    """The rows of `table` that `rows` keeps, in one query: the range filter runs in DuckDB's scan,
+    so only these rows are ever materialised."""
+    kind = con.execute(
+        "SELECT data_type FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = ? AND column_name = ?",
+        ["main", table, key],
+    ).fetchall()
+    if not kind:
+        return _read_duckdb_table(con, table)  # conform reports the missing column
+    # a text key is compared as it is (the scan can skip blocks); another type as its text
+    column = f'"{key}"' if kind and kind[0][0] == "VARCHAR" else f'CAST("{key}" AS VARCHAR)'
+    where, params = rows.sql(column)
+    # table and column names are constants of pipelines.tables; the bounds are parameters
+    return pl.DataFrame(con.sql(f'SELECT * FROM "{table}" WHERE {where}', params=params).to_arrow_table())  # noqa: S608
 
 
 def conform(frame: pl.DataFrame, spec: TableSpec, source: str) -> pl.DataFrame:

@@ -83,17 +83,29 @@ def outcome(home: Home, exporter_id: str, n: int | str, **plan: Any) -> dict[str
     }
 
 
-def test_partition_function_is_crc32_of_the_id_mod_n() -> None:
-    ids = pl.Series("id", ["abc", "B0000001", None, "é"])
-    # crc32(b"abc") = 0x352441C2 = 891568578; 891568578 mod 7 = 5, mod 10 = 8
-    assert partitions.partition_of(ids, 7).to_list()[0] == 5
-    assert partitions.partition_of(ids, 10).to_list() == [
-        8,
-        zlib.crc32(b"B0000001") % 10,
-        0,
-        zlib.crc32("é".encode()) % 10,
+def test_partitions_are_ranges_cut_at_the_quantiles_of_the_borrower_ids() -> None:
+    ids = pl.Series("id", [f"B{i:02d}" for i in range(10)])  # sorted, K = 10
+    assert partitions.cuts(ids, 4) == ["B02", "B05", "B07"]  # ids[floor(k * 10 / 4)], k = 1..3
+    assert partitions.cuts(ids, 1) == []
+    assert partitions.cuts(ids, 13)[:4] == ["B00", "B01", "B02", "B03"]  # more parts than ids: some empty
+    probe = pl.Series("id", ["A", "B01", "B02", "B04", "B05", "B99", "C", None])
+    assert partitions.partition_of(probe, ["B02", "B05", "B07"]).to_list() == [0, 0, 1, 1, 2, 3, 3, 0]
+    assert partitions.partition_of(probe, []).to_list() == [0] * 8
+    four = partitions.parts_of(["B02", "B05", "B07"], 4)
+    assert [(p.low, p.high, p.label) for p in four] == [
+        (None, "B02", "p1/4"),
+        ("B02", "B05", "p2/4"),
+        ("B05", "B07", "p3/4"),
+        ("B07", None, "p4/4"),
     ]
-    assert partitions.partition_of(ids, 1).to_list() == [0, 0, 0, 0]
+    # every text is in exactly one partition's filter, the same one partition_of gives
+    frame = probe.to_frame()
+    for part in four:
+        rows = part.rows
+        assert rows is not None
+        kept = frame.filter(rows.expr("id")).get_column("id").to_list()
+        expected = probe.filter(partitions.partition_of(probe, ["B02", "B05", "B07"]) == part.index)
+        assert kept == expected.to_list()
 
 
 @pytest.mark.parametrize("exporter_id", ["CE-VOICECOL", "CE-EMAILSVC"])
@@ -112,20 +124,24 @@ def test_file_manifest_and_warehouse_rows_are_the_same_for_every_n(home: Home, e
 
 
 def test_a_partition_reads_only_its_borrowers_rows(home: Home) -> None:
-    keys = partitions.borrower_keys(home.warehouse)
-    assert "B-NOBODY" in keys.to_list()
-    assert "B-BADZONE" in keys.to_list()
-    parts = partitions.partition_of(keys, 3)
-    mine = keys.filter(parts == 1)
-    read = sources.open_source(home.warehouse, sources.RowFilter(mine))
-    borrower_ids = set(read.borrowers.collect().get_column("id").to_list())
-    assert borrower_ids
-    assert borrower_ids <= set(mine.to_list())
-    for name in ("contacts", "interactions", "do_not_interact", "consents"):
-        persons = set(read.get(name).collect().get_column("personId").to_list())
-        assert persons <= set(mine.to_list()), name
-    whole = sources.open_source(home.warehouse).contacts.collect()
-    assert read.contacts.collect().height == whole.filter(pl.col("personId").is_in(mine.implode())).height
+    ids = partitions.sorted_borrower_ids(home.warehouse)
+    assert ids.len() == BORROWERS + 1
+    three = partitions.parts_of(partitions.cuts(ids, 3), 3)
+    whole = sources.open_source(home.warehouse)
+    seen = 0
+    for part in three:
+        assert part.rows is not None
+        read = sources.open_source(home.warehouse, part.rows)
+        mine = set(ids.filter(partitions.partition_of(ids, partitions.cuts(ids, 3)) == part.index).to_list())
+        borrower_ids = set(read.borrowers.collect().get_column("id").to_list())
+        assert borrower_ids == mine
+        for name in ("contacts", "interactions", "do_not_interact", "consents"):
+            got = read.get(name).collect()
+            keys = got.get_column("personId")
+            assert (partitions.partition_of(keys, partitions.cuts(ids, 3)) == part.index).all(), name
+            if name == "contacts":
+                seen += got.height
+    assert seen == whole.contacts.collect().height  # the orphan contact included, exactly once
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
@@ -187,11 +203,11 @@ def test_auto_picks_n_from_the_source_size_and_the_budget(home: Home, tmp_path: 
     big = tmp_path / "big.duckdb"
     with big.open("wb") as fh:  # sparse: only its size matters here
         fh.truncate(1 << 30)
-    # N = ceil(bytes x 10 / (budget - 640 MiB)): 10 GiB expected over 1408 MiB per part
-    assert partitions.auto_partitions(big, 2 << 30) == 8
-    assert partitions.auto_partitions(big, 8 << 30) == 2
+    # N = ceil(bytes x 16 / (budget - 512 MiB)): 16 GiB expected over 1536 MiB per part
+    assert partitions.auto_partitions(big, 2 << 30) == 11
+    assert partitions.auto_partitions(big, 8 << 30) == 3
     folder = tmp_path / "csv"
     folder.mkdir()
     with (folder / "contacts.csv").open("wb") as fh:
         fh.truncate(1 << 30)
-    assert partitions.auto_partitions(folder, 2 << 30) == 3  # CSV: 3.5 bytes of memory per byte
+    assert partitions.auto_partitions(folder, 2 << 30) == 4  # CSV: 5 bytes of memory per byte
