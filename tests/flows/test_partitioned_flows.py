@@ -116,7 +116,9 @@ def test_a_terminal_error_in_a_partition_is_not_retried(home: Home, monkeypatch:
     monkeypatch.setattr(job, "build_part", build_part)
     with pytest.raises(SourceDataError):
         run(home, "bad", partitions=2)
-    assert calls == Counter({0: 1, 1: 1})
+    # partition 1 may or may not have started when partition 0 failed; neither ran twice
+    assert calls[0] == 1
+    assert set(calls.values()) == {1}
 
 
 def test_partitions_on_a_dask_cluster_give_the_same_bytes(home: Home) -> None:
