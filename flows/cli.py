@@ -314,13 +314,10 @@ def generate(
     home = home_of(ctx)
     companies = [home.company(c) for c in home.company_ids()] or synth.write_sample_companies(home)
     started = time.perf_counter()
-    tables = synth.generate(borrowers, seed, companies, progress=say)
+    # Generated and written a chunk of borrowers at a time: memory does not grow with --borrowers.
+    chunks = synth.generate_blocks(borrowers, seed, companies, progress=say)
     target = home.path(out)
-    sources.write_source(tables, target, fmt)  # type: ignore[arg-type]
-    counts = {
-        name: tables.get(name).collect().height
-        for name in ("borrowers", "contacts", "interactions", "do_not_interact", "consents")
-    }
+    counts = sources.write_source_chunks(chunks, target, fmt)  # type: ignore[arg-type]
     emit(
         {
             "out": str(target),

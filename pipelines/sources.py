@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 from polars.datatypes import DataTypeClass
 
 from pipelines import duck
@@ -433,7 +435,7 @@ def write_source(tables: SourceTables, path: Path, fmt: SourceFormat) -> None:
     path = Path(path)
     frames = {spec.name: tables.get(spec.name).collect() for spec in TABLES}
     if fmt == "duckdb":
-        _write_duckdb(frames, path)
+        _write_duckdb([frames], path)
     elif fmt in FOLDER_FORMATS:
         _write_folder(frames, path, fmt)
     else:
@@ -443,7 +445,33 @@ def write_source(tables: SourceTables, path: Path, fmt: SourceFormat) -> None:
     log.info("wrote source %s (%s)", path, fmt)
 
 
-def _write_duckdb(frames: dict[str, pl.DataFrame], path: Path) -> None:
+def write_source_chunks(chunks: Iterable[SourceTables], path: Path, fmt: SourceFormat) -> dict[str, int]:
+    """Write the tables of consecutive chunks (rows appended in order) as one source, atomically,
+    holding one chunk at a time; returns the rows per table. Same tables as `write_source` of
+    their concatenation (Parquet row groups follow the chunks)."""
+    path = Path(path)
+    counts = {spec.name: 0 for spec in TABLES}
+
+    def frames() -> Iterator[dict[str, pl.DataFrame]]:
+        for chunk in chunks:
+            got = {spec.name: chunk.get(spec.name).collect() for spec in TABLES}
+            for name, frame in got.items():
+                counts[name] += frame.height
+            yield got
+
+    if fmt == "duckdb":
+        _write_duckdb(frames(), path)
+    elif fmt in FOLDER_FORMATS:
+        _write_folder_chunks(frames(), path, fmt)
+    else:
+        raise InvalidInputError(
+            "arguments", [ErrorItem("/format", f"unknown format {fmt!r}; use duckdb, parquet or csv")]
+        )
+    log.info("wrote source %s (%s)", path, fmt)
+    return counts
+
+
+def _write_duckdb(chunks: Iterable[dict[str, pl.DataFrame]], path: Path) -> None:
     if path.is_dir():
         raise InvalidInputError(
             str(path), [ErrorItem("", "is a folder")], message=f"{path} is a folder; a DuckDB file is needed"
@@ -467,9 +495,14 @@ def _write_duckdb(frames: dict[str, pl.DataFrame], path: Path) -> None:
             try:
                 # stdout carries the CLI's JSON: no progress bar on long writes
                 con.execute("SET enable_progress_bar = false")
-                for spec in TABLES:
-                    con.execute(f'DROP TABLE IF EXISTS "{spec.name}"')  # table names are constants
-                    con.from_arrow(frames[spec.name].to_arrow()).create(spec.name)
+                for i, frames in enumerate(chunks):
+                    for spec in TABLES:
+                        rows = con.from_arrow(frames[spec.name].to_arrow())
+                        if i == 0:
+                            con.execute(f'DROP TABLE IF EXISTS "{spec.name}"')  # table names are constants
+                            rows.create(spec.name)
+                        else:
+                            rows.insert_into(spec.name)
                 con.execute("CHECKPOINT")
             finally:
                 con.close()
@@ -500,6 +533,47 @@ def _write_folder(frames: dict[str, pl.DataFrame], folder: Path, fmt: str) -> No
                 (folder / f"{spec.name}.{other}").unlink(missing_ok=True)
 
 
+def _write_folder_chunks(chunks: Iterable[dict[str, pl.DataFrame]], folder: Path, fmt: str) -> None:
+    """Like `_write_folder`, one chunk at a time: every table file grows under a temporary name,
+    then each is renamed into place once all chunks are written."""
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInputError(
+            str(folder),
+            [ErrorItem("", "is not a folder")],
+            message=f"{folder} is a file; {fmt} sources are folders of <table>.{fmt} files",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    temps = {spec.name: folder / f".{spec.name}.{fmt}.{os.getpid()}.tmp" for spec in TABLES}
+    writers: dict[str, pq.ParquetWriter] = {}
+    try:
+        for i, frames in enumerate(chunks):
+            for spec in TABLES:
+                frame = frames[spec.name]
+                if fmt == "csv":
+                    with temps[spec.name].open("ab" if i else "wb") as fh:
+                        _text_frame(frame).write_csv(fh, include_header=i == 0, line_terminator="\n")
+                    continue
+                table = frame.to_arrow()
+                if spec.name not in writers:
+                    writers[spec.name] = pq.ParquetWriter(temps[spec.name], table.schema)
+                writers[spec.name].write_table(table)
+        for writer in writers.values():
+            writer.close()
+        writers.clear()
+        for spec in TABLES:
+            with temps[spec.name].open("rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(temps[spec.name], folder / f"{spec.name}.{fmt}")
+            for other in FOLDER_FORMATS:
+                if other != fmt:
+                    (folder / f"{spec.name}.{other}").unlink(missing_ok=True)
+    finally:
+        for writer in writers.values():
+            writer.close()
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+
+
 def _text_frame(frame: pl.DataFrame) -> pl.DataFrame:
     """Lists as JSON arrays, timestamps as ISO-8601 UTC with `Z`, everything else as polars writes it."""
     exprs = []
@@ -516,4 +590,12 @@ def _text_frame(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(exprs)
 
 
-__all__ = ["SourceFormat", "conform", "open_source", "read_duckdb", "read_ids", "write_source"]
+__all__ = [
+    "SourceFormat",
+    "conform",
+    "open_source",
+    "read_duckdb",
+    "read_ids",
+    "write_source",
+    "write_source_chunks",
+]
