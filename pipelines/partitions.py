@@ -18,7 +18,7 @@ id, sorted by it, its screening rows and its rejected rows (Arrow IPC). `merged_
 k-way merge of the sorted parts in fixed-size batches, so the final file's bytes do not depend on N.
 N = 1 reads the source as an unpartitioned run does (no filter).
 
-`auto_partitions` picks N from the source's size on disk and a memory budget (see its docstring).
+`auto_partitions` picks N from the source's size and a memory budget (see its docstring).
 """
 
 from __future__ import annotations
@@ -33,18 +33,20 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
 
 from pipelines import duck, sources
 from pipelines.tables import BORROWERS, TABLES
 
 SORT_KEY: Final = "__contactId"  # the contact id of each projected row in a part file
 BATCH_ROWS: Final = 65_536  # rows per part-file batch and per merged batch (one Parquet row group)
-# Peak memory of one partition per byte of source on disk, and the memory every run has whatever its
-# partitions (interpreter, libraries, lookup tables). Measured on generated 1M-borrower data in a
-# DuckDB file (222 MB): N = 4 peaked at 1.24 GB, N = 8 at 0.78 GB, i.e. about 330 MB + 16.4 bytes
-# per source byte / N (README "Scaling out"). Parquet is taken to compress like DuckDB; CSV text
-# is about three times the bytes of a DuckDB file for the same rows.
-PEAK_PER_SOURCE_BYTE: Final = {"duckdb": 16.0, "parquet": 16.0, "csv": 5.0}
+# Peak memory of one partition per source row (all five tables), and the memory every run has
+# whatever its partitions (interpreter, libraries, lookup tables). Measured on generated data with
+# 1M borrowers (8.9M rows in all): N = 4 peaked at 1.24 GB and N = 8 at 0.78 GB, i.e. about
+# 330 MB + 3.6 GB / N, 410 bytes a row (README "Scaling out"). CSV files are sized by their bytes
+# (counting their rows means reading them): about 4 bytes of memory per byte of CSV text.
+PEAK_PER_ROW: Final = 420
+PEAK_PER_CSV_BYTE: Final = 4.0
 BASELINE_BYTES: Final = 512 << 20
 MAX_AUTO_PARTITIONS: Final = 256
 
@@ -173,15 +175,41 @@ def source_bytes(path: Path) -> int:
     return path.stat().st_size if path.is_file() else 0
 
 
+def source_rows(path: Path) -> int | None:
+    """Rows in the five tables, from metadata (DuckDB table counts, Parquet footers); None for CSV."""
+    if path.is_dir():
+        files = [f for spec in TABLES for f in sources.table_files(path, spec)]
+        if any(f.suffix == ".csv" for f in files):
+            return None
+        return sum(int(pq.read_metadata(f).num_rows) for f in files)
+    if not path.is_file():
+        return 0
+    total = 0
+    with duck.connect(path, read_only=True) as con:
+        present = {
+            str(r[0])
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", ["main"]
+            ).fetchall()
+        }
+        for spec in TABLES:
+            if spec.name in present:
+                total += int(con.execute(f'SELECT count(*) FROM "{spec.name}"').fetchall()[0][0])  # noqa: S608
+    return total
+
+
 def auto_partitions(path: Path, memory_budget: int) -> int:
-    """N for `--partitions auto`: the source's expected peak over what the budget leaves per part.
+    """N for `--partitions auto`: the run's expected memory over what the budget leaves per part.
 
-        N = ceil(source bytes x PEAK_PER_SOURCE_BYTE[format] / (budget - BASELINE_BYTES))
+        N = ceil(expected / (budget - BASELINE_BYTES)), at least 1, at most MAX_AUTO_PARTITIONS
+        expected = source rows x PEAK_PER_ROW          (DuckDB file, Parquet folder)
+                 = CSV bytes x PEAK_PER_CSV_BYTE       (CSV folder)
 
-    at least 1 and at most MAX_AUTO_PARTITIONS (a budget at or below the baseline counts as 64 MiB).
+    (a budget at or below the baseline counts as 64 MiB).
     """
     usable = max(memory_budget - BASELINE_BYTES, 64 << 20)
-    expected = source_bytes(path) * PEAK_PER_SOURCE_BYTE[source_format(path)]
+    rows = source_rows(path)
+    expected = rows * PEAK_PER_ROW if rows is not None else source_bytes(path) * PEAK_PER_CSV_BYTE
     return max(1, min(MAX_AUTO_PARTITIONS, math.ceil(expected / usable)))
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from pipelines import job, partitions, sources
 from pipelines.config import Home
-from pipelines.tables import SourceTables
+from pipelines.tables import TABLES, SourceTables
 from tests.worlds import make_home, sample_tables, without_sftp
 
 AS_OF = date(2026, 12, 1)
@@ -197,17 +197,24 @@ def test_merge_streams_sorted_parts_in_fixed_batches(tmp_path: Path) -> None:
     assert pl.concat(batches).equals(frame)
 
 
-def test_auto_picks_n_from_the_source_size_and_the_budget(home: Home, tmp_path: Path) -> None:
-    assert partitions.source_bytes(home.warehouse) == home.warehouse.stat().st_size
+def test_auto_picks_n_from_the_source_size_and_the_budget(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = partitions.source_rows(home.warehouse)
+    whole = sources.open_source(home.warehouse)
+    assert rows == sum(whole.get(spec.name).collect().height for spec in TABLES)
     assert partitions.auto_partitions(home.warehouse, 2 << 30) == 1  # a small source: one part
-    big = tmp_path / "big.duckdb"
-    with big.open("wb") as fh:  # sparse: only its size matters here
-        fh.truncate(1 << 30)
-    # N = ceil(bytes x 16 / (budget - 512 MiB)): 16 GiB expected over 1536 MiB per part
-    assert partitions.auto_partitions(big, 2 << 30) == 11
-    assert partitions.auto_partitions(big, 8 << 30) == 3
+    # N = ceil(rows x PEAK_PER_ROW / (budget - 512 MiB)); this world's rows made to need 350 MiB
+    monkeypatch.setattr(partitions, "PEAK_PER_ROW", (350 << 20) // rows + 1)
+    budget = partitions.BASELINE_BYTES + (100 << 20)
+    assert partitions.auto_partitions(home.warehouse, budget) == 4
+    parquet = tmp_path / "parquet"
+    sources.write_source(whole, parquet, "parquet")
+    assert partitions.source_rows(parquet) == rows
+    assert partitions.auto_partitions(parquet, budget) == 4
     folder = tmp_path / "csv"
     folder.mkdir()
-    with (folder / "contacts.csv").open("wb") as fh:
+    with (folder / "contacts.csv").open("wb") as fh:  # sparse: only its size matters here
         fh.truncate(1 << 30)
-    assert partitions.auto_partitions(folder, 2 << 30) == 4  # CSV: 5 bytes of memory per byte
+    assert partitions.source_rows(folder) is None
+    assert partitions.auto_partitions(folder, 2 << 30) == 3  # 1 GiB x 4 over 1.5 GiB
