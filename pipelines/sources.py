@@ -503,7 +503,8 @@ def _write_duckdb(chunks: Iterable[dict[str, pl.DataFrame]], path: Path) -> None
                             rows.create(spec.name)
                         else:
                             rows.insert_into(spec.name)
-                con.execute("CHECKPOINT")
+                    # each chunk goes to the file before the next: memory does not grow with the chunks
+                    con.execute("CHECKPOINT")
             finally:
                 con.close()
 
