@@ -97,9 +97,16 @@ def dask_run(home: Path, source: Path, warehouse: Path, partitions: str) -> dict
     from flows import settings
 
     settings.apply(home)
+    from prefect import flow
+
     from flows.prefect_flows import export_contacts
     from pipelines.request import RunRequest
 
+    @flow(name="bench-warm-up")
+    def warm_up() -> None:
+        """Starts Prefect's temporary server, so that its start-up is not in the time."""
+
+    warm_up()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         request = RunRequest(
             exporter_id=EXPORTER_ID,

@@ -460,7 +460,7 @@ def write_source_chunks(chunks: Iterable[SourceTables], path: Path, fmt: SourceF
             yield got
 
     if fmt == "duckdb":
-        _write_duckdb(frames(), path)
+        _write_duckdb(frames(), path, memory_limit=CHUNKED_WRITE_MEMORY)
     elif fmt in FOLDER_FORMATS:
         _write_folder_chunks(frames(), path, fmt)
     else:
@@ -471,7 +471,13 @@ def write_source_chunks(chunks: Iterable[SourceTables], path: Path, fmt: SourceF
     return counts
 
 
-def _write_duckdb(chunks: Iterable[dict[str, pl.DataFrame]], path: Path) -> None:
+# What DuckDB may keep of a file written chunk by chunk (it caches the blocks it wrote otherwise).
+CHUNKED_WRITE_MEMORY: Final = "512MB"
+
+
+def _write_duckdb(
+    chunks: Iterable[dict[str, pl.DataFrame]], path: Path, *, memory_limit: str | None = None
+) -> None:
     if path.is_dir():
         raise InvalidInputError(
             str(path), [ErrorItem("", "is a folder")], message=f"{path} is a folder; a DuckDB file is needed"
@@ -495,6 +501,8 @@ def _write_duckdb(chunks: Iterable[dict[str, pl.DataFrame]], path: Path) -> None
             try:
                 # stdout carries the CLI's JSON: no progress bar on long writes
                 con.execute("SET enable_progress_bar = false")
+                if memory_limit is not None:
+                    con.execute("SET memory_limit = ?", [memory_limit])
                 for i, frames in enumerate(chunks):
                     for spec in TABLES:
                         rows = con.from_arrow(frames[spec.name].to_arrow())
