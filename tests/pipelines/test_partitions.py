@@ -218,3 +218,25 @@ def test_auto_picks_n_from_the_source_size_and_the_budget(
         fh.truncate(1 << 30)
     assert partitions.source_rows(folder) is None
     assert partitions.auto_partitions(folder, 2 << 30) == 3  # 1 GiB x 4 over 1.5 GiB
+
+
+def test_each_partition_holds_only_its_share_of_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory bound, counted in rows: no partition reads more than about 1/N of the source."""
+    home = make_home(tmp_path, 2000, with_sftp=False)
+    without_sftp(home, "CE-VOICECOL")
+    total = sum(sources.open_source(home.warehouse).get(s.name).collect().height for s in TABLES)
+    read: list[int] = []
+    real = sources.open_source
+
+    def counting(path: Path, rows: sources.RowFilter | None = None) -> SourceTables:
+        tables = real(path, rows)
+        read.append(sum(tables.get(s.name).collect().height for s in TABLES))
+        return tables
+
+    monkeypatch.setattr(sources, "open_source", counting)
+    job.run_export(job.plan_run(home, "CE-VOICECOL", AS_OF), deliver_enabled=False, partitions=5)
+    assert len(read) == 5
+    assert sum(read) == total  # every row read once, by one partition
+    assert max(read) <= total / 5 * 1.25, read
