@@ -300,13 +300,6 @@ def partition_count(plan: RunPlan, partitions: int | str, memory_budget: int) ->
 def split(plan: RunPlan, run_id: str, count: int) -> list[parts.Part]:
     """Cut the borrower ids into `count` ranges once (see `pipelines.partitions`); the parts to run."""
     population_ids = sources.read_ids(plan.population_file) if plan.population_file is not None else None
-    if count > 1 and (shared := parts.shared_ids(plan.source)):
-        log.warning(
-            "%s: ids shared by several borrowers in %s; running in one partition so validation sees them",
-            plan.source,
-            ", ".join(shared),
-        )
-        count = 1
     return parts.split(plan.source, population_ids, count, staging_dir(plan, run_id) / "split")
 
 

@@ -159,64 +159,6 @@ def sorted_borrower_ids(path: Path) -> pl.Series:
         return pl.DataFrame(con.sql(query).to_arrow_table()).get_column("id")
 
 
-def shared_ids(path: Path) -> list[str]:
-    """Tables whose `id` repeats across borrowers (or a borrower and a row without one).
-
-    Such a repeat is an invalid row (`id_unique`) that only a reader of both borrowers' rows can
-    see; a run with these splits into one partition so that validation sees them together.
-    """
-    found: list[str] = []
-    tables = [spec for spec in TABLES if spec.key == "id" and sources.BORROWER_KEYS[spec.name] != "id"]
-    if path.is_dir():
-        for spec in tables:
-            files = sources.table_files(path, spec)
-            if not files:
-                continue
-            file = files[0]
-            scan = (
-                pl.scan_csv(file, infer_schema=False, encoding="utf8")
-                if file.suffix == ".csv"
-                else pl.scan_parquet(file)
-            )
-            if not {"id", "personId"} <= set(scan.collect_schema().names()):
-                continue
-            key = pl.col("personId").cast(pl.String)
-            repeats = (
-                scan.filter(pl.col("id").is_not_null())
-                .group_by(pl.col("id").cast(pl.String))
-                .agg(spread=key.n_unique())  # a null counts as one more value
-                .filter(pl.col("spread") > 1)
-                .select(pl.len())
-                .collect(engine="streaming")
-                .item()
-            )
-            if repeats:
-                found.append(spec.name)
-        return found
-    if not path.is_file():
-        return found
-    with duck.connect(path, read_only=True) as con:
-        con.execute("SET enable_progress_bar = false")
-        columns = {
-            (str(t), str(c))
-            for t, c in con.execute(
-                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ?",
-                ["main"],
-            ).fetchall()
-        }
-        for spec in tables:
-            if not {(spec.name, "id"), (spec.name, "personId")} <= columns:
-                continue
-            # table names are constants of pipelines.tables
-            query = (
-                f'SELECT count(*) FROM (SELECT id FROM "{spec.name}" WHERE id IS NOT NULL GROUP BY id '  # noqa: S608
-                "HAVING count(DISTINCT personId) + (count(*) > count(personId))::INT > 1)"
-            )
-            if con.execute(query).fetchall()[0][0]:
-                found.append(spec.name)
-    return found
-
-
 # ---------------------------------------------------------------- choosing N
 
 

@@ -240,21 +240,3 @@ def test_each_partition_holds_only_its_share_of_the_source(
     assert len(read) == 5
     assert sum(read) == total  # every row read once, by one partition
     assert max(read) <= total / 5 * 1.25, read
-
-
-@pytest.mark.parametrize("fmt", ["duckdb", "parquet"])
-def test_an_id_shared_by_two_borrowers_is_rejected_for_every_n(home: Home, fmt: str) -> None:
-    """Only a reader of both borrowers' rows sees the repeat: such a run keeps to one partition."""
-    t = flawed_tables()
-    contacts = t.contacts.collect()
-    first, last = contacts.row(0, named=True), contacts.row(contacts.height - 3, named=True)
-    assert first["personId"] != last["personId"]
-    twin = contacts.filter(pl.col("id") == last["id"]).with_columns(id=pl.lit(first["id"]))
-    source: Path = home.warehouse if fmt == "duckdb" else home.root / "data" / "source-parquet"
-    sources.write_source(replace(t, contacts=pl.concat([contacts, twin]).lazy()), source, fmt)  # type: ignore[arg-type]
-    assert partitions.shared_ids(source) == ["contacts"]
-    assert partitions.shared_ids(home.root / "nowhere") == []
-    without_sftp(home, "CE-VOICECOL")
-    one = outcome(home, "CE-VOICECOL", 1, source=source)
-    assert ("contacts", first["id"], ["id_unique"]) in [(a, b, list(c)) for a, b, c in one["rejected"]]
-    assert outcome(home, "CE-VOICECOL", 7, source=source) == one
