@@ -114,17 +114,18 @@ def partition_runner(request: RunRequest) -> Iterator[Any]:
 def build_partitions(request: RunRequest, plan: job.RunPlan, run_id: str) -> job.Built:
     """split → one task per partition (retried alone) → merge."""
     started_at = datetime.now(UTC)
-    parts = split_task(request, plan, run_id)
-    with partition_runner(request) as runner:
-        futures = [
-            runner.submit(
-                partition_task.with_options(task_run_name=partition_task_name(plan, part)),
-                parameters={"request": request, "plan": plan, "run_id": run_id, "part": part},
-            )
-            for part in parts
-        ]
-        results = [future.result() for future in futures]
-    return merge_task(plan, run_id, results, started_at)
+    with job.staging_dropped_on_failure(plan, run_id):
+        parts = split_task(request, plan, run_id)
+        with partition_runner(request) as runner:
+            futures = [
+                runner.submit(
+                    partition_task.with_options(task_run_name=partition_task_name(plan, part)),
+                    parameters={"request": request, "plan": plan, "run_id": run_id, "part": part},
+                )
+                for part in parts
+            ]
+            results = [future.result() for future in futures]
+        return merge_task(plan, run_id, results, started_at)
 
 
 @task(

@@ -388,8 +388,19 @@ def build_partitioned(
     """split → every partition in turn → merge, in this process (an orchestrator runs them as tasks)."""
     started_at = datetime.now(UTC)
     count = partition_count(plan, partitions, memory_budget)
-    results = [build_part(plan, run_id, part, progress) for part in split(plan, run_id, count)]
-    return merge(plan, run_id, results, started_at, progress)
+    with staging_dropped_on_failure(plan, run_id):
+        results = [build_part(plan, run_id, part, progress) for part in split(plan, run_id, count)]
+        return merge(plan, run_id, results, started_at, progress)
+
+
+@contextmanager
+def staging_dropped_on_failure(plan: RunPlan, run_id: str) -> Iterator[None]:
+    """A build that fails leaves no parts behind (a successful one's staging goes after `record`)."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(staging_dir(plan, run_id), ignore_errors=True)
+        raise
 
 
 def columns_needed(exporter: Exporter) -> dict[str, set[str]]:

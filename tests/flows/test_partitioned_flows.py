@@ -111,11 +111,15 @@ def test_a_terminal_error_in_a_partition_is_not_retried(home: Home, monkeypatch:
 
     def build_part(plan: job.RunPlan, run_id: str, part: Any, progress: Any = None) -> Any:
         calls[part.index] += 1
+        staging = job.staging_dir(plan, run_id)
+        staging.mkdir(parents=True, exist_ok=True)
+        (staging / f"rows-{part.name}.arrow").write_bytes(b"part written before the error")
         raise SourceDataError("interactions", [ErrorItem("/statusDetails", "unknown value")])
 
     monkeypatch.setattr(job, "build_part", build_part)
     with pytest.raises(SourceDataError):
         run(home, "bad", partitions=2)
+    assert not list((home.root / "data" / "runs").glob("*")), "a failed run leaves no staging behind"
     # partition 1 may or may not have started when partition 0 failed; neither ran twice
     assert calls[0] == 1
     assert set(calls.values()) == {1}
