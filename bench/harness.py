@@ -71,8 +71,8 @@ def ensure_data(home: Path, cache: Path, borrowers: int, seed: int) -> Path:
         return path
     log(f"generating {borrowers:,} borrowers (cached in {path})")
     h = Home(home)
-    tables = synth.generate(borrowers, seed, [h.company("CP-BENCH")], progress=lambda m: log("  " + m))
-    sources.write_source(tables, path, "duckdb")
+    chunks = synth.generate_blocks(borrowers, seed, [h.company("CP-BENCH")], progress=lambda m: log("  " + m))
+    sources.write_source_chunks(chunks, path, "duckdb")
     return path
 
 

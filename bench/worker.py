@@ -85,6 +85,7 @@ def pipeline(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
+        "sha256": built.file.sha256,
         "stages": built.timings,
         "matched": built.matched,
         "exported": built.exported,
@@ -94,19 +95,83 @@ def pipeline(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
     }
 
 
+def partitioned(home: Path, source: Path, warehouse: Path, partitions: str, budget: str) -> dict[str, Any]:
+    """The run as `contact-exporter run` does it (split, partitions one at a time, merge), no Prefect."""
+    from pipelines import job
+    from pipelines.config import Home
+    from pipelines.request import parse_partitions, parse_size
+
+    started = time.perf_counter()
+    plan = job.plan_run(Home(home), EXPORTER_ID, AS_OF, source=source, warehouse_path=warehouse)
+    count = job.partition_count(plan, parse_partitions(partitions), parse_size(budget))
+    built = job.build_partitioned(plan, job.new_run_id(), count)
+    job.record(built)
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "partitions": count,
+        "stages": built.timings,
+        "matched": built.matched,
+        "exported": built.exported,
+        "sha256": built.file.sha256,
+        "population": built.population,
+    }
+
+
+def dask_run(home: Path, source: Path, warehouse: Path, partitions: str) -> dict[str, Any]:
+    """The Prefect flow with its partitions on a 2-worker Dask LocalCluster (1 thread each)."""
+    from distributed import LocalCluster
+
+    from flows import settings
+
+    settings.apply(home)
+    from prefect import flow
+
+    from flows.prefect_flows import export_contacts
+    from pipelines.request import RunRequest
+
+    @flow(name="bench-warm-up")
+    def warm_up() -> None:
+        """Starts Prefect's temporary server, so that its start-up is not in the time."""
+
+    warm_up()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        request = RunRequest(
+            exporter_id=EXPORTER_ID,
+            as_of=AS_OF,
+            home=str(home),
+            source=str(source),
+            warehouse=str(warehouse),
+            deliver=False,
+            partitions=partitions,
+            dask_address=cluster.scheduler_address,
+        )
+        started = time.perf_counter()
+        result = export_contacts(request)
+        seconds = time.perf_counter() - started
+    from pipelines import files
+
+    return {"seconds": seconds, "sha256": files.sha256_of(Path(result["file"]))[0]}
+
+
 def orchestrated(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
     from flows import settings
 
     settings.apply(home)
     from flows.prefect_flows import export_contacts
+    from pipelines.request import RunRequest
 
-    export_contacts(
-        EXPORTER_ID, AS_OF, home=str(home), source=str(source), warehouse=str(warehouse), deliver=False
+    request = RunRequest(
+        exporter_id=EXPORTER_ID,
+        as_of=AS_OF,
+        home=str(home),
+        source=str(source),
+        warehouse=str(warehouse),
+        deliver=False,
     )
+    export_contacts(request)
     started = time.perf_counter()  # second run: the ephemeral server is up; its start-up is reported apart
-    export_contacts(
-        EXPORTER_ID, AS_OF, home=str(home), source=str(source), warehouse=str(warehouse), deliver=False
-    )
+    export_contacts(request)
     return {"seconds": time.perf_counter() - started}
 
 
@@ -130,6 +195,10 @@ def main() -> None:
         result = floor(source, home / "floor", int(sys.argv[4]), int(sys.argv[5]))
     elif phase == "pipeline":
         result = pipeline(home, source, home / "bench-warehouse.duckdb")
+    elif phase == "partitioned":
+        result = partitioned(home, source, home / "bench-warehouse.duckdb", sys.argv[4], sys.argv[5])
+    elif phase == "dask":
+        result = dask_run(home, source, home / "bench-warehouse.duckdb", sys.argv[4])
     elif phase == "orchestrated":
         result = orchestrated(home, source, home / "bench-warehouse.duckdb")
     else:

@@ -183,6 +183,24 @@ Source = Annotated[
     typer.Option(help="DuckDB file or folder of Parquet/CSV tables. Default data/warehouse.duckdb."),
 ]
 NoDeliver = Annotated[bool, typer.Option("--no-deliver", help="Write the file(s) but do not send them.")]
+PartitionsOpt = Annotated[
+    str,
+    typer.Option(
+        "--partitions",
+        help="Borrower partitions: a number, or auto (from the source size and the memory budget).",
+    ),
+]
+MemoryBudget = Annotated[
+    str,
+    typer.Option("--memory-budget", help="Memory a partition may use, e.g. 2GiB, 1500MiB (auto picks N)."),
+]
+DaskAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        help="Run partitions on this Dask scheduler (tcp://host:8786). Default $CONTACT_EXPORTER_DASK_ADDRESS.",
+    ),
+]
 
 
 @app.command("run")
@@ -201,22 +219,27 @@ def run(
     redeliver: Annotated[
         bool, typer.Option("--redeliver", help="Send again even if this file was already delivered.")
     ] = False,
+    partitions: PartitionsOpt = "auto",
+    memory_budget: MemoryBudget = "2GiB",
+    dask: DaskAddress = None,
 ) -> None:
     """Run one exporter for one as-of date (screened at noon, company time) through the Prefect flow."""
     from flows import runs
+    from pipelines.request import RunRequest
 
-    emit(
-        runs.run_exporter(
-            home_of(ctx),
-            exporter_id,
-            parse_date(as_of, "--as-of"),
-            source=source,
-            warehouse=warehouse,
-            population=population,
-            deliver=not no_deliver,
-            redeliver=redeliver,
-        )
+    request = RunRequest.from_options(
+        exporter_id=exporter_id,
+        as_of=parse_date(as_of, "--as-of"),
+        source=str(source) if source else None,
+        warehouse=str(warehouse) if warehouse else None,
+        population_file=str(population) if population else None,
+        deliver=not no_deliver,
+        redeliver=redeliver,
+        partitions=partitions,
+        memory_budget=memory_budget,
+        dask_address=dask,
     )
+    emit(runs.run_exporter(home_of(ctx), request))
 
 
 @app.command("backfill")
@@ -227,12 +250,22 @@ def backfill(
     end: Annotated[str, typer.Option("--end", help="Last as-of date, YYYY-MM-DD (inclusive).")],
     source: Source = None,
     no_deliver: NoDeliver = False,
+    partitions: PartitionsOpt = "auto",
+    memory_budget: MemoryBudget = "2GiB",
 ) -> None:
     """Run an exporter for every date from START to END; one failed date does not stop the others."""
     from flows import runs
+    from pipelines.request import RunRequest
 
     first, last = date_arg(start, "--start"), date_arg(end, "--end")
-    result = runs.run_backfill(home_of(ctx), exporter_id, first, last, source=source, deliver=not no_deliver)
+    request = RunRequest.from_options(
+        exporter_id=exporter_id,
+        source=str(source) if source else None,
+        deliver=not no_deliver,
+        partitions=partitions,
+        memory_budget=memory_budget,
+    )
+    result = runs.run_backfill(home_of(ctx), request, first, last)
     emit(result)
     if result.get("failedDates"):
         raise typer.Exit(1)
@@ -298,11 +331,24 @@ def campaigns_run(
     campaign_id: Annotated[str, typer.Argument(metavar="CAMPAIGN_ID")],
     as_of: AsOf = None,
     no_deliver: NoDeliver = False,
+    partitions: PartitionsOpt = "auto",
+    memory_budget: MemoryBudget = "2GiB",
+    dask: DaskAddress = None,
 ) -> None:
     """Run a campaign: its query picks the borrowers, its exporter does the rest."""
     from flows import runs
+    from pipelines.request import RunRequest
 
-    emit(runs.run_campaign(home_of(ctx), campaign_id, parse_date(as_of, "--as-of"), deliver=not no_deliver))
+    home = home_of(ctx)
+    request = RunRequest.from_options(
+        exporter_id=home.campaign(campaign_id).exporterId,
+        as_of=parse_date(as_of, "--as-of"),
+        deliver=not no_deliver,
+        partitions=partitions,
+        memory_budget=memory_budget,
+        dask_address=dask,
+    )
+    emit(runs.run_campaign(home, campaign_id, request))
 
 
 # ---------------------------------------------------------------- data, servers, demo
@@ -328,13 +374,10 @@ def generate(
     home = home_of(ctx)
     companies = [home.company(c) for c in home.company_ids()] or synth.write_sample_companies(home)
     started = time.perf_counter()
-    tables = synth.generate(borrowers, seed, companies, progress=say)
+    # Generated and written a chunk of borrowers at a time: memory does not grow with --borrowers.
+    chunks = synth.generate_blocks(borrowers, seed, companies, progress=say)
     target = home.path(out)
-    sources.write_source(tables, target, fmt)  # type: ignore[arg-type]
-    counts = {
-        name: tables.get(name).collect().height
-        for name in ("borrowers", "contacts", "interactions", "do_not_interact", "consents")
-    }
+    counts = sources.write_source_chunks(chunks, target, fmt)  # type: ignore[arg-type]
     emit(
         {
             "out": str(target),

@@ -15,7 +15,9 @@ log = logging.getLogger(__name__)
 FLOW_NAME = "export-contacts"
 
 
-def mark_crashed_runs(exporter_id: str, as_of: date, home: str | None) -> list[str]:
+def mark_crashed_runs(
+    exporter_id: str, as_of: date, home: str | None, campaign_id: str | None = None
+) -> list[str]:
     """Set earlier RUNNING/PENDING `export-contacts` runs with these parameters to Crashed; their ids."""
     from prefect import get_client
     from prefect.client.schemas.filters import (
@@ -43,8 +45,10 @@ def mark_crashed_runs(exporter_id: str, as_of: date, home: str | None) -> list[s
                 limit=200,
             )
             for run in runs:
-                params = run.parameters
-                if str(run.id) == current or params.get("exporter_id") != exporter_id:
+                params = run.parameters.get("request") or {}
+                if str(run.id) == current or not isinstance(params, dict):
+                    continue
+                if params.get("exporter_id") != exporter_id or params.get("campaign_id") != campaign_id:
                     continue
                 if str(params.get("as_of")) != as_of.isoformat() or params.get("home") != home:
                     continue

@@ -16,6 +16,7 @@ from typing import Any
 
 from flows import settings
 from pipelines.config import Home
+from pipelines.request import RunRequest
 
 DEMO_SEED = 20261127
 EXPLORE_QUERIES = (
@@ -93,7 +94,9 @@ def run_demo(
         results.append(campaign)
         say("running exporter CE-EMAILSVC (unscreened)")
         results.append(
-            prefect_flows.export_contacts("CE-EMAILSVC", None, home=str(demo.root), redeliver=redeliver)
+            prefect_flows.export_contacts(
+                RunRequest(exporter_id="CE-EMAILSVC", home=str(demo.root), redeliver=redeliver)
+            )
         )
     say("SFTP server stopped")
 

@@ -45,7 +45,7 @@ def deployment_specs(home: Home) -> list[DeploymentSpec]:
                 flow="export-contacts",
                 cron=cron,
                 timezone=company.timezone,
-                parameters={"exporter_id": exporter_id, "home": str(home.root)},
+                parameters={"request": {"exporter_id": exporter_id, "home": str(home.root)}},
             )
         )
     for campaign_id in home.campaign_ids():

@@ -8,6 +8,7 @@ from typing import Any
 
 from flows import settings
 from pipelines.config import Home
+from pipelines.request import RunRequest
 
 
 def _flows(home: Home) -> Any:
@@ -21,49 +22,29 @@ def _opt(path: Path | None, home: Home) -> str | None:
     return str(home.path(path)) if path else None
 
 
-def run_exporter(
-    home: Home,
-    exporter_id: str,
-    as_of: date | None,
-    *,
-    source: Path | None = None,
-    warehouse: Path | None = None,
-    population: Path | None = None,
-    deliver: bool = True,
-    redeliver: bool = False,
-) -> dict[str, Any]:
+def run_exporter(home: Home, request: RunRequest) -> dict[str, Any]:
     # Validate configuration before Prefect starts: a typo costs milliseconds, not a server start.
     from pipelines import job
 
-    job.plan_run(
-        home, exporter_id, as_of, source=source, warehouse_path=warehouse, population_file=population
-    )
-    result: dict[str, Any] = _flows(home).export_contacts(
-        exporter_id,
-        as_of,
-        home=str(home.root),
-        source=_opt(source, home),
-        warehouse=_opt(warehouse, home),
-        population_file=_opt(population, home),
-        deliver=deliver,
-        redeliver=redeliver,
-    )
+    request = request.model_copy(update={"home": str(home.root)})
+    job.plan_request(request)
+    result: dict[str, Any] = _flows(home).export_contacts(request)
     return result
 
 
-def run_backfill(
-    home: Home, exporter_id: str, start: date, end: date, *, source: Path | None = None, deliver: bool = True
-) -> dict[str, Any]:
+def run_backfill(home: Home, request: RunRequest, start: date, end: date) -> dict[str, Any]:
     from pipelines import job
 
-    job.plan_run(home, exporter_id, start, source=source)
+    job.plan_request(request.model_copy(update={"home": str(home.root), "as_of": start}))
     state = _flows(home).backfill(
-        exporter_id,
+        request.exporter_id,
         start,
         end,
         home=str(home.root),
-        source=_opt(source, home),
-        deliver=deliver,
+        source=_opt(request.path(request.source), home),
+        deliver=request.deliver,
+        partitions=request.partitions,
+        memory_budget=request.memory_budget,
         return_state=True,
     )
     data = state.result(raise_on_failure=False)
@@ -73,13 +54,20 @@ def run_backfill(
     return result
 
 
-def run_campaign(home: Home, campaign_id: str, as_of: date | None, *, deliver: bool = True) -> dict[str, Any]:
+def run_campaign(home: Home, campaign_id: str, request: RunRequest) -> dict[str, Any]:
+    """`request` carries the as-of date and the run options; its exporter is the campaign's."""
     from pipelines.store import ExporterStore
 
     campaign = home.campaign(campaign_id)
     # Before Prefect starts and before the query runs: an unknown exporter is a config error.
     ExporterStore(home).get(campaign.exporterId)
     result: dict[str, Any] = _flows(home).run_campaign(
-        campaign_id, as_of, home=str(home.root), deliver=deliver
+        campaign_id,
+        request.as_of,
+        home=str(home.root),
+        deliver=request.deliver,
+        partitions=request.partitions,
+        memory_budget=request.memory_budget,
+        dask_address=request.dask_address,
     )
     return result

@@ -6,12 +6,13 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from pipelines.config import PLAIN_NUMBER, FileSettings, render_file_name
 
@@ -149,25 +150,97 @@ def write_export(
 ) -> WrittenFile:
     """Write the export file, then its manifest `<file>.manifest.json`, each atomically."""
     atomic_write(target, _writer(frame, settings))
+    return write_manifest(
+        target,
+        frame.height,
+        frame.columns,
+        run_id=run_id,
+        exporter_id=exporter_id,
+        as_of=as_of,
+        as_of_instant=as_of_instant,
+    )
+
+
+def write_batches(
+    batches: Iterable[pl.DataFrame], empty: pl.DataFrame, target: Path, settings: FileSettings
+) -> int:
+    """Write the export file from batches in order (each batch held in memory alone), atomically.
+
+    CSV: the batches' text one after the other (the header once), byte for byte what one frame
+    gives. Parquet: one row group per batch, so the same batches give the same bytes. `empty`
+    (the frame's schema, no rows) is what is written when there are no batches. Returns the rows.
+    """
+    rows = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal rows
+        if settings.format == "parquet":
+            writer: pq.ParquetWriter | None = None
+            try:
+                for batch in batches:
+                    table = batch.to_arrow()
+                    if writer is None:
+                        writer = pq.ParquetWriter(
+                            tmp, table.schema, compression="zstd", write_statistics=False
+                        )
+                    writer.write_table(table, row_group_size=max(batch.height, 1))
+                    rows += batch.height
+                if writer is None:
+                    empty.write_parquet(tmp, compression="zstd", statistics=False)
+            finally:
+                if writer is not None:
+                    writer.close()
+            return
+        with tmp.open("wb") as fh:
+            first = True
+            for batch in batches:
+                batch.write_csv(
+                    fh,
+                    separator=settings.delimiter,
+                    include_header=settings.header and first,
+                    line_terminator="\n",
+                    null_value="",
+                    quote_style="necessary",
+                )
+                first = False
+                rows += batch.height
+            if first:
+                _writer(empty, settings)(tmp)
+
+    atomic_write(target, write)
+    return rows
+
+
+def write_manifest(
+    target: Path,
+    rows: int,
+    columns: list[str],
+    *,
+    run_id: str,
+    exporter_id: str,
+    as_of: date,
+    as_of_instant: datetime,
+) -> WrittenFile:
+    """Write `<file>.manifest.json` beside a written export file, atomically."""
     sha, size = sha256_of(target)
     manifest = {
         "runId": run_id,
         "exporterId": exporter_id,
         "asOfDate": as_of.isoformat(),
         "asOfInstant": iso_utc(as_of_instant),
-        "rows": frame.height,
-        "columns": frame.columns,
+        "rows": rows,
+        "columns": columns,
         "sha256": sha,
         "bytes": size,
     }
     manifest_path = target.with_name(target.name + ".manifest.json")
     text = json.dumps(manifest, indent=2) + "\n"
 
-    def write_manifest(tmp: Path) -> None:
+    def write_text(tmp: Path) -> None:
         tmp.write_text(text, encoding="utf-8")
 
-    atomic_write(manifest_path, write_manifest)
-    return WrittenFile(target, manifest_path, sha, size, frame.height, frame.columns)
+    atomic_write(manifest_path, write_text)
+    return WrittenFile(target, manifest_path, sha, size, rows, columns)
 
 
 def iso_utc(moment: datetime) -> str:

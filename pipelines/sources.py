@@ -20,13 +20,16 @@ import csv
 import itertools
 import json
 import logging
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 from polars.datatypes import DataTypeClass
 
 from pipelines import duck
@@ -49,15 +52,60 @@ _NAIVE_FORMATS: Final = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f")
 
 # ---------------------------------------------------------------- reading
 
+# The column naming the borrower a row belongs to, per table (partitions split rows by it).
+BORROWER_KEYS: Final = {
+    "borrowers": "id",
+    "contacts": "personId",
+    "interactions": "personId",
+    "do_not_interact": "personId",
+    "consents": "personId",
+}
 
-def open_source(path: Path) -> SourceTables:
-    """Read the five source tables from a DuckDB file or a folder of `<table>.parquet|csv` files."""
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Only the rows whose borrower key (`BORROWER_KEYS`, as text) is in [`low`, `high`) (None: no
+    bound), plus the rows without one when `nulls`. Applied inside the read: a range on the key is
+    a filter DuckDB and the Parquet reader push into the scan (and skip blocks by their min/max)."""
+
+    low: str | None
+    high: str | None
+    nulls: bool = False
+
+    def expr(self, column: str) -> pl.Expr:
+        key = pl.col(column).cast(pl.String)
+        keep = pl.lit(True)
+        if self.low is not None:
+            keep = keep & (key >= self.low)
+        if self.high is not None:
+            keep = keep & (key < self.high)
+        return (keep | key.is_null()) if self.nulls else keep.fill_null(False)
+
+    def sql(self, column: str) -> tuple[str, list[str]]:
+        """The same filter as SQL over a text `column` expression, with its parameters."""
+        terms, params = [], []
+        if self.low is not None:
+            terms.append(f"{column} >= ?")
+            params.append(self.low)
+        if self.high is not None:
+            terms.append(f"{column} < ?")
+            params.append(self.high)
+        keep = " AND ".join(terms) or "TRUE"
+        where = f"({keep}) OR {column} IS NULL" if self.nulls else f"{column} IS NOT NULL AND {keep}"
+        return where, params
+
+
+def open_source(path: Path, rows: RowFilter | None = None) -> SourceTables:
+    """Read the five source tables from a DuckDB file or a folder of `<table>.parquet|csv` files.
+
+    With `rows`, only the rows of those borrowers are read (the filter runs inside the read).
+    """
     path = Path(path)
     source = str(path)
     if path.is_dir():
-        raw = {spec.name: _read_folder_table(path, spec) for spec in TABLES}
+        raw = {spec.name: _read_folder_table(path, spec, rows) for spec in TABLES}
     elif path.is_file():
-        raw = read_duckdb(path)
+        raw = read_duckdb(path, rows)
     else:
         raise SourceDataError(
             source,
@@ -78,11 +126,16 @@ def _missing_table(source: str, table: str, how: str) -> SourceDataError:
     )
 
 
-def _read_folder_table(folder: Path, spec: TableSpec) -> pl.DataFrame:
-    source = str(folder)
-    found = [
+def table_files(folder: Path, spec: TableSpec) -> list[Path]:
+    """The `<table>.parquet|csv` files of a folder source for one table (one expected)."""
+    return [
         folder / f"{spec.name}.{ext}" for ext in FOLDER_FORMATS if (folder / f"{spec.name}.{ext}").is_file()
     ]
+
+
+def _read_folder_table(folder: Path, spec: TableSpec, rows: RowFilter | None = None) -> pl.DataFrame:
+    source = str(folder)
+    found = table_files(folder, spec)
     if not found:
         raise _missing_table(source, spec.name, f"add {spec.name}.parquet or {spec.name}.csv")
     if len(found) > 1:
@@ -93,8 +146,12 @@ def _read_folder_table(folder: Path, spec: TableSpec) -> pl.DataFrame:
         )
     file = found[0]
     if file.suffix == ".csv":
-        return read_csv_strict(file, spec.name)
+        # Read whole (strictly: every row with the header's fields), then this partition's rows.
+        frame = read_csv_strict(file, spec.name)
+        return frame if rows is None else frame.filter(rows.expr(BORROWER_KEYS[spec.name]))
     try:
+        if rows is not None and file.suffix != ".csv":
+            return pl.scan_parquet(file).filter(rows.expr(BORROWER_KEYS[spec.name])).collect()
         return pl.read_parquet(file)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise SourceDataError(
@@ -150,7 +207,7 @@ def read_csv_strict(file: Path, table: str) -> pl.DataFrame:
     return frame
 
 
-def read_duckdb(path: Path) -> dict[str, pl.DataFrame]:
+def read_duckdb(path: Path, rows: RowFilter | None = None) -> dict[str, pl.DataFrame]:
     """The five tables of a DuckDB file as they are stored (see `open_source` for the typed frames)."""
     source = str(path)
     # Through duck.connect: the source may be the warehouse file that this process also writes.
@@ -163,15 +220,19 @@ def read_duckdb(path: Path) -> dict[str, pl.DataFrame]:
             con.execute("SET produce_arrow_string_view = true")
             # One snapshot for every per-column query below: the columns of a table line up.
             con.execute("BEGIN TRANSACTION")
-            rows = con.execute(
+            names = con.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", ["main"]
             ).fetchall()
-            present = {str(r[0]) for r in rows}
+            present = {str(r[0]) for r in names}
             frames = {}
             for spec in TABLES:
                 if spec.name not in present:
                     raise _missing_table(source, spec.name, "create it in the DuckDB file")
-                frames[spec.name] = _read_duckdb_table(con, spec.name)
+                frames[spec.name] = (
+                    _read_duckdb_table(con, spec.name)
+                    if rows is None
+                    else _read_duckdb_rows(con, spec.name, BORROWER_KEYS[spec.name], rows)
+                )
             con.execute("COMMIT")
             return frames
     except duckdb.Error as exc:
@@ -196,6 +257,23 @@ def _read_duckdb_table(con: duckdb.DuckDBPyConnection, table: str) -> pl.DataFra
     ]
     relation = con.table(table)
     return pl.DataFrame([relation.select(duckdb.ColumnExpression(name)).pl().to_series() for name in names])
+
+
+def _read_duckdb_rows(con: duckdb.DuckDBPyConnection, table: str, key: str, rows: RowFilter) -> pl.DataFrame:
+    """The rows of `table` that `rows` keeps, in one query: the range filter runs in DuckDB's scan,
+    so only these rows are ever materialised."""
+    kind = con.execute(
+        "SELECT data_type FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = ? AND column_name = ?",
+        ["main", table, key],
+    ).fetchall()
+    if not kind:
+        return _read_duckdb_table(con, table)  # conform reports the missing column
+    # a text key is compared as it is (the scan can skip blocks); another type as its text
+    column = f'"{key}"' if kind and kind[0][0] == "VARCHAR" else f'CAST("{key}" AS VARCHAR)'
+    where, params = rows.sql(column)
+    # table and column names are constants of pipelines.tables; the bounds are parameters
+    return pl.DataFrame(con.sql(f'SELECT * FROM "{table}" WHERE {where}', params=params).to_arrow_table())  # noqa: S608
 
 
 def conform(frame: pl.DataFrame, spec: TableSpec, source: str) -> pl.DataFrame:
@@ -423,7 +501,7 @@ def write_source(tables: SourceTables, path: Path, fmt: SourceFormat) -> None:
     path = Path(path)
     frames = {spec.name: tables.get(spec.name).collect() for spec in TABLES}
     if fmt == "duckdb":
-        _write_duckdb(frames, path)
+        _write_duckdb([frames], path)
     elif fmt in FOLDER_FORMATS:
         _write_folder(frames, path, fmt)
     else:
@@ -433,7 +511,39 @@ def write_source(tables: SourceTables, path: Path, fmt: SourceFormat) -> None:
     log.info("wrote source %s (%s)", path, fmt)
 
 
-def _write_duckdb(frames: dict[str, pl.DataFrame], path: Path) -> None:
+def write_source_chunks(chunks: Iterable[SourceTables], path: Path, fmt: SourceFormat) -> dict[str, int]:
+    """Write the tables of consecutive chunks (rows appended in order) as one source, atomically,
+    holding one chunk at a time; returns the rows per table. Same tables as `write_source` of
+    their concatenation (Parquet row groups follow the chunks)."""
+    path = Path(path)
+    counts = {spec.name: 0 for spec in TABLES}
+
+    def frames() -> Iterator[dict[str, pl.DataFrame]]:
+        for chunk in chunks:
+            got = {spec.name: chunk.get(spec.name).collect() for spec in TABLES}
+            for name, frame in got.items():
+                counts[name] += frame.height
+            yield got
+
+    if fmt == "duckdb":
+        _write_duckdb(frames(), path, memory_limit=CHUNKED_WRITE_MEMORY)
+    elif fmt in FOLDER_FORMATS:
+        _write_folder_chunks(frames(), path, fmt)
+    else:
+        raise InvalidInputError(
+            "arguments", [ErrorItem("/format", f"unknown format {fmt!r}; use duckdb, parquet or csv")]
+        )
+    log.info("wrote source %s (%s)", path, fmt)
+    return counts
+
+
+# What DuckDB may keep of a file written chunk by chunk (it caches the blocks it wrote otherwise).
+CHUNKED_WRITE_MEMORY: Final = "512MB"
+
+
+def _write_duckdb(
+    chunks: Iterable[dict[str, pl.DataFrame]], path: Path, *, memory_limit: str | None = None
+) -> None:
     if path.is_dir():
         raise InvalidInputError(
             str(path), [ErrorItem("", "is a folder")], message=f"{path} is a folder; a DuckDB file is needed"
@@ -457,10 +567,18 @@ def _write_duckdb(frames: dict[str, pl.DataFrame], path: Path) -> None:
             try:
                 # stdout carries the CLI's JSON: no progress bar on long writes
                 con.execute("SET enable_progress_bar = false")
-                for spec in TABLES:
-                    con.execute(f'DROP TABLE IF EXISTS "{spec.name}"')  # table names are constants
-                    con.from_arrow(frames[spec.name].to_arrow()).create(spec.name)
-                con.execute("CHECKPOINT")
+                if memory_limit is not None:
+                    con.execute("SET memory_limit = ?", [memory_limit])
+                for i, frames in enumerate(chunks):
+                    for spec in TABLES:
+                        rows = con.from_arrow(frames[spec.name].to_arrow())
+                        if i == 0:
+                            con.execute(f'DROP TABLE IF EXISTS "{spec.name}"')  # table names are constants
+                            rows.create(spec.name)
+                        else:
+                            rows.insert_into(spec.name)
+                    # each chunk goes to the file before the next: memory does not grow with the chunks
+                    con.execute("CHECKPOINT")
             finally:
                 con.close()
 
@@ -490,6 +608,47 @@ def _write_folder(frames: dict[str, pl.DataFrame], folder: Path, fmt: str) -> No
                 (folder / f"{spec.name}.{other}").unlink(missing_ok=True)
 
 
+def _write_folder_chunks(chunks: Iterable[dict[str, pl.DataFrame]], folder: Path, fmt: str) -> None:
+    """Like `_write_folder`, one chunk at a time: every table file grows under a temporary name,
+    then each is renamed into place once all chunks are written."""
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInputError(
+            str(folder),
+            [ErrorItem("", "is not a folder")],
+            message=f"{folder} is a file; {fmt} sources are folders of <table>.{fmt} files",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    temps = {spec.name: folder / f".{spec.name}.{fmt}.{os.getpid()}.tmp" for spec in TABLES}
+    writers: dict[str, pq.ParquetWriter] = {}
+    try:
+        for i, frames in enumerate(chunks):
+            for spec in TABLES:
+                frame = frames[spec.name]
+                if fmt == "csv":
+                    with temps[spec.name].open("ab" if i else "wb") as fh:
+                        _text_frame(frame).write_csv(fh, include_header=i == 0, line_terminator="\n")
+                    continue
+                table = frame.to_arrow()
+                if spec.name not in writers:
+                    writers[spec.name] = pq.ParquetWriter(temps[spec.name], table.schema)
+                writers[spec.name].write_table(table)
+        for writer in writers.values():
+            writer.close()
+        writers.clear()
+        for spec in TABLES:
+            with temps[spec.name].open("rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(temps[spec.name], folder / f"{spec.name}.{fmt}")
+            for other in FOLDER_FORMATS:
+                if other != fmt:
+                    (folder / f"{spec.name}.{other}").unlink(missing_ok=True)
+    finally:
+        for writer in writers.values():
+            writer.close()
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+
+
 def _text_frame(frame: pl.DataFrame) -> pl.DataFrame:
     """Lists as JSON arrays, timestamps as ISO-8601 UTC with `Z`, everything else as polars writes it."""
     exprs = []
@@ -506,4 +665,12 @@ def _text_frame(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(exprs)
 
 
-__all__ = ["SourceFormat", "conform", "open_source", "read_duckdb", "read_ids", "write_source"]
+__all__ = [
+    "SourceFormat",
+    "conform",
+    "open_source",
+    "read_duckdb",
+    "read_ids",
+    "write_source",
+    "write_source_chunks",
+]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -109,7 +109,7 @@ def write_sample_companies(home: Home) -> list[Company]:
 class _Random:
     """Bulk draws from one Mersenne Twister stream, as Polars Series."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int | str) -> None:
         self._random = random.Random(seed)
 
     def uniform(self, n: int) -> pl.Series:
@@ -208,25 +208,82 @@ def generate(
         for spec in TABLES:
             say(f"{spec.name}: 0 rows")
         return SourceTables(**empty)
+    blocks = list(generate_blocks(borrowers, seed, companies, end=end, progress=progress, chunk=borrowers))
+    if len(blocks) == 1:
+        return blocks[0]
+    return SourceTables(**{spec.name: pl.concat([b.get(spec.name) for b in blocks]) for spec in TABLES})
+
+
+# Borrowers are generated in blocks of this many, block b from its own random stream (block 0 from
+# `seed` itself, so small data sets are what a single stream gives), ids numbered on from the
+# blocks before. The data depend on the seed and the number of borrowers only; `chunk` only sets
+# how many borrowers are held (and handed to the writer) at once.
+BLOCK_BORROWERS: Final = 50_000
+DEFAULT_CHUNK_BORROWERS: Final = 200_000
+
+
+def generate_blocks(
+    borrowers: int,
+    seed: int,
+    companies: list[Company],
+    *,
+    end: date = DEFAULT_END,
+    progress: Progress | None = None,
+    chunk: int = DEFAULT_CHUNK_BORROWERS,
+) -> Iterator[SourceTables]:
+    """The same tables as `generate`, as consecutive chunks of about `chunk` borrowers (whole blocks):
+    memory is bounded by a chunk whatever the total."""
+    if borrowers < 0:
+        raise InvalidInputError("arguments", [ErrorItem("/borrowers", "must be 0 or more")])
+    if not companies:
+        raise InvalidInputError(
+            "arguments", [ErrorItem("/companies", "give at least one company to spread borrowers over")]
+        )
+    say = progress or (lambda _message: None)
+    if borrowers == 0:
+        for spec in TABLES:
+            say(f"{spec.name}: 0 rows")
+        yield SourceTables(**{spec.name: pl.LazyFrame(schema=spec.schema) for spec in TABLES})
+        return
     companies = sorted(companies, key=lambda c: c.id)  # the same data whatever order they came in
-    rng = _Random(seed)
-    people = _borrowers(rng, borrowers, companies)
-    say(f"borrowers: {people.height:,} rows")
-    contacts = _contacts(rng, people)
-    say(f"contacts: {contacts.height:,} rows")
-    interactions = _interactions(rng, people, contacts, end)
-    say(f"interactions: {interactions.height:,} rows")
-    dni = _do_not_interact(rng, people, end)
-    say(f"do_not_interact: {dni.height:,} rows")
+    per_chunk = max(1, -(-max(chunk, 1) // BLOCK_BORROWERS))  # whole blocks per chunk
+    firsts = dict.fromkeys(("borrowers", "contacts", "interactions", "do_not_interact"), 0)
+    totals = dict.fromkeys((spec.name for spec in TABLES), 0)
+    starts = list(range(0, borrowers, BLOCK_BORROWERS))
+    for at in range(0, len(starts), per_chunk):
+        frames: dict[str, list[pl.DataFrame]] = {spec.name: [] for spec in TABLES}
+        for start in starts[at : at + per_chunk]:
+            block = start // BLOCK_BORROWERS
+            n = min(BLOCK_BORROWERS, borrowers - start)
+            for name, frame in _block(block, n, seed, companies, end, firsts).items():
+                frames[name].append(frame)
+                totals[name] += frame.height
+        yield SourceTables(**{name: pl.concat(parts).lazy() for name, parts in frames.items()})
+    for spec in TABLES:
+        say(f"{spec.name}: {totals[spec.name]:,} rows")
+
+
+def _block(
+    block: int, n: int, seed: int, companies: list[Company], end: date, firsts: dict[str, int]
+) -> dict[str, pl.DataFrame]:
+    """Borrowers block `block` (n of them) and their rows; `firsts` (ids used so far) moves on."""
+    rng = _Random(seed if block == 0 else f"{seed}/block/{block}")
+    people = _borrowers(rng, n, companies, firsts["borrowers"])
+    contacts = _contacts(rng, people, firsts["contacts"])
+    interactions = _interactions(rng, people, contacts, end, firsts["interactions"], firsts["borrowers"])
+    dni = _do_not_interact(rng, people, end, firsts["do_not_interact"])
     consents = _consents(rng, people, end)
-    say(f"consents: {consents.height:,} rows")
-    return SourceTables(
-        borrowers=_finish(people, BORROWERS).lazy(),
-        contacts=_finish(contacts, CONTACTS).lazy(),
-        interactions=_finish(interactions, INTERACTIONS).lazy(),
-        do_not_interact=_finish(dni, DO_NOT_INTERACT).lazy(),
-        consents=_finish(consents, CONSENTS).lazy(),
-    )
+    firsts["borrowers"] += people.height
+    firsts["contacts"] += contacts.height
+    firsts["interactions"] += interactions.height
+    firsts["do_not_interact"] += dni.height
+    return {
+        "borrowers": _finish(people, BORROWERS),
+        "contacts": _finish(contacts, CONTACTS),
+        "interactions": _finish(interactions, INTERACTIONS),
+        "do_not_interact": _finish(dni, DO_NOT_INTERACT),
+        "consents": _finish(consents, CONSENTS),
+    }
 
 
 def _finish(frame: pl.DataFrame, spec: TableSpec) -> pl.DataFrame:
@@ -236,14 +293,14 @@ def _finish(frame: pl.DataFrame, spec: TableSpec) -> pl.DataFrame:
     )
 
 
-def _ids(prefix: str, n: int, width: int) -> pl.Expr:
-    """`prefix` + 1..n zero-padded to `width` digits (wider when n needs it), sorted as text."""
-    width = max(width, len(str(n)))
-    padded = (pl.int_range(1, n + 1, dtype=pl.Int64) + 10**width).cast(pl.String).str.slice(1)
+def _ids(prefix: str, n: int, width: int, first: int = 0) -> pl.Expr:
+    """`prefix` + first+1..first+n zero-padded to `width` digits (wider when needed), sorted as text."""
+    width = max(width, len(str(first + n)))
+    padded = (pl.int_range(first + 1, first + n + 1, dtype=pl.Int64) + 10**width).cast(pl.String).str.slice(1)
     return pl.concat_str(pl.lit(prefix), padded)
 
 
-def _borrowers(rng: _Random, n: int, companies: list[Company]) -> pl.DataFrame:
+def _borrowers(rng: _Random, n: int, companies: list[Company], first: int = 0) -> pl.DataFrame:
     """Borrowers plus the helper columns the other tables draw from (`__`-prefixed)."""
     places = _places()
     zones = places.zips.get_column("timezone")
@@ -290,8 +347,8 @@ def _borrowers(rng: _Random, n: int, companies: list[Company]) -> pl.DataFrame:
         }
     )
     return frame.with_columns(
-        _ids("BR-", n, 8).alias("id"),
-        pl.when(pl.col("__hasExternal")).then(_ids("EXT-", n, 8)).alias("externalId"),
+        _ids("BR-", n, 8, first).alias("id"),
+        pl.when(pl.col("__hasExternal")).then(_ids("EXT-", n, 8, first)).alias("externalId"),
         pl.when(pl.col("__tzDraw") == 0)
         .then(pl.col("__zone"))
         .when(pl.col("__tzDraw") == 2)
@@ -309,7 +366,7 @@ _SLOT_TYPES: Final = (  # phone, email, address weights by contact slot (0, 1, 2
 _THIRD_PARTIES: Final = ("spouse", "parent", "guardian", "representative", "attorney", "employer", "other")
 
 
-def _contacts(rng: _Random, people: pl.DataFrame) -> pl.DataFrame:
+def _contacts(rng: _Random, people: pl.DataFrame, first: int = 0) -> pl.DataFrame:
     places = _places()
     counts = rng.choice(people.height, [0.05, 0.15, 0.30, 0.25, 0.15, 0.10]) + 1
     base = (
@@ -432,7 +489,7 @@ def _contacts(rng: _Random, people: pl.DataFrame) -> pl.DataFrame:
     )
     third_party = pl.col("affiliation") != "self"
     return frame.with_columns(
-        _ids("CT-", n, 9).alias("id"),
+        _ids("CT-", n, 9, first).alias("id"),
         kind_name.alias("contactType"),
         pl.when(is_phone)
         .then(pl.col("__phoneLabel"))
@@ -507,7 +564,14 @@ def _first_contacts(contacts: pl.DataFrame) -> pl.DataFrame:
     ).rename({"phone": "__phoneId", "email": "__emailId", "address": "__addressId"})
 
 
-def _interactions(rng: _Random, people: pl.DataFrame, contacts: pl.DataFrame, end: date) -> pl.DataFrame:
+def _interactions(
+    rng: _Random,
+    people: pl.DataFrame,
+    contacts: pl.DataFrame,
+    end: date,
+    first: int = 0,
+    first_borrower: int = 0,
+) -> pl.DataFrame:
     start_us = _epoch_us(end - timedelta(days=HISTORY_DAYS - 1))
     counts = rng.choice(people.height, [20, 20, 18, 14, 10, 7, 5, 3, 2, 1])
     regular = (
@@ -610,11 +674,11 @@ def _interactions(rng: _Random, people: pl.DataFrame, contacts: pl.DataFrame, en
         .then(pl.col("__addressId"))
     )
     return both.with_columns(
-        _ids("IN-", both.height, 10).alias("id"),
+        _ids("IN-", both.height, 10, first).alias("id"),
         channel_contact.alias("contactId"),
-        pl.format("LN-{}-{}", (pl.col("__i") + 1).cast(pl.String).str.zfill(8), pl.col("__loan")).alias(
-            "loanId"
-        ),
+        pl.format(
+            "LN-{}-{}", (pl.col("__i") + first_borrower + 1).cast(pl.String).str.zfill(8), pl.col("__loan")
+        ).alias("loanId"),
         pl.col("__at").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("startedAt"),
     )
 
@@ -638,7 +702,7 @@ _DNI_TIMES: Final = (
 _DNI_LABELS: Final[tuple[list[str] | None, ...]] = (None, ["work"], ["home", "personal"], [])
 
 
-def _do_not_interact(rng: _Random, people: pl.DataFrame, end: date) -> pl.DataFrame:
+def _do_not_interact(rng: _Random, people: pl.DataFrame, end: date, first: int = 0) -> pl.DataFrame:
     counts = rng.choice(people.height, [95, 4, 1])
     base = (
         people.select("__i", "id", "__zone", pl.int_ranges(0, pl.lit(counts)).alias("__k"))
@@ -656,7 +720,7 @@ def _do_not_interact(rng: _Random, people: pl.DataFrame, end: date) -> pl.DataFr
     zone_draw = rng.choice(n, [75, 15, 10])  # none (company zone), borrower's, Central
     has_case = rng.uniform(n) < 0.6
     return base.with_columns(
-        _ids("DNI-", n, 8).alias("id"),
+        _ids("DNI-", n, 8, first).alias("id"),
         pl.col("id").alias("personId"),
         pl.Series(
             "caseId",

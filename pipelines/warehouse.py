@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
+import pyarrow.dataset as pads
 
 from pipelines import analyst, duck
 
@@ -101,11 +103,21 @@ def _insert_rejected(con: duckdb.DuckDBPyConnection, run_id: str, rejected: pl.D
     )
 
 
-def record_success(path: Path, run: RunRecord, screening: pl.DataFrame, rejected: pl.DataFrame) -> None:
-    """Replace every earlier row of (exporterId, asOfDate) with this run's, atomically."""
-    if "nextEligibleDate" not in screening.columns:
-        screening = screening.with_columns(nextEligibleDate=pl.lit(None, dtype=pl.Date))
-    screening_arrow = screening.select(*SCREENING_COLUMNS, "nextEligibleDate").to_arrow()
+def record_success(
+    path: Path, run: RunRecord, screening: pl.DataFrame | pads.Dataset, rejected: pl.DataFrame
+) -> None:
+    """Replace every earlier row of (exporterId, asOfDate) with this run's, atomically.
+
+    `screening` may be an Arrow dataset (a partitioned run's parts, with every screening column and
+    nextEligibleDate): DuckDB then scans it batch by batch instead of holding every row at once.
+    """
+    screening_arrow: Any
+    if isinstance(screening, pl.DataFrame):
+        if "nextEligibleDate" not in screening.columns:
+            screening = screening.with_columns(nextEligibleDate=pl.lit(None, dtype=pl.Date))
+        screening_arrow = screening.select(*SCREENING_COLUMNS, "nextEligibleDate").to_arrow()
+    else:
+        screening_arrow = screening
     with duck.connect(path) as con:
         # Rows are stored in any order (queries sort): DuckDB then writes a large insert straight
         # to the file in parallel instead of through the WAL, which halves the time of this step.

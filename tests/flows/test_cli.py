@@ -89,6 +89,28 @@ def test_unknown_exporter_and_bad_date_exit_2(home: Home) -> None:
     assert "--as-of" in bad_date.stderr
 
 
+def test_bad_partitions_or_memory_budget_exit_2(home: Home) -> None:
+    for option, value in (("--partitions", "0"), ("--partitions", "many"), ("--memory-budget", "lots")):
+        out = cli(home.root, "run", "CE-EMAILSVC", "--as-of", "2026-12-01", "--no-deliver", option, value)
+        assert out.returncode == 2, (option, value, out.stderr[-1000:])
+        assert option in out.stderr
+
+
+@pytest.mark.integration
+def test_run_in_partitions_prints_the_same_counts_and_file(home: Home) -> None:
+    without_sftp(home, "CE-EMAILSVC")
+    args = ("run", "CE-EMAILSVC", "--as-of", "2026-12-01", "--no-deliver")
+    one = cli(home.root, *args, "--partitions", "1", timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    first = json.loads(one.stdout)
+    data = Path(first["file"]).read_bytes()
+    four = cli(home.root, *args, "--partitions", "4", "--memory-budget", "1GiB", timeout=300)
+    assert four.returncode == 0, four.stderr[-3000:]
+    second = json.loads(four.stdout)
+    assert second["counts"] == first["counts"]
+    assert Path(second["file"]).read_bytes() == data
+
+
 def test_invalid_source_data_exits_2(home: Home) -> None:
     import duckdb
 

@@ -28,13 +28,16 @@ def test_earlier_running_runs_of_the_same_exporter_and_date_are_marked_crashed(h
     from prefect.states import Running
 
     from flows.prefect_flows import export_contacts
+    from pipelines.request import RunRequest
 
     def left_running(as_of: date, where: str) -> str:
         """A flow run as a killed process leaves it: RUNNING, never finished."""
         with get_client(sync_client=True) as client:
             run = client.create_flow_run(
                 export_contacts,
-                parameters={"exporter_id": "CE-EMAILSVC", "as_of": as_of, "home": where},
+                parameters={
+                    "request": {"exporter_id": "CE-EMAILSVC", "as_of": as_of.isoformat(), "home": where}
+                },
                 state=Running(),
             )
         return str(run.id)
@@ -43,7 +46,8 @@ def test_earlier_running_runs_of_the_same_exporter_and_date_are_marked_crashed(h
     other_date = left_running(date(2026, 12, 2), str(home.root))
     other_home = left_running(AS_OF, "/somewhere/else")
 
-    state = export_contacts("CE-EMAILSVC", AS_OF, home=str(home.root), return_state=True)
+    request = RunRequest(exporter_id="CE-EMAILSVC", as_of=AS_OF, home=str(home.root))
+    state = export_contacts(request, return_state=True)
 
     assert state.is_completed()
     with get_client(sync_client=True) as client:

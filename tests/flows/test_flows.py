@@ -12,6 +12,7 @@ import pytest
 from pipelines import job
 from pipelines.config import Home
 from pipelines.errors import TerminalError, TransientError
+from pipelines.request import RunRequest
 from tests.worlds import make_home, without_sftp
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -24,6 +25,10 @@ def home(tmp_path: Path) -> Home:
     h = make_home(tmp_path)
     without_sftp(h, "CE-EMAILSVC")
     return h
+
+
+def request(home: Home, exporter_id: str, **options: Any) -> RunRequest:
+    return RunRequest(exporter_id=exporter_id, as_of=AS_OF, home=str(home.root), **options)
 
 
 def runs_in(home: Home) -> list[tuple[Any, ...]]:
@@ -41,7 +46,7 @@ def test_export_flow_runs_and_publishes_an_artifact(home: Home) -> None:
 
     from flows.prefect_flows import export_contacts
 
-    state = export_contacts("CE-EMAILSVC", AS_OF, home=str(home.root), return_state=True)
+    state = export_contacts(request(home, "CE-EMAILSVC"), return_state=True)
     assert state.is_completed()
     result = state.result()
     assert result["counts"]["exported"] > 0
@@ -78,15 +83,15 @@ def test_campaign_flow_uses_the_query_population(home: Home) -> None:
 def test_backfill_continues_past_a_failed_date(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.prefect_flows import backfill
 
-    real_build = job.build
+    real_build = job.build_part
     bad_day = date(2026, 12, 3)
 
-    def build(plan: job.RunPlan, run_id: str, progress: Any = None) -> job.Built:
+    def build_part(plan: job.RunPlan, run_id: str, part: Any, progress: Any = None) -> Any:
         if plan.as_of == bad_day:
             raise RuntimeError("disk on fire")
-        return real_build(plan, run_id)
+        return real_build(plan, run_id, part)
 
-    monkeypatch.setattr(job, "build", build)
+    monkeypatch.setattr(job, "build_part", build_part)
     state = backfill(
         "CE-EMAILSVC", date(2026, 12, 1), date(2026, 12, 5), home=str(home.root), return_state=True
     )
@@ -129,7 +134,7 @@ def test_transient_delivery_error_is_retried(home: Home, monkeypatch: pytest.Mon
     from flows.prefect_flows import export_contacts
 
     calls = _flaky_delivery(monkeypatch, TransientError("connection reset by 127.0.0.1:22"), failures=1)
-    result = export_contacts("CE-VOICECOL", AS_OF, home=str(home.root))
+    result = export_contacts(request(home, "CE-VOICECOL"))
     assert len(calls) == 2
     assert result["delivered"] is True
 
@@ -139,7 +144,7 @@ def test_terminal_delivery_error_is_not_retried(home: Home, monkeypatch: pytest.
 
     calls = _flaky_delivery(monkeypatch, TerminalError("host key mismatch"), failures=5)
     with pytest.raises(TerminalError, match="host key"):
-        export_contacts("CE-VOICECOL", AS_OF, home=str(home.root))
+        export_contacts(request(home, "CE-VOICECOL"))
     assert len(calls) == 1
     # the file was written and recorded before delivery failed; a later run can deliver it
     assert runs_in(home) == [("CE-VOICECOL", AS_OF, "succeeded")]
@@ -158,7 +163,7 @@ def test_deployments_carry_schedules_and_parameters(home: Home) -> None:
     deployments = {d.name: d for d in build_deployments(home)}
     assert set(deployments) == set(specs)
     voice = deployments["daily-ce-voicecol"]
-    assert voice.parameters == {"exporter_id": "CE-VOICECOL", "home": str(home.root)}
+    assert voice.parameters == {"request": {"exporter_id": "CE-VOICECOL", "home": str(home.root)}}
     (schedule,) = voice.schedules
     assert schedule.schedule.cron == "0 6 * * *"
     assert schedule.schedule.timezone == "America/New_York"

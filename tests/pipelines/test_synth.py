@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from pipelines import synth
 from pipelines.config import Company, Home
 from pipelines.errors import InvalidInputError
 from pipelines.schemas import validate_sources
-from pipelines.sources import write_source
+from pipelines.sources import open_source, write_source, write_source_chunks
 from pipelines.synth import DEFAULT_END, HISTORY_DAYS, default_companies, generate, write_sample_companies
 from pipelines.tables import TABLES, SourceTables
 from pipelines.vocab import STATUS_DETAILS
@@ -236,4 +237,36 @@ def test_committed_sample_is_what_the_generator_makes(tmp_path: Path) -> None:
         name = f"{spec.name}.csv"
         assert (SAMPLE / name).read_bytes() == (tmp_path / name).read_bytes(), (
             f"data/sample/{name} is stale: regenerate it with the command in this test's docstring"
+        )
+
+
+def test_data_do_not_depend_on_the_chunking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of 40 borrowers (each its own stream, ids numbered on), written 40, 120 or all at once."""
+    monkeypatch.setattr(synth, "BLOCK_BORROWERS", 40)
+    companies = repo_companies()
+    whole = generate(250, 5, companies)
+    for name in ("borrowers", "contacts", "interactions", "do_not_interact"):
+        ids = whole.get(name).collect().get_column("id")
+        assert ids.n_unique() == ids.len(), f"{name} ids repeat across blocks"
+    assert whole.borrowers.collect().height == 250
+    validated = validate_sources(whole)
+    assert validated.rejected.height == 0  # references hold across blocks
+    for chunk, fmt in ((40, "duckdb"), (120, "parquet"), (1000, "csv")):
+        target = tmp_path / f"out-{chunk}.{fmt}" if fmt == "duckdb" else tmp_path / f"out-{chunk}"
+        counts = write_source_chunks(synth.generate_blocks(250, 5, companies, chunk=chunk), target, fmt)  # type: ignore[arg-type]
+        back = open_source(target)
+        for spec in TABLES:
+            expected = whole.get(spec.name).collect()
+            assert counts[spec.name] == expected.height
+            assert_frame_equal(back.get(spec.name).collect(), expected, check_dtypes=False)
+
+
+def test_small_data_sets_are_one_block_from_the_seed_itself() -> None:
+    companies = repo_companies()
+    assert synth.BLOCK_BORROWERS >= 300
+    chunks = list(synth.generate_blocks(300, 7, companies, chunk=1))
+    assert len(chunks) == 1
+    for spec in TABLES:
+        assert_frame_equal(
+            chunks[0].get(spec.name).collect(), generate(300, 7, companies).get(spec.name).collect()
         )

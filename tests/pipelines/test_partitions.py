@@ -1,0 +1,246 @@
+"""Runs in borrower partitions: the file, the manifest and the warehouse rows do not depend on N."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pytest
+
+from pipelines import job, partitions, sources
+from pipelines.config import Home
+from pipelines.tables import TABLES, SourceTables
+from tests.worlds import make_home, sample_tables, without_sftp
+
+AS_OF = date(2026, 12, 1)
+BORROWERS = 60
+
+
+def flawed_tables(borrowers: int = BORROWERS) -> SourceTables:
+    """Generated tables plus rows that validation rejects: an orphan contact, a borrower with a bad
+    time zone and a contact of that borrower (rejected with it)."""
+    t = sample_tables(borrowers)
+    people = t.borrowers.collect()
+    contacts = t.contacts.collect()
+    bad_borrower = people.head(1).with_columns(id=pl.lit("B-BADZONE"), timezone=pl.lit("Mars/Base"))
+    orphan = contacts.head(1).with_columns(id=pl.lit("C-ORPHAN"), personId=pl.lit("B-NOBODY"))
+    of_bad = contacts.head(1).with_columns(id=pl.lit("C-OFBAD"), personId=pl.lit("B-BADZONE"))
+    return replace(
+        t,
+        borrowers=pl.concat([people, bad_borrower]).lazy(),
+        contacts=pl.concat([contacts, orphan, of_bad]).lazy(),
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    h = make_home(tmp_path, BORROWERS, with_sftp=False)
+    sources.write_source(flawed_tables(), h.warehouse, "duckdb")
+    return h
+
+
+def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def outcome(home: Home, exporter_id: str, n: int | str, **plan: Any) -> dict[str, Any]:
+    """Run with N partitions; the file's bytes, the manifest without runId and the warehouse rows."""
+    warehouse = home.root / "data" / f"out-{n}.duckdb"
+    summary = job.run_export(
+        job.plan_run(home, exporter_id, AS_OF, warehouse_path=warehouse, **plan),
+        deliver_enabled=False,
+        partitions=n,
+    )
+    file = Path(summary["file"])
+    manifest = json.loads(file.with_name(file.name + ".manifest.json").read_text())
+    run_id = manifest.pop("runId")
+    assert run_id == summary["runId"]
+    return {
+        "bytes": file.read_bytes(),
+        "manifest": manifest,
+        "counts": summary["counts"],
+        "screening": rows(
+            warehouse,
+            "SELECT exporterId, asOfDate, contactId, personId, channel, canInteract, reasons, nextEligibleDate "
+            "FROM screening_results ORDER BY contactId",
+        ),
+        "rejected": rows(warehouse, "SELECT tableName, rowKey, checks FROM rejected_rows ORDER BY ALL"),
+        "run": rows(
+            warehouse,
+            "SELECT exporterId, companyId, asOfDate, status, population, matched, screenedOut, exported, "
+            "sha256 FROM export_runs",
+        ),
+    }
+
+
+def test_partitions_are_ranges_cut_at_the_quantiles_of_the_borrower_ids() -> None:
+    ids = pl.Series("id", [f"B{i:02d}" for i in range(10)])  # sorted, K = 10
+    assert partitions.cuts(ids, 4) == ["B02", "B05", "B07"]  # ids[floor(k * 10 / 4)], k = 1..3
+    assert partitions.cuts(ids, 1) == []
+    assert partitions.cuts(ids, 13)[:4] == ["B00", "B01", "B02", "B03"]  # more parts than ids: some empty
+    probe = pl.Series("id", ["A", "B01", "B02", "B04", "B05", "B99", "C", None])
+    assert partitions.partition_of(probe, ["B02", "B05", "B07"]).to_list() == [0, 0, 1, 1, 2, 3, 3, 0]
+    assert partitions.partition_of(probe, []).to_list() == [0] * 8
+    four = partitions.parts_of(["B02", "B05", "B07"], 4)
+    assert [(p.low, p.high, p.label) for p in four] == [
+        (None, "B02", "p1/4"),
+        ("B02", "B05", "p2/4"),
+        ("B05", "B07", "p3/4"),
+        ("B07", None, "p4/4"),
+    ]
+    # every text is in exactly one partition's filter, the same one partition_of gives; a row without
+    # a key is read by every partition (a rejected one blocks every borrower), reported by the first
+    frame = probe.to_frame()
+    for part in four:
+        rows = part.rows
+        assert rows is not None
+        kept = frame.filter(rows.expr("id")).get_column("id").to_list()
+        expected = probe.drop_nulls().filter(
+            partitions.partition_of(probe.drop_nulls(), ["B02", "B05", "B07"]) == part.index
+        )
+        assert kept == [*expected.to_list(), None]
+        assert part.reports_unowned == (part.index == 0)
+
+
+@pytest.mark.parametrize("exporter_id", ["CE-VOICECOL", "CE-EMAILSVC"])
+def test_file_manifest_and_warehouse_rows_are_the_same_for_every_n(home: Home, exporter_id: str) -> None:
+    without_sftp(home, exporter_id)
+    one = outcome(home, exporter_id, 1)
+    assert one["counts"]["exported"] > 0
+    assert one["counts"]["rejected"] >= 3
+    assert {r[1] for r in one["rejected"]} >= {"C-ORPHAN", "B-BADZONE", "C-OFBAD"}
+    if exporter_id == "CE-VOICECOL":
+        assert one["counts"]["screenedOut"] > 0, "the world must block someone, or this proves little"
+    for n in (2, 7, BORROWERS + 5):
+        other = outcome(home, exporter_id, n)
+        for key in one:
+            assert other[key] == one[key], f"{key} differs with {n} partitions"
+
+
+def test_a_partition_reads_only_its_borrowers_rows(home: Home) -> None:
+    ids = partitions.sorted_borrower_ids(home.warehouse)
+    assert ids.len() == BORROWERS + 1
+    three = partitions.parts_of(partitions.cuts(ids, 3), 3)
+    whole = sources.open_source(home.warehouse)
+    seen = 0
+    for part in three:
+        assert part.rows is not None
+        read = sources.open_source(home.warehouse, part.rows)
+        mine = set(ids.filter(partitions.partition_of(ids, partitions.cuts(ids, 3)) == part.index).to_list())
+        borrower_ids = set(read.borrowers.collect().get_column("id").to_list())
+        assert borrower_ids == mine
+        for name in ("contacts", "interactions", "do_not_interact", "consents"):
+            got = read.get(name).collect()
+            keys = got.get_column("personId")
+            assert (partitions.partition_of(keys, partitions.cuts(ids, 3)) == part.index).all(), name
+            if name == "contacts":
+                seen += got.height
+    assert seen == whole.contacts.collect().height  # the orphan contact included, exactly once
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_folder_sources_give_the_same_bytes_for_every_n(home: Home, fmt: str) -> None:
+    folder = home.root / "data" / f"source-{fmt}"
+    sources.write_source(flawed_tables(), folder, fmt)  # type: ignore[arg-type]
+    without_sftp(home, "CE-VOICECOL")
+    one = outcome(home, "CE-VOICECOL", 1, source=folder)
+    three = outcome(home, "CE-VOICECOL", 3, source=folder)
+    assert three == one
+    assert one["counts"]["exported"] > 0
+
+
+def test_parquet_export_files_are_the_same_for_every_n(home: Home) -> None:
+    without_sftp(home, "CE-VOICECOL")
+    path = home.exporters_dir / "CE-VOICECOL.json"
+    body = json.loads(path.read_text())
+    body["fileSettings"] = {**body["fileSettings"], "format": "parquet"}
+    path.write_text(json.dumps(body))
+    one = outcome(home, "CE-VOICECOL", 1)
+    assert pl.read_parquet(one["bytes"]).height == one["counts"]["exported"] > 0
+    assert outcome(home, "CE-VOICECOL", 4) == one
+
+
+def test_population_file_is_split_by_the_same_function(home: Home) -> None:
+    without_sftp(home, "CE-EMAILSVC")
+    ids = sample_tables(BORROWERS).borrowers.collect().get_column("id").head(25)
+    population = home.root / "population.csv"
+    pl.DataFrame({"id": [*ids.to_list(), "B-NOT-THERE"]}).write_csv(population)
+    one = outcome(home, "CE-EMAILSVC", 1, population_file=population)
+    assert 0 < one["counts"]["population"] <= 25
+    assert outcome(home, "CE-EMAILSVC", 5, population_file=population) == one
+
+
+def test_merge_streams_sorted_parts_in_fixed_batches(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"v": [f"x{i:04d}" for i in range(1000)]})
+    keys = pl.Series([f"C{i:05d}" for i in range(1000)])
+    assignment = pl.Series([zlib.crc32(k.encode()) % 4 for k in keys.to_list()])
+    files = []
+    for k in range(4):
+        chosen = assignment == k
+        rows_file, _, _ = partitions.write_part(
+            tmp_path,
+            partitions.Part(k, 4),
+            frame.filter(chosen),
+            keys.filter(chosen),
+            pl.DataFrame({"contactId": keys.filter(chosen)}),
+            pl.DataFrame({"tableName": []}, schema={"tableName": pl.String}),
+        )
+        files.append(rows_file)
+    batches = list(partitions.merged_batches(files, batch_rows=64))
+    assert [b.height for b in batches] == [64] * 15 + [40]
+    assert pl.concat(batches).equals(frame)
+
+
+def test_auto_picks_n_from_the_source_size_and_the_budget(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = partitions.source_rows(home.warehouse)
+    whole = sources.open_source(home.warehouse)
+    assert rows == sum(whole.get(spec.name).collect().height for spec in TABLES)
+    assert partitions.auto_partitions(home.warehouse, 2 << 30) == 1  # a small source: one part
+    # N = ceil(rows x PEAK_PER_ROW / (budget - 512 MiB)); this world's rows made to need 350 MiB
+    monkeypatch.setattr(partitions, "PEAK_PER_ROW", (350 << 20) // rows + 1)
+    budget = partitions.BASELINE_BYTES + (100 << 20)
+    assert partitions.auto_partitions(home.warehouse, budget) == 4
+    parquet = tmp_path / "parquet"
+    sources.write_source(whole, parquet, "parquet")
+    assert partitions.source_rows(parquet) == rows
+    assert partitions.auto_partitions(parquet, budget) == 4
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    with (folder / "contacts.csv").open("wb") as fh:  # sparse: only its size matters here
+        fh.truncate(1 << 30)
+    assert partitions.source_rows(folder) is None
+    assert partitions.auto_partitions(folder, 2 << 30) == 3  # 1 GiB x 4 over 1.5 GiB
+
+
+def test_each_partition_holds_only_its_share_of_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory bound, counted in rows: no partition reads more than about 1/N of the source."""
+    home = make_home(tmp_path, 2000, with_sftp=False)
+    without_sftp(home, "CE-VOICECOL")
+    total = sum(sources.open_source(home.warehouse).get(s.name).collect().height for s in TABLES)
+    read: list[int] = []
+    real = sources.open_source
+
+    def counting(path: Path, rows: sources.RowFilter | None = None) -> SourceTables:
+        tables = real(path, rows)
+        read.append(sum(tables.get(s.name).collect().height for s in TABLES))
+        return tables
+
+    monkeypatch.setattr(sources, "open_source", counting)
+    job.run_export(job.plan_run(home, "CE-VOICECOL", AS_OF), deliver_enabled=False, partitions=5)
+    assert len(read) == 5
+    assert sum(read) == total  # every row read once, by one partition
+    assert max(read) <= total / 5 * 1.25, read
