@@ -7,15 +7,15 @@ Exit codes: 0 success, 2 invalid input (config, arguments, source data), 1 any o
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
+from typer import TyperException
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from pipelines.config import Home
 from pipelines.errors import ContactExporterError, ErrorItem, InvalidInputError
@@ -86,6 +86,14 @@ def read_body(file: str) -> Any:
     return safeload.load_json(raw, source)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"contact-exporter {version('contact-exporters')}\n")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global(
     ctx: typer.Context,
@@ -97,13 +105,27 @@ def _global(
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log library progress to stderr.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of a failure (and debug logs).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
+    ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    from flows.failures import CURRENT, configure_logging
+
+    CURRENT.debug = debug
+    configure_logging(verbose=verbose, debug=debug)
     ctx.obj = Home.resolve(home)
+    CURRENT.home = ctx.obj.root
+    CURRENT.home_origin = (
+        "from --home"
+        if home is not None
+        else "from $CONTACT_EXPORTER_HOME"
+        if os.environ.get("CONTACT_EXPORTER_HOME")
+        else "the current directory; use --home"
+    )
 
 
 # ---------------------------------------------------------------- exporters
@@ -378,27 +400,55 @@ def demo(
 
 def _fail(exc: ContactExporterError) -> NoReturn:
     from flows.envelopes import error_envelope
+    from flows.failures import report
 
-    describe = getattr(exc, "describe", None)
-    say("error: " + (describe() if callable(describe) else str(exc)))
+    report(exc)
     emit(error_envelope(exc))
     raise SystemExit(exc.exit_code)
 
 
+def _usage(exc: UsageError) -> NoReturn:
+    """click's short usage message in at most three lines: usage, error, where help is."""
+    if isinstance(exc, NoArgsIsHelpError):
+        exc.show()
+        raise SystemExit(exc.exit_code)
+    lines = []
+    if exc.ctx is not None:
+        lines.append(" ".join(exc.ctx.get_usage().split()))
+    lines.append(f"Error: {exc.format_message()}")
+    if exc.ctx is not None:
+        lines.append(f"Try '{exc.ctx.command_path} --help' for help.")
+    say("\n".join(lines))
+    raise SystemExit(exc.exit_code)
+
+
 def main(argv: list[str] | None = None) -> None:
+    from flows.failures import CURRENT, report
+
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    args = sys.argv[1:] if argv is None else argv
+    # --debug is a global option; known before parsing, so a usage error can show its traceback too.
+    CURRENT.debug = "--debug" in args[: args.index("--") if "--" in args else len(args)]
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=args, prog_name="contact-exporter", standalone_mode=False)
     except ContactExporterError as exc:
         _fail(exc)
-    except click.exceptions.Abort:
+    except UsageError as exc:
+        _usage(exc)
+    except typer.Abort:
         say("aborted")
         raise SystemExit(1) from None
-    except click.exceptions.ClickException as exc:
-        exc.show()
+    except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Exit as exc:
+    except TyperException as exc:  # click's other errors (a file that cannot be opened)
+        say(f"error: {exc.format_message()}")
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         say("interrupted")
         raise SystemExit(130) from None
+    except Exception as exc:
+        report(exc)
+        raise SystemExit(1) from None
+    # Without standalone mode typer returns the code of a `typer.Exit` instead of raising it.
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

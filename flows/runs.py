@@ -12,8 +12,9 @@ from pipelines.config import Home
 
 def _flows(home: Home) -> Any:
     settings.apply(home.root)
-    from flows import prefect_flows
+    from flows import failures, prefect_flows
 
+    failures.quiet_handlers()  # Prefect configures logging on import: keep tracebacks for --debug
     return prefect_flows
 
 
@@ -33,11 +34,12 @@ def run_exporter(
     redeliver: bool = False,
 ) -> dict[str, Any]:
     # Validate configuration before Prefect starts: a typo costs milliseconds, not a server start.
-    from pipelines import job
+    from pipelines import job, preflight
 
-    job.plan_run(
+    plan = job.plan_run(
         home, exporter_id, as_of, source=source, warehouse_path=warehouse, population_file=population
     )
+    preflight.check_plan(plan, deliver=deliver)
     result: dict[str, Any] = _flows(home).export_contacts(
         exporter_id,
         as_of,
@@ -54,9 +56,10 @@ def run_exporter(
 def run_backfill(
     home: Home, exporter_id: str, start: date, end: date, *, source: Path | None = None, deliver: bool = True
 ) -> dict[str, Any]:
-    from pipelines import job
+    from pipelines import job, preflight
 
-    job.plan_run(home, exporter_id, start, source=source)
+    preflight.check_dates(start, end)
+    preflight.check_plan(job.plan_run(home, exporter_id, start, source=source), deliver=deliver)
     state = _flows(home).backfill(
         exporter_id,
         start,
@@ -74,11 +77,14 @@ def run_backfill(
 
 
 def run_campaign(home: Home, campaign_id: str, as_of: date | None, *, deliver: bool = True) -> dict[str, Any]:
+    from pipelines import job, preflight
     from pipelines.store import ExporterStore
 
     campaign = home.campaign(campaign_id)
     # Before Prefect starts and before the query runs: an unknown exporter is a config error.
     ExporterStore(home).get(campaign.exporterId)
+    source = home.path(campaign.source) if campaign.source else None
+    preflight.check_plan(job.plan_run(home, campaign.exporterId, as_of, source=source), deliver=deliver)
     result: dict[str, Any] = _flows(home).run_campaign(
         campaign_id, as_of, home=str(home.root), deliver=deliver
     )

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from pipelines import columns, compliance, files, guards, matching, population, schemas, sources, warehouse
 from pipelines.config import Company, Exporter, Home, SftpSetting
-from pipelines.errors import ConflictError
+from pipelines.errors import ConflictError, WarehouseBusyError
 from pipelines.progress import Progress
 from pipelines.store import ExporterStore
 from pipelines.tables import TABLES_BY_NAME, SourceTables
@@ -53,6 +53,19 @@ class RunPlan:
     @property
     def exporter_id(self) -> str:
         return self.exporter.id
+
+    @property
+    def exports(self) -> Path:
+        """Where this run's files go: they live with the warehouse that records them."""
+        return exports_for(self.home, self.warehouse)
+
+
+def exports_for(home: Home, warehouse_path: Path) -> Path:
+    """`data/exports` for the home's warehouse; `<name>.exports/` beside any other warehouse file, so
+    a run against another warehouse never replaces a file the home's warehouse records."""
+    if warehouse_path == home.warehouse:
+        return home.exports
+    return warehouse_path.with_name(warehouse_path.name.removesuffix(".duckdb") + ".exports")
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,7 @@ def plan_run(
 @contextmanager
 def run_lock(plan: RunPlan, wait_seconds: float = 0.0) -> Iterator[None]:
     """One run of an (exporter, as-of date) at a time; a second one fails clearly instead of racing."""
-    folder = files.export_dir(plan.home.exports, plan.exporter_id, plan.as_of)
+    folder = files.export_dir(plan.exports, plan.exporter_id, plan.as_of)
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(folder / ".run.lock"), timeout=wait_seconds)
     try:
@@ -198,7 +211,7 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
     t = _timed(timings, "project", t)
 
     name = files.file_name(exporter.fileSettings, exporter.id, plan.as_of, company.id)
-    target = files.export_dir(plan.home.exports, exporter.id, plan.as_of) / name
+    target = files.export_dir(plan.exports, exporter.id, plan.as_of) / name
     written = files.write_export(
         out,
         target,
@@ -306,6 +319,8 @@ def record(built: Built) -> None:
 
 def record_failure(plan: RunPlan, run_id: str, started_at: datetime, error: BaseException) -> None:
     """Record a failed run without touching earlier successful rows; never raises over the original error."""
+    if isinstance(error, WarehouseBusyError):
+        return  # the warehouse is held by another process: nothing can be recorded in it now
     rejected = getattr(error, "rejected", None)  # the invalid source rows that failed the run, if any
     if not isinstance(rejected, pl.DataFrame):
         rejected = None
