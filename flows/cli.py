@@ -346,6 +346,34 @@ def deployments_list(ctx: typer.Context) -> None:
     emit([spec.as_dict() for spec in deployment_specs(home_of(ctx))])
 
 
+@deployments_app.command("generate")
+def deployments_generate(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option(help="File to write. Default <home>/prefect.yaml.")] = None,
+    work_pool: Annotated[
+        str, typer.Option("--work-pool", help="Prefect work pool the deployments run on.")
+    ] = "contact-exporters",
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 if the file is not up to date.")
+    ] = False,
+) -> None:
+    """Write prefect.yaml from configs/schedules.yaml and the campaigns, for `prefect deploy --all`."""
+    from flows import deployments
+
+    home = home_of(ctx)
+    target = home.path(out) if out else home.root / "prefect.yaml"
+    if check:
+        current = target.read_text(encoding="utf-8") if target.is_file() else None
+        fresh = current == deployments.prefect_yaml(home, work_pool)
+        emit({"file": str(target), "upToDate": fresh})
+        if not fresh:
+            say(f"{target} is not up to date: run `contact-exporter deployments generate`")
+            raise typer.Exit(1)
+        return
+    written = deployments.write_prefect_yaml(home, target, work_pool)
+    emit({"file": str(target), "written": written, "deployments": len(deployments.deployment_specs(home))})
+
+
 @deployments_app.command("serve")
 def deployments_serve(ctx: typer.Context) -> None:
     """Register the deployments with the Prefect API (PREFECT_API_URL) and run their schedules here."""
