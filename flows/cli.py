@@ -38,7 +38,12 @@ deployments_app = typer.Typer(
 app.add_typer(exporters_app, name="exporters")
 app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(sftp_app, name="sftp")
+server_app = typer.Typer(
+    help="A local Prefect server for this home, reused by every run (instead of a temporary one per run).",
+    no_args_is_help=True,
+)
 app.add_typer(deployments_app, name="deployments")
+app.add_typer(server_app, name="server")
 
 
 def emit(payload: Any) -> None:
@@ -382,6 +387,38 @@ def deployments_serve(ctx: typer.Context) -> None:
     home = home_of(ctx)
     settings.apply(home.root)
     deployments.serve(home)
+
+
+@server_app.command("start")
+def server_start(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="TCP port on 127.0.0.1. Default: a free one.")] = None,
+) -> None:
+    """Start the home's Prefect server in the background; runs use it while it is up."""
+    from flows import localserver, settings
+
+    home = home_of(ctx)
+    settings.apply(home.root)
+    emit(localserver.start(home.root, port=port, say=say))
+
+
+@server_app.command("status")
+def server_status(ctx: typer.Context) -> None:
+    """Say whether the home's Prefect server runs, and where (exit 1 if it does not)."""
+    from flows import localserver
+
+    state = localserver.status(home_of(ctx).root)
+    emit(state)
+    if not state["running"]:
+        raise typer.Exit(1)
+
+
+@server_app.command("stop")
+def server_stop(ctx: typer.Context) -> None:
+    """Stop the home's Prefect server (runs then start a temporary one each)."""
+    from flows import localserver
+
+    emit(localserver.stop(home_of(ctx).root))
 
 
 @app.command("sql")

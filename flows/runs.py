@@ -11,7 +11,15 @@ from pipelines.config import Home
 
 
 def _flows(home: Home) -> Any:
+    import os
+    import sys
+
     settings.apply(home.root)
+    if not os.environ.get("PREFECT_API_URL"):
+        sys.stderr.write(
+            "no Prefect server: starting a temporary one for this command (about 20 s); "
+            "`contact-exporter server start` keeps one running for this home\n"
+        )
     from flows import failures, prefect_flows
 
     failures.quiet_handlers()  # Prefect configures logging on import: keep tracebacks for --debug
