@@ -1,4 +1,5 @@
-"""What the CLI calls: each command runs the matching Prefect flow (ephemeral unless PREFECT_API_URL is set)."""
+"""What the CLI calls: each command checks what it can (pipelines/preflight.py), then runs the matching
+Prefect flow: on PREFECT_API_URL, else the home's local server (flows/localserver.py), else a temporary one."""
 
 from __future__ import annotations
 
