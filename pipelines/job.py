@@ -127,6 +127,7 @@ def plan_run(
 def run_lock(plan: RunPlan, wait_seconds: float = 0.0) -> Iterator[None]:
     """One run of an (exporter, as-of date) at a time; a second one fails clearly instead of racing."""
     folder = files.export_dir(plan.exports, plan.exporter_id, plan.as_of)
+    made = [d for d in (folder, folder.parent, folder.parent.parent) if not d.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(folder / ".run.lock"), timeout=wait_seconds)
     try:
@@ -137,6 +138,20 @@ def run_lock(plan: RunPlan, wait_seconds: float = 0.0) -> Iterator[None]:
         ) from None
     try:
         yield
+    finally:
+        _remove_if_unused(folder, made, lock)
+
+
+def _remove_if_unused(folder: Path, made: list[Path], lock: FileLock) -> None:
+    """Release the run lock; a failed first run of a date leaves no empty export folders behind."""
+    try:
+        if not made or any(p.name != ".run.lock" for p in folder.iterdir()):
+            return
+        Path(lock.lock_file).unlink(missing_ok=True)  # still held: no other run can be inside
+        for d in made:  # deepest first
+            d.rmdir()
+    except OSError:
+        return  # another run's files appeared meanwhile: keep the folders
     finally:
         lock.release()
 

@@ -70,3 +70,27 @@ def test_checks_create_nothing(home: Home, tmp_path: Path) -> None:
         preflight.check_dates(date(2026, 11, 7), date(2026, 11, 1))
     preflight.check_dates(date(2026, 11, 7), date(2026, 11, 7))
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_a_run_failing_inside_leaves_no_empty_export_folder(home: Home) -> None:
+    from tests.worlds import without_sftp
+
+    without_sftp(home, "CE-EMAILSVC")
+    con = duckdb.connect(str(home.warehouse))
+    con.execute("UPDATE consents SET status = 'maybe' WHERE personId = (SELECT min(personId) FROM consents)")
+    con.close()
+    plan = job.plan_run(home, "CE-EMAILSVC", date(2026, 11, 3))
+    with pytest.raises(SourceDataError):
+        job.run_export(plan)
+    assert not home.exports.exists()
+    con = duckdb.connect(str(home.warehouse), read_only=True)
+    try:
+        assert con.execute("SELECT status FROM export_runs").fetchall() == [("failed",)]
+        con.close()
+        con = duckdb.connect(str(home.warehouse))
+        con.execute("UPDATE consents SET status = 'revoked' WHERE status = 'maybe'")
+    finally:
+        con.close()
+    summary = job.run_export(plan)  # the next run takes the lock again and keeps its folder
+    assert Path(str(summary["file"])).is_file()
+    assert (home.exports / "CE-EMAILSVC" / "2026-11-03" / ".run.lock").exists()
