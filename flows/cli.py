@@ -398,6 +398,11 @@ def server_start(
     from flows import localserver, settings
 
     home = home_of(ctx)
+    if not home.configs.is_dir():
+        raise InvalidInputError(
+            "arguments",
+            [ErrorItem("--home", f"{home.root} has no configs/ folder: give the home with --home")],
+        )
     settings.apply(home.root)
     emit(localserver.start(home.root, port=port, say=say))
 

@@ -96,10 +96,11 @@ def test_a_mistake_gets_a_short_answer_exit_2_and_changes_nothing(
 
 def test_a_wrong_home_is_named_and_not_created(tmp_path: Path) -> None:
     ghost = tmp_path / "no-such-home"
-    out = cli("--home", str(ghost), "run", "CE-EMAILSVC", "--as-of", "2026-11-03")
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1] == f"home: {ghost} (from --home, which does not exist)"
-    assert not ghost.exists()
+    for args in (["run", "CE-EMAILSVC", "--as-of", "2026-11-03"], ["server", "start"]):
+        out = cli("--home", str(ghost), *args)
+        assert out.returncode == 2
+        assert out.stderr.strip().splitlines()[-1] == f"home: {ghost} (from --home, which does not exist)"
+        assert not ghost.exists()
 
 
 def test_the_current_directory_as_home_is_said(tmp_path: Path) -> None:
