@@ -7,15 +7,15 @@ Exit codes: 0 success, 2 invalid input (config, arguments, source data), 1 any o
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
+from typer import TyperException
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from pipelines.config import Home
 from pipelines.errors import ContactExporterError, ErrorItem, InvalidInputError
@@ -38,7 +38,12 @@ deployments_app = typer.Typer(
 app.add_typer(exporters_app, name="exporters")
 app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(sftp_app, name="sftp")
+server_app = typer.Typer(
+    help="A local Prefect server for this home, reused by every run (instead of a temporary one per run).",
+    no_args_is_help=True,
+)
 app.add_typer(deployments_app, name="deployments")
+app.add_typer(server_app, name="server")
 
 
 def emit(payload: Any) -> None:
@@ -86,6 +91,14 @@ def read_body(file: str) -> Any:
     return safeload.load_json(raw, source)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"contact-exporter {version('contact-exporters')}\n")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global(
     ctx: typer.Context,
@@ -97,13 +110,27 @@ def _global(
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log library progress to stderr.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of a failure (and debug logs).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
+    ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    from flows.failures import CURRENT, configure_logging
+
+    CURRENT.debug = debug
+    configure_logging(verbose=verbose, debug=debug)
     ctx.obj = Home.resolve(home)
+    CURRENT.home = ctx.obj.root
+    CURRENT.home_origin = (
+        "from --home"
+        if home is not None
+        else "from $CONTACT_EXPORTER_HOME"
+        if os.environ.get("CONTACT_EXPORTER_HOME")
+        else "the current directory; use --home"
+    )
 
 
 # ---------------------------------------------------------------- exporters
@@ -421,6 +448,34 @@ def deployments_list(ctx: typer.Context) -> None:
     emit([spec.as_dict() for spec in deployment_specs(home_of(ctx))])
 
 
+@deployments_app.command("generate")
+def deployments_generate(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option(help="File to write. Default <home>/prefect.yaml.")] = None,
+    work_pool: Annotated[
+        str, typer.Option("--work-pool", help="Prefect work pool the deployments run on.")
+    ] = "contact-exporters",
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 if the file is not up to date.")
+    ] = False,
+) -> None:
+    """Write prefect.yaml from configs/schedules.yaml and the campaigns, for `prefect deploy --all`."""
+    from flows import deployments
+
+    home = home_of(ctx)
+    target = home.path(out) if out else home.root / "prefect.yaml"
+    if check:
+        current = target.read_text(encoding="utf-8") if target.is_file() else None
+        fresh = current == deployments.prefect_yaml(home, work_pool)
+        emit({"file": str(target), "upToDate": fresh})
+        if not fresh:
+            say(f"{target} is not up to date: run `contact-exporter deployments generate`")
+            raise typer.Exit(1)
+        return
+    written = deployments.write_prefect_yaml(home, target, work_pool)
+    emit({"file": str(target), "written": written, "deployments": len(deployments.deployment_specs(home))})
+
+
 @deployments_app.command("serve")
 def deployments_serve(ctx: typer.Context) -> None:
     """Register the deployments with the Prefect API (PREFECT_API_URL) and run their schedules here."""
@@ -429,6 +484,43 @@ def deployments_serve(ctx: typer.Context) -> None:
     home = home_of(ctx)
     settings.apply(home.root)
     deployments.serve(home)
+
+
+@server_app.command("start")
+def server_start(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="TCP port on 127.0.0.1. Default: a free one.")] = None,
+) -> None:
+    """Start the home's Prefect server in the background; runs use it while it is up."""
+    from flows import localserver, settings
+
+    home = home_of(ctx)
+    if not home.configs.is_dir():
+        raise InvalidInputError(
+            "arguments",
+            [ErrorItem("--home", f"{home.root} has no configs/ folder: give the home with --home")],
+        )
+    settings.apply(home.root)
+    emit(localserver.start(home.root, port=port, say=say))
+
+
+@server_app.command("status")
+def server_status(ctx: typer.Context) -> None:
+    """Say whether the home's Prefect server runs, and where (exit 1 if it does not)."""
+    from flows import localserver
+
+    state = localserver.status(home_of(ctx).root)
+    emit(state)
+    if not state["running"]:
+        raise typer.Exit(1)
+
+
+@server_app.command("stop")
+def server_stop(ctx: typer.Context) -> None:
+    """Stop the home's Prefect server (runs then start a temporary one each)."""
+    from flows import localserver
+
+    emit(localserver.stop(home_of(ctx).root))
 
 
 @app.command("sql")
@@ -475,27 +567,55 @@ def demo(
 
 def _fail(exc: ContactExporterError) -> NoReturn:
     from flows.envelopes import error_envelope
+    from flows.failures import report
 
-    describe = getattr(exc, "describe", None)
-    say("error: " + (describe() if callable(describe) else str(exc)))
+    report(exc)
     emit(error_envelope(exc))
     raise SystemExit(exc.exit_code)
 
 
+def _usage(exc: UsageError) -> NoReturn:
+    """click's short usage message in at most three lines: usage, error, where help is."""
+    if isinstance(exc, NoArgsIsHelpError):
+        exc.show()
+        raise SystemExit(exc.exit_code)
+    lines = []
+    if exc.ctx is not None:
+        lines.append(" ".join(exc.ctx.get_usage().split()))
+    lines.append(f"Error: {exc.format_message()}")
+    if exc.ctx is not None:
+        lines.append(f"Try '{exc.ctx.command_path} --help' for help.")
+    say("\n".join(lines))
+    raise SystemExit(exc.exit_code)
+
+
 def main(argv: list[str] | None = None) -> None:
+    from flows.failures import CURRENT, report
+
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    args = sys.argv[1:] if argv is None else argv
+    # --debug is a global option; known before parsing, so a usage error can show its traceback too.
+    CURRENT.debug = "--debug" in args[: args.index("--") if "--" in args else len(args)]
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=args, prog_name="contact-exporter", standalone_mode=False)
     except ContactExporterError as exc:
         _fail(exc)
-    except click.exceptions.Abort:
+    except UsageError as exc:
+        _usage(exc)
+    except typer.Abort:
         say("aborted")
         raise SystemExit(1) from None
-    except click.exceptions.ClickException as exc:
-        exc.show()
+    except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Exit as exc:
+    except TyperException as exc:  # click's other errors (a file that cannot be opened)
+        say(f"error: {exc.format_message()}")
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         say("interrupted")
         raise SystemExit(130) from None
+    except Exception as exc:
+        report(exc)
+        raise SystemExit(1) from None
+    # Without standalone mode typer returns the code of a `typer.Exit` instead of raising it.
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

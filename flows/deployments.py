@@ -1,17 +1,43 @@
 """Scheduled deployments: one daily deployment per exporter (configs/schedules.yaml) and per campaign
 (its `schedule`), each on a cron schedule in the company's time zone.
 
-`contact-exporter deployments serve` registers them with the Prefect API in PREFECT_API_URL and runs
-them from this process; `contact-exporter deployments list` shows what would be registered.
+Two ways to run them:
+- `contact-exporter deployments generate` writes `<home>/prefect.yaml` from the same configs, so that
+  `prefect deploy --all` (run in the home) creates every deployment on a work pool, for Prefect workers;
+- `contact-exporter deployments serve` registers them with the Prefect API in PREFECT_API_URL and runs
+  them from this process (no work pool needed).
+`contact-exporter deployments list` shows what would be registered.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from pipelines.config import Home
 from pipelines.store import ExporterStore
+
+TAG = "contact-exporters"
+DEFAULT_WORK_POOL = "contact-exporters"
+# Importable entrypoints (module paths): a worker runs them wherever the package is installed.
+ENTRYPOINTS = {
+    "export-contacts": "flows.prefect_flows.export_contacts",
+    "run-campaign": "flows.prefect_flows.run_campaign",
+}
+HEADER = """\
+# Prefect deployments of this home, generated from configs/schedules.yaml and configs/campaigns/ by
+# `contact-exporter deployments generate`: edit those configs, then generate again (do not edit here).
+#
+# Once:                  prefect work-pool create {pool} --type process
+# In this folder:        prefect deploy --all     (creates or updates every deployment below)
+# And, in this folder:   prefect worker start --pool {pool}     (runs them on schedule)
+#
+# No pull step is given: each deployment runs in the folder `prefect deploy` was run in (the home),
+# and the flows read their home from there (or from $CONTACT_EXPORTER_HOME).
+"""
 
 
 @dataclass(frozen=True)
@@ -21,6 +47,7 @@ class DeploymentSpec:
     cron: str
     timezone: str
     parameters: dict[str, Any]
+    tags: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +73,7 @@ def deployment_specs(home: Home) -> list[DeploymentSpec]:
                 cron=cron,
                 timezone=company.timezone,
                 parameters={"request": {"exporter_id": exporter_id, "home": str(home.root)}},
+                tags=(TAG, f"exporter:{exporter_id}", f"company:{company.id}"),
             )
         )
     for campaign_id in home.campaign_ids():
@@ -60,6 +88,12 @@ def deployment_specs(home: Home) -> list[DeploymentSpec]:
                 cron=campaign.schedule,
                 timezone=company.timezone,
                 parameters={"campaign_id": campaign_id, "home": str(home.root)},
+                tags=(
+                    TAG,
+                    f"campaign:{campaign_id}",
+                    f"exporter:{campaign.exporterId}",
+                    f"company:{company.id}",
+                ),
             )
         )
     return specs
@@ -80,7 +114,7 @@ def build_deployments(home: Home) -> list[Any]:
             name=spec.name,
             schedules=[Cron(spec.cron, timezone=spec.timezone)],
             parameters=spec.parameters,
-            tags=["contact-exporters"],
+            tags=list(spec.tags),
         )
         for spec in deployment_specs(home)
     ]
@@ -90,3 +124,35 @@ def serve(home: Home) -> None:
     from prefect import serve as prefect_serve
 
     prefect_serve(*build_deployments(home))
+
+
+def prefect_yaml(home: Home, work_pool: str = DEFAULT_WORK_POOL) -> str:
+    """The text of `prefect.yaml` for the home: one deployment per spec, for `prefect deploy --all`.
+
+    Parameters leave out `home`: the path where the file is generated may not be where it is deployed.
+    """
+    deployments = [
+        {
+            "name": spec.name,
+            "entrypoint": ENTRYPOINTS[spec.flow],
+            "tags": list(spec.tags),
+            "parameters": {k: v for k, v in spec.parameters.items() if k != "home"},
+            "schedules": [{"cron": spec.cron, "timezone": spec.timezone, "active": True}],
+            "work_pool": {"name": work_pool},
+        }
+        for spec in deployment_specs(home)
+    ]
+    body = {"name": "contact-exporters", "build": None, "push": None, "deployments": deployments}
+    text = yaml.safe_dump(body, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return HEADER.format(pool=work_pool) + text
+
+
+def write_prefect_yaml(home: Home, out: Path, work_pool: str = DEFAULT_WORK_POOL) -> bool:
+    """Write `out` if its text changes; True when it was written."""
+    text = prefect_yaml(home, work_pool)
+    if out.is_file() and out.read_text(encoding="utf-8") == text:
+        return False
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return True

@@ -1,4 +1,5 @@
-"""What the CLI calls: each command runs the matching Prefect flow (ephemeral unless PREFECT_API_URL is set)."""
+"""What the CLI calls: each command checks what it can (pipelines/preflight.py), then runs the matching
+Prefect flow: on PREFECT_API_URL, else the home's local server (flows/localserver.py), else a temporary one."""
 
 from __future__ import annotations
 
@@ -12,9 +13,18 @@ from pipelines.request import RunRequest
 
 
 def _flows(home: Home) -> Any:
-    settings.apply(home.root)
-    from flows import prefect_flows
+    import os
+    import sys
 
+    settings.apply(home.root)
+    if not os.environ.get("PREFECT_API_URL"):
+        sys.stderr.write(
+            "no Prefect server: starting a temporary one for this command (about 20 s); "
+            "`contact-exporter server start` keeps one running for this home\n"
+        )
+    from flows import failures, prefect_flows
+
+    failures.quiet_handlers()  # Prefect configures logging on import: keep tracebacks for --debug
     return prefect_flows
 
 
@@ -24,18 +34,20 @@ def _opt(path: Path | None, home: Home) -> str | None:
 
 def run_exporter(home: Home, request: RunRequest) -> dict[str, Any]:
     # Validate configuration before Prefect starts: a typo costs milliseconds, not a server start.
-    from pipelines import job
+    from pipelines import job, preflight
 
     request = request.model_copy(update={"home": str(home.root)})
-    job.plan_request(request)
+    preflight.check_plan(job.plan_request(request), deliver=request.deliver)
     result: dict[str, Any] = _flows(home).export_contacts(request)
     return result
 
 
 def run_backfill(home: Home, request: RunRequest, start: date, end: date) -> dict[str, Any]:
-    from pipelines import job
+    from pipelines import job, preflight
 
-    job.plan_request(request.model_copy(update={"home": str(home.root), "as_of": start}))
+    preflight.check_dates(start, end)
+    plan = job.plan_request(request.model_copy(update={"home": str(home.root), "as_of": start}))
+    preflight.check_plan(plan, deliver=request.deliver)
     state = _flows(home).backfill(
         request.exporter_id,
         start,
@@ -56,11 +68,15 @@ def run_backfill(home: Home, request: RunRequest, start: date, end: date) -> dic
 
 def run_campaign(home: Home, campaign_id: str, request: RunRequest) -> dict[str, Any]:
     """`request` carries the as-of date and the run options; its exporter is the campaign's."""
+    from pipelines import job, preflight
     from pipelines.store import ExporterStore
 
     campaign = home.campaign(campaign_id)
     # Before Prefect starts and before the query runs: an unknown exporter is a config error.
     ExporterStore(home).get(campaign.exporterId)
+    source = home.path(campaign.source) if campaign.source else None
+    plan = job.plan_run(home, campaign.exporterId, request.as_of, source=source)
+    preflight.check_plan(plan, deliver=request.deliver)
     result: dict[str, Any] = _flows(home).run_campaign(
         campaign_id,
         request.as_of,

@@ -2,7 +2,8 @@
 
 First start of Prefect's ephemeral server migrates a SQLite database and can take ~20 s, over
 Prefect's default limit, so the timeout is raised; telemetry is off (no network here). Values already
-set in the environment win.
+set in the environment win. Without PREFECT_API_URL, the home's local server (flows/localserver.py) is
+used while it runs.
 """
 
 from __future__ import annotations
@@ -21,3 +22,11 @@ def apply(home_root: Path) -> None:
     os.environ.setdefault("PREFECT_HOME", str(home_root / ".prefect"))
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if not os.environ.get("PREFECT_API_URL"):
+        # The home's own server (`contact-exporter server start`), when it runs, instead of a
+        # temporary server per command.
+        from flows import localserver
+
+        url = localserver.running_url(home_root)
+        if url:
+            os.environ["PREFECT_API_URL"] = url

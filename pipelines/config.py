@@ -90,6 +90,27 @@ def check_timezone(name: str) -> str:
 
 IanaZone = Annotated[str, Field(min_length=1)]
 
+
+def check_cron(expression: str) -> str:
+    """A standard five-field cron expression (minute hour day-of-month month day-of-week), as a
+    Prefect cron schedule takes it; random or hashed fields (H, R) and @-nicknames are refused."""
+    from datetime import datetime
+
+    from cronsim import CronSim, CronSimError
+
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"{expression!r} is not a cron expression: give 5 fields (minute hour day month weekday), "
+            "for example '0 6 * * 1-5'"
+        )
+    try:
+        CronSim(" ".join(fields), datetime(2026, 1, 1))  # noqa: DTZ001 (parsing only)
+    except CronSimError as exc:
+        raise ValueError(f"{expression!r} is not a valid cron expression: {exc}") from None
+    return expression
+
+
 # ---------------------------------------------------------------- company (§2)
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -480,11 +501,26 @@ class Campaign(Strict):
     source: str | None = Field(None, description="source the query and the run read; default the home's")
     schedule: str | None = Field(None, description="cron expression, company time zone")
 
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        return check_cron(v) if v is not None else v
+
 
 class Schedules(Strict):
     """configs/schedules.yaml: daily deployments per exporter (campaigns carry their own)."""
 
     exporters: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("exporters")
+    @classmethod
+    def _crons(cls, v: dict[str, str]) -> dict[str, str]:
+        for exporter_id, cron in v.items():
+            try:
+                check_cron(cron)
+            except ValueError as exc:
+                raise ValueError(f"{exporter_id}: {exc}") from None
+        return v
 
 
 # ---------------------------------------------------------------- parsing helpers

@@ -2,12 +2,19 @@
 
 DuckDB allows one read-write process per file. Every write in this project opens the file, writes in
 one transaction and closes it at once, under a lock file beside the database, so concurrent runs (in
-threads or processes) queue instead of failing, and analysts can open the file between runs.
+threads or processes) queue instead of failing, and analysts can open the file between runs. A writer
+that finds the file open in another process (an analyst's session, read-only or not) waits for it with
+one warning, up to $CONTACT_EXPORTER_WAREHOUSE_WAIT_SECONDS (default 120 s), then fails with
+WarehouseBusyError having written nothing.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,10 +22,18 @@ from pathlib import Path
 import duckdb
 from filelock import FileLock, Timeout
 
-from pipelines.errors import TransientError
+from pipelines.errors import TransientError, WarehouseBusyError
+
+log = logging.getLogger(__name__)
 
 _PROCESS_LOCK = threading.RLock()
 LOCK_TIMEOUT_SECONDS = 300.0
+# A writer that finds the file open in another process (an analyst's DuckDB session, even a
+# read-only one, holds DuckDB's own file lock) waits this long, saying so, then fails cleanly.
+BUSY_WAIT_ENV = "CONTACT_EXPORTER_WAREHOUSE_WAIT_SECONDS"
+BUSY_WAIT_SECONDS = 120.0
+_BUSY_POLL_SECONDS = 0.5
+_HELD_BY = re.compile(r"\(PID (\d+)\)")
 # Files this project creates are written in DuckDB's 1.1 storage format, which every DuckDB client
 # from 1.1 on opens (DuckDB 2's own default format is refused by 1.x clients, the CLI included).
 # A file keeps the format it was created in; this applies to new files.
@@ -31,6 +46,56 @@ def open_file(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnecti
         {} if read_only else {"storage_compatibility_version": STORAGE_VERSION}
     )
     return duckdb.connect(str(path), read_only=read_only, config=config)
+
+
+def busy_wait_seconds() -> float:
+    """The bound on waiting for another process to close the file: $CONTACT_EXPORTER_WAREHOUSE_WAIT_SECONDS."""
+    raw = os.environ.get(BUSY_WAIT_ENV)
+    if raw is None or not raw.strip():
+        return BUSY_WAIT_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        from pipelines.errors import ErrorItem, InvalidInputError
+
+        raise InvalidInputError(
+            "environment", [ErrorItem(BUSY_WAIT_ENV, f"{raw!r} is not a number of seconds")]
+        ) from None
+    return max(value, 0.0)
+
+
+def _held_elsewhere(exc: duckdb.Error) -> bool:
+    return isinstance(exc, duckdb.IOException) and "Could not set lock" in str(exc)
+
+
+def open_for_writing(path: Path, wait_seconds: float | None = None) -> duckdb.DuckDBPyConnection:
+    """`open_file` read-write; while another process has the file open, wait up to `wait_seconds`
+    (default `busy_wait_seconds()`) with one warning, then raise WarehouseBusyError."""
+    bound = busy_wait_seconds() if wait_seconds is None else wait_seconds
+    deadline = time.monotonic() + bound
+    warned = False
+    while True:
+        try:
+            return open_file(path)
+        except duckdb.Error as exc:
+            if not _held_elsewhere(exc):
+                raise
+            held = _HELD_BY.search(str(exc))
+            holder = f"process {held.group(1)}" if held else "another process"
+            if time.monotonic() >= deadline:
+                raise WarehouseBusyError(
+                    f"{path} stayed open in {holder} for {bound:.0f}s (an analyst's session?); nothing "
+                    f"was written: close that connection and run again (wait bound: ${BUSY_WAIT_ENV})"
+                ) from None
+            if not warned:
+                log.warning(
+                    "%s is open in %s (an analyst's session?): waiting up to %.0fs for it to close",
+                    path,
+                    holder,
+                    bound,
+                )
+                warned = True
+            time.sleep(min(_BUSY_POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
 
 
 @contextmanager
@@ -66,7 +131,7 @@ def connect(
         path.parent.mkdir(parents=True, exist_ok=True)
     # A read-only source on a read-only mount cannot hold a lock file; reading needs none there.
     with file_lock(path, timeout=timeout, optional=read_only):
-        con = open_file(path, read_only=read_only)
+        con = open_file(path, read_only=True) if read_only else open_for_writing(path)
         con.execute("SET enable_progress_bar = false")  # it would print to stdout, our JSON channel
         try:
             yield con

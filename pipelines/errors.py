@@ -80,6 +80,13 @@ class TerminalError(ContactExporterError):
     """A failure that retrying cannot fix (auth refused, host key mismatch, missing remote dir)."""
 
 
+class WarehouseBusyError(TerminalError):
+    """The warehouse stayed open in another process beyond the wait bound. Exit 1.
+
+    Terminal for the run: it already waited (pipelines/duck.py), so a retry would only wait again.
+    """
+
+
 class TransientError(ContactExporterError):
     """A failure that may pass on retry (connection refused or reset, timeout)."""
 

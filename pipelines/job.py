@@ -41,7 +41,7 @@ from pipelines import (
 from pipelines import partitions as parts
 from pipelines.config import Company, Exporter, Home, SftpSetting
 from pipelines.delivery_journal import crash_point
-from pipelines.errors import ConflictError, ContactExporterError
+from pipelines.errors import ConflictError, ContactExporterError, WarehouseBusyError
 from pipelines.progress import Progress
 from pipelines.request import DEFAULT_MEMORY_BUDGET, RunRequest
 from pipelines.store import ExporterStore
@@ -71,6 +71,19 @@ class RunPlan:
     @property
     def exporter_id(self) -> str:
         return self.exporter.id
+
+    @property
+    def exports(self) -> Path:
+        """Where this run's files go: they live with the warehouse that records them."""
+        return exports_for(self.home, self.warehouse)
+
+
+def exports_for(home: Home, warehouse_path: Path) -> Path:
+    """`data/exports` for the home's warehouse; `<name>.exports/` beside any other warehouse file, so
+    a run against another warehouse never replaces a file the home's warehouse records."""
+    if warehouse_path == home.warehouse:
+        return home.exports
+    return warehouse_path.with_name(warehouse_path.name.removesuffix(".duckdb") + ".exports")
 
 
 @dataclass(frozen=True)
@@ -143,7 +156,8 @@ def plan_run(
 @contextmanager
 def run_lock(plan: RunPlan, wait_seconds: float = 0.0) -> Iterator[None]:
     """One run of an (exporter, as-of date) at a time; a second one fails clearly instead of racing."""
-    folder = files.export_dir(plan.home.exports, plan.exporter_id, plan.as_of)
+    folder = files.export_dir(plan.exports, plan.exporter_id, plan.as_of)
+    made = [d for d in (folder, folder.parent, folder.parent.parent) if not d.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(folder / ".run.lock"), timeout=wait_seconds)
     try:
@@ -154,6 +168,20 @@ def run_lock(plan: RunPlan, wait_seconds: float = 0.0) -> Iterator[None]:
         ) from None
     try:
         yield
+    finally:
+        _remove_if_unused(folder, made, lock)
+
+
+def _remove_if_unused(folder: Path, made: list[Path], lock: FileLock) -> None:
+    """Release the run lock; a failed first run of a date leaves no empty export folders behind."""
+    try:
+        if not made or any(p.name != ".run.lock" for p in folder.iterdir()):
+            return
+        Path(lock.lock_file).unlink(missing_ok=True)  # still held: no other run can be inside
+        for d in made:  # deepest first
+            d.rmdir()
+    except OSError:
+        return  # another run's files appeared meanwhile: keep the folders
     finally:
         lock.release()
 
@@ -299,7 +327,7 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
     company = plan.company
 
     name = files.file_name(exporter.fileSettings, exporter.id, plan.as_of, company.id)
-    target = files.export_dir(plan.home.exports, exporter.id, plan.as_of) / name
+    target = files.export_dir(plan.exports, exporter.id, plan.as_of) / name
     written = files.write_export(
         out,
         target,
@@ -347,7 +375,7 @@ def clean_leftovers(plan: RunPlan, run_id: str) -> list[Path]:
     delivery record and the files it staged stay: the delivery step completes or drops them.
     """
     removed: list[Path] = []
-    folder = files.export_dir(plan.home.exports, plan.exporter_id, plan.as_of)
+    folder = files.export_dir(plan.exports, plan.exporter_id, plan.as_of)
     if folder.is_dir():
         for path in folder.iterdir():
             if _LOCAL_TEMP.fullmatch(path.name) and path.is_file():
@@ -456,7 +484,7 @@ def merge(
     t = time.perf_counter()
     exporter = plan.exporter
     name = files.file_name(exporter.fileSettings, exporter.id, plan.as_of, plan.company.id)
-    target = files.export_dir(plan.home.exports, exporter.id, plan.as_of) / name
+    target = files.export_dir(plan.exports, exporter.id, plan.as_of) / name
     row_files = [r.rows_file for r in results]
     empty = parts.empty_part(row_files[0])
     rows = files.write_batches(parts.merged_batches(row_files), empty, target, exporter.fileSettings)
@@ -593,6 +621,8 @@ def record(built: Built) -> None:
 
 def record_failure(plan: RunPlan, run_id: str, started_at: datetime, error: BaseException) -> None:
     """Record a failed run without touching earlier successful rows; never raises over the original error."""
+    if isinstance(error, WarehouseBusyError):
+        return  # the warehouse is held by another process: nothing can be recorded in it now
     rejected = getattr(error, "rejected", None)  # the invalid source rows that failed the run, if any
     if not isinstance(rejected, pl.DataFrame):
         rejected = None

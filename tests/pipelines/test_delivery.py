@@ -208,8 +208,12 @@ def test_a_local_file_that_no_longer_matches_its_sha256_is_not_renamed_into_plac
 
 
 def test_an_unavailable_ledger_stops_before_anything_is_sent(
-    home: Home, setting: SftpSetting, upload: Path
+    home: Home, setting: SftpSetting, upload: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pipelines.duck import BUSY_WAIT_ENV
+    from pipelines.errors import WarehouseBusyError
+
+    monkeypatch.setenv(BUSY_WAIT_ENV, "1")  # the writer waits this long for the holder, then gives up
     home.warehouse.parent.mkdir(parents=True)
     holder = subprocess.Popen(  # another process holding the warehouse open for writing
         [sys.executable, "-c", HOLD_DUCKDB, str(home.warehouse)],
@@ -219,7 +223,7 @@ def test_an_unavailable_ledger_stops_before_anything_is_sent(
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline() == b"ready\n"
-        with pytest.raises(TransientError, match="delivery ledger"):
+        with pytest.raises(WarehouseBusyError, match="stayed open in process"):
             send(setting, home, make_export(home))
     finally:
         holder.communicate(b"", timeout=30)

@@ -73,7 +73,7 @@ def stopped_run(home: Home, exporter_id: str, frame: str, no_delivery: list[obje
     assert error.frame == frame
     assert no_delivery == []
     folder = home.exports / exporter_id
-    assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == [".run.lock"]
+    assert not folder.exists()  # no file, and no empty folder left by the run either
     assert not (home.root / "data" / "runs").exists() or not any((home.root / "data" / "runs").iterdir())
     runs = query(home.warehouse, "SELECT status, filePath, error FROM export_runs")
     assert len(runs) == 1
