@@ -77,7 +77,8 @@ def test_a_run_failing_inside_leaves_no_empty_export_folder(home: Home) -> None:
 
     without_sftp(home, "CE-EMAILSVC")
     con = duckdb.connect(str(home.warehouse))
-    con.execute("UPDATE consents SET status = 'maybe' WHERE personId = (SELECT min(personId) FROM consents)")
+    # Every consent row invalid: far more than maxRejectedShare of the borrowers, a broken feed.
+    con.execute("UPDATE consents SET status = 'maybe'")
     con.close()
     plan = job.plan_run(home, "CE-EMAILSVC", date(2026, 11, 3))
     with pytest.raises(SourceDataError):
