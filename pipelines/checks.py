@@ -25,6 +25,7 @@ from pipelines.config import Company, Exporter
 from pipelines.errors import ErrorItem, SourceDataError
 from pipelines.history import contacts_at
 from pipelines.tables import CONTACTS, TABLES, SourceTables, TableSpec
+from pipelines.warm import WarmSource
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +131,34 @@ def read_for_contacts(path: Path, contact_ids: Sequence[str]) -> SourceTables:
         raise SourceDataError(
             str(path), [ErrorItem("", "does not exist")], message=f"source {path} does not exist"
         )
-    frames = {spec.name: sources.conform(raw[spec.name], spec, str(path)) for spec in TABLES}
+    return conform_rows(raw, path)
+
+
+def conform_rows(raw: dict[str, pl.DataFrame], source: Path) -> SourceTables:
+    """Raw rows of the five tables, typed as `open_source` types them."""
+    frames = {spec.name: sources.conform(raw[spec.name], spec, str(source)) for spec in TABLES}
     return SourceTables(**{name: frame.lazy() for name, frame in frames.items()})
 
 
 def check_contacts(
-    exporter: Exporter, company: Company, source: Path, contact_ids: Sequence[str], at: datetime
+    exporter: Exporter,
+    company: Company,
+    source: Path,
+    contact_ids: Sequence[str],
+    at: datetime,
+    warm: WarmSource | None = None,
 ) -> dict[str, Any]:
-    """The guard for `contact_ids` at `at`: canInteract, reasons and nextEligibleDate per contact."""
-    checked = schemas.validate_sources(read_for_contacts(source, contact_ids), source=str(source))
+    """The guard for `contact_ids` at `at`: canInteract, reasons and nextEligibleDate per contact.
+
+    The rows are read from `source`, or taken from `warm` (the same source kept in memory by a
+    server, pipelines/warm.py) when given.
+    """
+    read = (
+        conform_rows(warm.rows_for_contacts(contact_ids), source)
+        if warm is not None
+        else read_for_contacts(source, contact_ids)
+    )
+    checked = schemas.validate_sources(read, source=str(source))
     tables, owned = checked.tables, checked.owned
     instant, day = compliance.judged_at(company, at.date(), at)
     wanted = list(dict.fromkeys(contact_ids))
@@ -212,4 +232,4 @@ def check_contacts(
     }
 
 
-__all__ = ["check_contacts", "read_for_contacts"]
+__all__ = ["check_contacts", "conform_rows", "read_for_contacts"]
