@@ -26,7 +26,7 @@ from pydantic import AwareDatetime, Field, ValidationError
 
 from pipelines import checks, timezones
 from pipelines.config import Home, Strict, errors_of
-from pipelines.errors import ContactExporterError, InvalidInputError
+from pipelines.errors import ContactExporterError, InvalidInputError, SourceDataError
 from pipelines.store import ExporterStore
 from pipelines.warm import WarmSource, warm_source
 
@@ -34,6 +34,14 @@ log = logging.getLogger(__name__)
 
 CHECKS_PATH: Final = "/campaign-workers/compliance-checks"
 MAX_CONTACT_IDS: Final = 1000
+
+
+class CheckUnavailableError(ContactExporterError):
+    """The server's source cannot be read or is invalid: no check can be answered. HTTP 503.
+
+    The details (paths, what is wrong) go to the server log, not to the client."""
+
+    http_status = 503
 
 
 class ComplianceCheckRequest(Strict):
@@ -65,7 +73,13 @@ def run_check(home: Home, warm: WarmSource, body: ComplianceCheckRequest) -> dic
     exporter = ExporterStore(home).get(body.exporterId)
     company = home.company(exporter.companyId)
     at = body.at or datetime.now(UTC)
-    out = checks.check_contacts(exporter, company, warm.path, body.contactIds, at, warm=warm)
+    try:
+        out = checks.check_contacts(exporter, company, warm.path, body.contactIds, at, warm=warm)
+    except SourceDataError as exc:
+        log.error("compliance check, exporter %s: the source cannot be used: %s", exporter.id, exc.message)
+        raise CheckUnavailableError(
+            "the source of compliance checks cannot be read or is invalid; see the server log"
+        ) from None
     data = [{**row, "at": out["at"]} for row in out["results"]]
     allowed = sum(1 for row in data if row["canInteract"])
     log.info(
@@ -105,6 +119,7 @@ def request_schema() -> dict[str, Any]:
 
 __all__ = [
     "CHECKS_PATH",
+    "CheckUnavailableError",
     "MAX_CONTACT_IDS",
     "ComplianceCheckRequest",
     "parse_request",

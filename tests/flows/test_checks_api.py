@@ -242,3 +242,19 @@ def test_the_server_does_not_hold_the_source_open(client: httpx.Client, served: 
     post(client, {"exporterId": EXPORTER, "contactIds": sorted(batch_rows(served.home))[:3]})
     con = duckdb.connect(str(served.home.warehouse))  # read-write, without waiting for any lock
     con.close()
+
+
+def test_an_unreadable_source_is_503_without_its_path(client: httpx.Client, served: Served) -> None:
+    warehouse = served.home.warehouse
+    moved = warehouse.with_name("moved-away.duckdb")
+    warehouse.rename(moved)
+    try:
+        out = post(client, {"exporterId": EXPORTER, "contactIds": ["CT-000000001"]}, 503)
+    finally:
+        moved.rename(warehouse)
+    assert (
+        out["message"] == "the source of compliance checks cannot be read or is invalid; see the server log"
+    )
+    assert str(served.home.root) not in out["message"]
+    assert "warehouse.duckdb does not exist" in served.log.read_text()
+    assert post(client, {"exporterId": EXPORTER, "contactIds": ["CT-000000001"]})["data"]
