@@ -15,7 +15,7 @@ import pytest
 from pipelines import checks, compliance, job, sources, warm
 from pipelines.config import Home
 from pipelines.tables import TABLES, SourceTables
-from tests.frontdoor import add_exporter, address, borrower, make_home, phone, write_csv_source
+from tests.frontdoor import add_exporter, address, borrower, make_home, phone, query, write_csv_source
 from tests.worlds import REPO, without_sftp
 from tests.worlds import make_home as make_sample_home
 
@@ -27,7 +27,8 @@ def rows(tables: SourceTables) -> dict[str, list[str]]:
 
 @pytest.fixture
 def tricky(tmp_path: Path) -> Path:
-    """Duplicate ids within and across borrowers, rows without a borrower, a borrower id twice."""
+    """Duplicate ids within and across borrowers, rows without a borrower or without an id, a borrower
+    id twice."""
     call = {
         "channel": "voice",
         "direction": "outbound",
@@ -44,7 +45,7 @@ def tricky(tmp_path: Path) -> Path:
         interactions=[
             {"id": "I1", "personId": "B1", **call}, {"id": "I2", "personId": "B2", **call},
             {"id": "I2", "personId": "B5", **call}, {"id": "I3", "personId": "", **call},
-            {"id": "I4", "personId": "B4", **call},
+            {"id": "I4", "personId": "B4", **call}, {"id": "", "personId": "B1", **call},
         ],
         do_not_interact=[
             {"id": "N1", "personId": "B2", "channels": ["voice"], "themes": ["all"], "startDate": "2026-04-01"},
@@ -75,6 +76,34 @@ def test_warm_rows_are_the_pushed_down_rows(tricky: Path, tmp_path: Path, fmt: s
     picked = checks.conform_rows(kept.rows_for_contacts(["C1"]), source)
     assert sorted(picked.do_not_interact.collect().get_column("personId").to_list()) == ["B1", "B4"]
     assert checks.conform_rows(kept.rows_for_contacts(["C4"]), source).borrowers.collect().height == 3
+
+
+def test_a_row_without_an_id_blocks_its_borrower_in_a_check_as_in_a_run(tmp_path: Path) -> None:
+    call = {
+        "channel": "voice",
+        "direction": "outbound",
+        "status": "attempted",
+        "startedAt": "2026-04-06T14:00:00Z",
+    }
+    source = write_csv_source(
+        tmp_path / "csv",
+        borrowers=[borrower("B1"), borrower("B2")],
+        contacts=[phone("C1"), phone("C3", "B2")],
+        interactions=[{"id": "", "personId": "B1", **call}, {"id": "I2", "personId": "B2", **call}],
+    )
+    home = make_home(tmp_path / "home", maxRejectedShare=1.0)
+    exporter = add_exporter(home)
+    plan = job.plan_run(home, exporter, date(2026, 4, 7), source=source)
+    job.run_export(plan, deliver_enabled=False)
+    ran = {str(c): list(r) for c, r in query(home, "SELECT contactId, reasons FROM screening_results")}
+    assert ran == {"C1": ["SOURCE_ROW_REJECTED"], "C3": []}  # the interaction of B1 without an id
+    noon = compliance.as_of_instant(plan.company, plan.as_of)
+    for fmt, path in (("csv", source), ("duckdb", tmp_path / "s.duckdb"), ("parquet", tmp_path / "pq")):
+        if fmt != "csv":
+            sources.write_source(sources.open_source(source), path, fmt)  # type: ignore[arg-type]
+        for kept in (None, warm.WarmSource(path)):
+            out = checks.check_contacts(plan.exporter, plan.company, path, ["C1", "C3"], noon, warm=kept)
+            assert {r["contactId"]: r["reasons"] for r in out["results"]} == ran, (fmt, kept)
 
 
 def test_a_changed_file_is_read_again(tricky: Path, tmp_path: Path) -> None:
