@@ -258,3 +258,17 @@ def test_an_unreadable_source_is_503_without_its_path(client: httpx.Client, serv
     assert str(served.home.root) not in out["message"]
     assert "warehouse.duckdb does not exist" in served.log.read_text()
     assert post(client, {"exporterId": EXPORTER, "contactIds": ["CT-000000001"]})["data"]
+
+
+def test_concurrent_checks_give_the_answers_of_one_at_a_time(client: httpx.Client, served: Served) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = sorted(batch_rows(served.home))
+    bodies = [
+        {"exporterId": EXPORTER, "contactIds": ids[i::7][:40], "at": f"2026-12-0{1 + i % 3}T1{i}:30:00Z"}
+        for i in range(7)
+    ]
+    alone = [post(client, body) for body in bodies]
+    with ThreadPoolExecutor(max_workers=7) as pool:
+        together = list(pool.map(lambda body: post(client, body), bodies * 2))
+    assert together == alone * 2
