@@ -347,7 +347,7 @@ def serve(home: Home, host: str, port: int, source: Path | None = None) -> None:
     # the line instead through uvicorn's access handler and format.
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"][ACCESS_LOGGER] = {"handlers": ["access"], "level": "INFO", "propagate": False}
-    # Each compliance check and each load of the source it reads: counts and ids, never contact values.
+    # Each compliance check (exporter, instant, counts) and each load of its source; never contact values.
     for name in ("flows.checks_api", "pipelines.warm"):
         log_config["loggers"][name] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=log_config)
