@@ -6,6 +6,9 @@ envelope's `status`. The store is read from disk on each request, so a write mad
 visible at once. The OpenAPI schema is served at `/openapi.json`, behind the key like everything else;
 the interactive docs pages are off.
 
+`POST /campaign-workers/compliance-checks` is the Compliance Guard at an instant for 1 to 1,000
+contacts (flows/checks_api.py), read-only, from a warm in-memory copy of the source.
+
 GET answers carry an `ETag` (a digest of the stored exporter); a PUT with `If-Match` is applied only
 if the exporter still has that ETag (else 412), a PUT without it replaces whatever is stored (last
 writer wins). The access log is written here, without query strings: a key pasted into a URL by
@@ -23,6 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -33,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from flows import checks_api
 from flows.envelopes import API_BASE_PATH, error_envelope, list_envelope, ok_envelope
 from pipelines import safeload
 from pipelines.config import Exporter, ExporterBody, Home
@@ -203,11 +208,15 @@ def _list_params(request: Request) -> tuple[int, str | None, str | None]:
     return limit, request.query_params.get("startingAfter"), request.query_params.get("endingBefore")
 
 
-def create_app(home: Home, api_key: str) -> FastAPI:
-    """The API over the store in `home`; requests must carry `X-API-KEY: <api_key>`."""
+def create_app(home: Home, api_key: str, source: Path | None = None) -> FastAPI:
+    """The API over the store in `home`; requests must carry `X-API-KEY: <api_key>`.
+
+    Compliance checks read `source` (default: the home's warehouse file), kept warm in memory.
+    """
     if not api_key:
         raise InvalidInputError("arguments", [ErrorItem("", "the API key must not be empty")])
     store = ExporterStore(home)
+    warm = checks_api.warm_source(checks_api.source_of(home, source))
     app = FastAPI(
         title="Contact Exporters",
         description="Contact exporters (CONTRACT.md §3, §4.1). Every path but /health needs X-API-KEY.",
@@ -253,6 +262,17 @@ def create_app(home: Home, api_key: str) -> FastAPI:
         body = await _json_body(request)
         exporter = await run_in_threadpool(store.update, ident, body, "request", _if_match(request))
         return _exporter_response(exporter)
+
+    @app.post(
+        checks_api.CHECKS_PATH,
+        summary="Compliance checks at an instant (default now) for 1 to 1,000 contacts; read-only",
+        openapi_extra={"requestBody": checks_api.request_schema()},
+    )
+    async def compliance_checks(request: Request) -> JSONResponse:
+        raw = await _read_body(request)
+        safeload.load_json(raw, "request")  # UTF-8, valid JSON, size and depth: else 400
+        body = checks_api.parse_request(raw)
+        return _envelope_response(await run_in_threadpool(checks_api.run_check, home, warm, body))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -316,16 +336,20 @@ def api_key_from_env() -> str:
     return key
 
 
-def serve(home: Home, host: str, port: int) -> None:
+def serve(home: Home, host: str, port: int, source: Path | None = None) -> None:
     """Run the API with uvicorn until interrupted; refuses to start without the API key."""
     import uvicorn
 
-    app = create_app(home, api_key_from_env())
+    app = create_app(home, api_key_from_env(), source)
+    checks_api.preload(checks_api.warm_source(checks_api.source_of(home, source)))
     log.info("serving exporters of %s on http://%s:%d%s", home.root, host, port, API_BASE_PATH)
     # uvicorn's own access line would carry the query string: it is off, AccessLogMiddleware writes
     # the line instead through uvicorn's access handler and format.
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"][ACCESS_LOGGER] = {"handlers": ["access"], "level": "INFO", "propagate": False}
+    # Each compliance check (exporter, instant, counts) and each load of its source; never contact values.
+    for name in ("flows.checks_api", "pipelines.warm"):
+        log_config["loggers"][name] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=log_config)
 
 
@@ -335,9 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", default=None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--source", type=Path, default=None, help="source compliance checks read")
     args = parser.parse_args(argv)
     try:
-        serve(Home.resolve(args.home), args.host, args.port)
+        serve(Home.resolve(args.home), args.host, args.port, args.source)
     except ContactExporterError as exc:
         text = exc.describe() if isinstance(exc, InvalidInputError) else str(exc)
         print(f"error: {text}", file=sys.stderr)

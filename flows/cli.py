@@ -422,11 +422,12 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    source: Source = None,
 ) -> None:
-    """Serve the exporter API (needs $CONTACT_EXPORTER_API_KEY)."""
+    """Serve the exporter API and compliance checks (needs $CONTACT_EXPORTER_API_KEY)."""
     from flows.api import serve as serve_api
 
-    serve_api(home_of(ctx), host, port)
+    serve_api(home_of(ctx), host, port, source)
 
 
 @sftp_app.command("check")

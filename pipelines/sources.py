@@ -118,6 +118,18 @@ def open_source(path: Path, rows: RowFilter | None = None) -> SourceTables:
     return SourceTables(**{name: frame.lazy() for name, frame in frames.items()})
 
 
+def read_raw(path: Path) -> dict[str, pl.DataFrame]:
+    """The five tables of a DuckDB file or a folder as they are stored (before `conform`)."""
+    path = Path(path)
+    if path.is_dir():
+        return {spec.name: _read_folder_table(path, spec) for spec in TABLES}
+    if path.is_file():
+        return read_duckdb(path)
+    raise SourceDataError(
+        str(path), [ErrorItem("", "does not exist")], message=f"source {path} does not exist"
+    )
+
+
 def _missing_table(source: str, table: str, how: str) -> SourceDataError:
     return SourceDataError(
         source,

@@ -433,7 +433,7 @@ def test_health_needs_no_key_and_openapi_needs_it(server: Server, client: httpx.
     assert httpx.get(server.url + "/openapi.json", timeout=30).status_code == 401
     assert httpx.post(server.url + "/health", timeout=30).status_code == 401
     schema = client.get("/openapi.json").json()
-    assert set(schema["paths"]) == {"/health", BASE, BASE + "/{ident}"}
+    assert set(schema["paths"]) == {"/health", BASE, BASE + "/{ident}", "/campaign-workers/compliance-checks"}
     assert "ExporterBody" in schema["components"]["schemas"]
     assert schema["components"]["securitySchemes"]["apiKey"]["name"] == "X-API-KEY"
     put = schema["paths"][BASE + "/{ident}"]["put"]
