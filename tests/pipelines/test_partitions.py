@@ -244,3 +244,47 @@ def test_each_partition_holds_only_its_share_of_the_source(
     assert len(read) == 5
     assert sum(read) == total  # every row read once, by one partition
     assert max(read) <= total / 5 * 1.25, read
+
+
+def unowned_rejected_home(home: Home, share: str) -> None:
+    """Add an interaction without a borrower (rejected: it could be anyone's) and set maxRejectedShare."""
+    t = flawed_tables()
+    interactions = t.interactions.collect()
+    nobody = interactions.head(1).with_columns(id=pl.lit("I-NOBODY"), personId=pl.lit(None, pl.String))
+    sources.write_source(
+        replace(t, interactions=pl.concat([interactions, nobody]).lazy()), home.warehouse, "duckdb"
+    )
+    company = home.configs / "companies" / "CP-ACME.yaml"
+    company.write_text(company.read_text().replace("maxRejectedShare: 0.01", f"maxRejectedShare: {share}"))
+
+
+def test_a_rejected_row_without_a_borrower_blocks_everyone_in_every_partition(home: Home) -> None:
+    """Fail closed across partitions: every partition reads the keyless row and blocks its contacts;
+    the row is reported once, whatever N."""
+    unowned_rejected_home(home, "1.0")
+    without_sftp(home, "CE-VOICECOL")
+    one = outcome(home, "CE-VOICECOL", 1)
+    assert one["counts"]["exported"] == 0
+    assert one["counts"]["byReason"]["SOURCE_ROW_REJECTED"] == one["counts"]["matched"] > 0
+    assert [r[:2] for r in one["rejected"] if r[0] == "interactions"] == [("interactions", "I-NOBODY")]
+    for n in (3, BORROWERS + 5):
+        assert outcome(home, "CE-VOICECOL", n) == one, f"differs with {n} partitions"
+
+
+def test_the_rejected_share_is_judged_over_the_whole_run_not_per_partition(home: Home) -> None:
+    """Every borrower blocked by the keyless row: over the default share, the run fails for any N,
+    writes no file and records the failed run with the row."""
+    from pipelines.errors import SourceDataError
+
+    unowned_rejected_home(home, "0.01")
+    without_sftp(home, "CE-VOICECOL")
+    for n in (1, 4):
+        warehouse = home.root / "data" / f"fail-{n}.duckdb"
+        plan = job.plan_run(home, "CE-VOICECOL", AS_OF, warehouse_path=warehouse)
+        with pytest.raises(SourceDataError, match="maxRejectedShare"):
+            job.run_export(plan, deliver_enabled=False, partitions=n)
+        assert not any(p.is_file() and p.suffix == ".csv" for p in plan.exports.rglob("*"))
+        assert rows(warehouse, "SELECT status FROM export_runs") == [("failed",)]
+        assert ("interactions", "I-NOBODY") in {
+            (r[0], r[1]) for r in rows(warehouse, "SELECT tableName, rowKey FROM rejected_rows")
+        }
