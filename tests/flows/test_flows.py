@@ -298,3 +298,24 @@ def test_deployments_carry_schedules_and_parameters(home: Home) -> None:
     assert schedule.schedule.timezone == "America/New_York"
     campaign = deployments["campaign-collections-daily"]
     assert campaign.schedules[0].schedule.cron == "0 7 * * 1-5"
+
+
+def test_sftp_check_reads_a_password_from_a_prefect_secret_block(home: Home) -> None:
+    from prefect.blocks.system import Secret
+
+    from flows.runs import secret_password
+    from pipelines.config import SftpSetting
+    from pipelines.errors import TerminalError
+
+    Secret(value="s3cret-from-block").save("partner-sftp-password", overwrite=True)
+    setting = SftpSetting(
+        host="127.0.0.1", username="u", knownHostsFile="kh", passwordSecretBlock="partner-sftp-password"
+    )
+    password = secret_password(home, setting)
+    assert password is not None
+    assert password.get_secret_value() == "s3cret-from-block"
+    assert "s3cret" not in repr(password)
+    missing = setting.model_copy(update={"passwordSecretBlock": "no-such-block"})
+    with pytest.raises(TerminalError, match="no-such-block"):
+        secret_password(home, missing)
+    assert secret_password(home, setting.model_copy(update={"passwordSecretBlock": None})) is None
