@@ -353,10 +353,12 @@ def run_campaign(
         dask_address=dask_address,
         campaign_id=campaign_id,
     )
-    result = export_contacts(request)
-    result["campaignId"] = campaign_id
     plan = job.plan_request(request)
-    label_flow_run(f"campaign {campaign_id} {plan.exporter_id} {plan.as_of.isoformat()}", [])
+    labels = run_tags(plan.exporter_id, plan.company.id, campaign_id)
+    label_flow_run(f"campaign {campaign_id} {plan.exporter_id} {plan.as_of.isoformat()}", labels)
+    with tags(*labels):
+        result = export_contacts(request.model_copy(update={"as_of": plan.as_of}))
+    result["campaignId"] = campaign_id
     return result
 
 

@@ -74,6 +74,7 @@ def run_campaign(home: Home, campaign_id: str, request: RunRequest) -> dict[str,
     from pipelines import job, preflight
     from pipelines.store import ExporterStore
 
+    request = request.model_copy(update={"home": str(home.root)})  # relative paths: against the home
     campaign = home.campaign(campaign_id)
     # Before Prefect starts and before the query runs: an unknown exporter is a config error.
     ExporterStore(home).get(campaign.exporterId)

@@ -230,3 +230,34 @@ def test_backfill_prints_a_table_per_date_and_exits_1_when_a_date_fails(home: Ho
     assert "Traceback" not in out.stderr
     for day in ("2026-12-01", "2026-12-02"):
         assert list((home.root / "data" / "exports" / "CE-EMAILSVC" / day).glob("*.csv"))
+
+
+def test_campaigns_run_takes_source_and_warehouse_and_keeps_its_own_outputs(home: Home) -> None:
+    import duckdb
+
+    out = cli(
+        home.root,
+        "campaigns", "run", "collections-daily", "--as-of", "2026-12-01", "--no-deliver",
+        "--source", "data/warehouse.duckdb", "--warehouse", "data/trial.duckdb", "--partitions", "2",
+        timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["campaignId"] == "collections-daily"
+    folder = (
+        home.root
+        / "data"
+        / "trial.exports"
+        / "CE-VOICECOL"
+        / "2026-12-01"
+        / "campaigns"
+        / "collections-daily"
+    )
+    assert Path(result["file"]) == folder / "CE-VOICECOL_collections-daily_20261201.csv"
+    assert Path(result["file"]).is_file()
+    con = duckdb.connect(str(home.root / "data" / "trial.duckdb"), read_only=True)
+    try:
+        runs = con.execute("SELECT exporterId, campaignId, status FROM export_runs").fetchall()
+    finally:
+        con.close()
+    assert runs == [("CE-VOICECOL", "collections-daily", "succeeded")]
