@@ -293,9 +293,23 @@ def backfill(
         memory_budget=memory_budget,
     )
     result = runs.run_backfill(home_of(ctx), request, first, last)
+    for line in backfill_table(result.get("dates", [])):
+        typer.echo(line, err=True)
     emit(result)
     if result.get("failedDates"):
         raise typer.Exit(1)
+
+
+def backfill_table(dates: list[dict[str, Any]]) -> list[str]:
+    """One line per date on stderr: date, status, rows exported or the error's first line."""
+    lines = [f"{'asOfDate':<10}  {'status':<9}  {'exported':>9}  detail"]
+    for row in dates:
+        exported = "" if row.get("exported") is None else str(row["exported"])
+        detail = row.get("error") or row.get("deliveryStatus") or ""
+        lines.append(
+            f"{row['asOfDate']:<10}  {row['status']:<9}  {exported:>9}  {str(detail).splitlines()[0][:100] if detail else ''}"
+        )
+    return lines
 
 
 @app.command("explain")
@@ -357,6 +371,15 @@ def campaigns_run(
     ctx: typer.Context,
     campaign_id: Annotated[str, typer.Argument(metavar="CAMPAIGN_ID")],
     as_of: AsOf = None,
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            help="DuckDB file or folder of tables for the query and the run. Default the campaign's."
+        ),
+    ] = None,
+    warehouse: Annotated[
+        Path | None, typer.Option(help="DuckDB file for output tables. Default data/warehouse.duckdb.")
+    ] = None,
     no_deliver: NoDeliver = False,
     partitions: PartitionsOpt = "auto",
     memory_budget: MemoryBudget = "2GiB",
@@ -370,6 +393,8 @@ def campaigns_run(
     request = RunRequest.from_options(
         exporter_id=home.campaign(campaign_id).exporterId,
         as_of=parse_date(as_of, "--as-of"),
+        source=str(source) if source else None,
+        warehouse=str(warehouse) if warehouse else None,
         deliver=not no_deliver,
         partitions=partitions,
         memory_budget=memory_budget,
@@ -434,11 +459,14 @@ def serve(
 def sftp_check(
     ctx: typer.Context, setting_id: Annotated[str, typer.Argument(metavar="SFTP_SETTING_ID")]
 ) -> None:
-    """Connect, verify the pinned host key and check write permission in remoteDir."""
+    """Connect, verify the pinned host key and check write permission in remoteDir (the password of a
+    passwordSecretBlock setting is read from that Prefect Secret block)."""
+    from flows import runs
     from pipelines.delivery import check_destination
 
     home = home_of(ctx)
-    emit(check_destination(home.sftp(setting_id), home))
+    setting = home.sftp(setting_id)
+    emit(check_destination(setting, home, runs.secret_password(home, setting)))
 
 
 @deployments_app.command("list")

@@ -4,14 +4,17 @@ and publish a run summary artifact. Tasks pass plans, paths and counts, never fr
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow, get_run_logger, tags, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.states import Completed, Failed
@@ -31,6 +34,42 @@ from pipelines.store import ExporterStore
 PARTITION_RETRIES = 2
 
 DELIVERY_RETRY_DELAYS: list[float] = [10.0, 30.0, 90.0]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Dates of a backfill that run at once (each its own export-contacts subflow, in a thread).
+BACKFILL_CONCURRENCY = 2
+
+
+class _RunLogHandler(logging.Handler):
+    """Sends the library's log lines (`pipelines.*`) to the Prefect API as logs of the flow or task run
+    they were written in; lines written outside a run (tests, the HTTP API) are left to other handlers."""
+
+    def __init__(self) -> None:
+        from prefect.logging.handlers import APILogHandler
+
+        super().__init__(logging.INFO)
+        self._api = APILogHandler()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        if FlowRunContext.get() is None and TaskRunContext.get() is None:
+            return
+        self._api.emit(record)
+
+
+def send_library_logs_to_runs() -> None:
+    """Attach `_RunLogHandler` to the `pipelines` logger once, at INFO unless a lower level is set."""
+    logger = logging.getLogger("pipelines")
+    if not any(isinstance(h, _RunLogHandler) for h in logger.handlers):
+        logger.addHandler(_RunLogHandler())
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
+send_library_logs_to_runs()
 
 
 def retry_only_transient(_task: Task[..., Any], _run: TaskRun, state: State[Any]) -> bool:
@@ -66,6 +105,32 @@ def plan_task(request: RunRequest) -> job.RunPlan:
     return job.plan_request(request)
 
 
+def run_tags(exporter_id: str, company_id: str, campaign_id: str | None = None) -> list[str]:
+    """`exporter:<id>`, `company:<id>` (and `campaign:<id>`): how runs are found in the Prefect UI."""
+    found = [f"exporter:{exporter_id}", f"company:{company_id}"]
+    return [*found, f"campaign:{campaign_id}"] if campaign_id else found
+
+
+def label_flow_run(name: str, run_tags: list[str]) -> None:
+    """Name the current flow run and add tags to it (bookkeeping: never fails the run)."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    try:
+        if not flow_run.id:
+            return
+        with get_client(sync_client=True) as client:
+            known = set(flow_run.tags or [])
+            client.update_flow_run(flow_run.id, name=name, tags=sorted(known | set(run_tags)))
+    except Exception:
+        logging.getLogger(__name__).warning("could not name flow run %s", name, exc_info=True)
+
+
+def named(stage_task: Task[P, R], plan: job.RunPlan, stage: str) -> Task[P, R]:
+    """The task with its run named `<exporterId> <asOfDate> <stage>` (+ campaign)."""
+    return stage_task.with_options(task_run_name=f"{plan.label} {stage}")
+
+
 @task(name="split into partitions", cache_policy=NO_CACHE)
 def split_task(request: RunRequest, plan: job.RunPlan, run_id: str) -> list[partitions.Part]:
     count = job.partition_count(plan, request.partitions, request.memory_budget)
@@ -96,8 +161,8 @@ def merge_task(
 
 
 def partition_task_name(plan: job.RunPlan, part: partitions.Part) -> str:
-    """`CE-X 2026-06-15 p3/8`: the exporter, the as-of date and the partition (1-based) of N."""
-    return f"{plan.exporter_id} {plan.as_of.isoformat()} {part.label}"
+    """`CE-X 2026-06-15 p3/8`: the exporter, the as-of date (campaign) and the partition (1-based) of N."""
+    return f"{plan.label} {part.label}"
 
 
 @contextmanager
@@ -118,7 +183,7 @@ def build_partitions(request: RunRequest, plan: job.RunPlan, run_id: str) -> job
     """split → one task per partition (retried alone) → merge."""
     started_at = datetime.now(UTC)
     with job.staging_dropped_on_failure(plan, run_id):
-        parts = split_task(request, plan, run_id)
+        parts = named(split_task, plan, "split")(request, plan, run_id)
         with partition_runner(request) as runner:
             futures = [
                 runner.submit(
@@ -128,7 +193,7 @@ def build_partitions(request: RunRequest, plan: job.RunPlan, run_id: str) -> job
                 for part in parts
             ]
             results = [future.result() for future in futures]
-        return merge_task(plan, run_id, results, started_at)
+        return named(merge_task, plan, "merge")(plan, run_id, results, started_at)
 
 
 @task(
@@ -160,6 +225,15 @@ def deliver_task(built: job.Built, enabled: bool, redeliver: bool) -> job.Delive
     return job.deliver(built, enabled=enabled, redeliver=redeliver, password=password)
 
 
+def artifact_key(plan: job.RunPlan) -> str:
+    """`contact-export-ce-x-2026-06-15` (+ `-campaign-<id>`): Prefect's "latest" is per exporter and
+    date. Keys are lowercase letters, digits and dashes."""
+    key = f"contact-export-{plan.exporter_id}-{plan.as_of.isoformat()}"
+    if plan.campaign_id:
+        key += f"-campaign-{plan.campaign_id}"
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", key.lower()))
+
+
 def artifact_markdown(result: dict[str, Any], sha256: str) -> str:
     counts = result["counts"]
     lines = [
@@ -186,19 +260,31 @@ def export_contacts(request: RunRequest) -> dict[str, Any]:
     """Run one exporter for one as-of date: plan → split → partitions → merge → record → deliver,
     plus a summary artifact."""
     logger = get_run_logger()
-    plan = plan_task(request)
+    with tags(f"exporter:{request.exporter_id}"):  # the company is known once the plan is made
+        plan = plan_task.with_options(task_run_name=f"{request.exporter_id} {request.as_of or 'today'} plan")(
+            request
+        )
+    labels = run_tags(plan.exporter_id, plan.company.id, plan.campaign_id)
+    label_flow_run(plan.label, labels)
     run_id = job.new_run_id()
-    with job.run_lock(plan):
+    with tags(*labels), job.run_lock(plan):
         mark_crashed_runs(plan.exporter_id, plan.as_of, request.home, request.campaign_id)
         with job.failure_recorded(plan, run_id):
             built = build_partitions(request, plan, run_id)
-            record_task(built)
-        sent = deliver_task(built, request.deliver, request.redeliver)
+            named(record_task, plan, "record")(built)
+        sent = named(deliver_task, plan, "deliver")(built, request.deliver, request.redeliver)
     result = job.summary(built, sent)
+    key = artifact_key(plan)
     create_markdown_artifact(
-        key=f"contact-export-{plan.exporter_id.lower()}",
+        key=key,
         markdown=artifact_markdown(result, built.file.sha256),
-        description=f"{plan.exporter_id} as of {plan.as_of}",
+        description=f"{plan.label}",
+    )
+    create_table_artifact(
+        key=f"{key}-reasons",
+        table=[{"reason": code, "contacts": n} for code, n in result["counts"]["byReason"].items()]
+        or [{"reason": "(none)", "contacts": 0}],
+        description=f"{plan.label}: contacts blocked, by reason",
     )
     logger.info(
         "run %s: %s matched, %s exported, %s screened out, delivered=%s",
@@ -212,12 +298,15 @@ def export_contacts(request: RunRequest) -> dict[str, Any]:
 
 
 @task(name="campaign population", cache_policy=NO_CACHE)
-def campaign_population_task(home: str | None, campaign_id: str) -> tuple[str, str, str | None]:
+def campaign_population_task(
+    home: str | None, campaign_id: str, source: str | None = None
+) -> tuple[str, str, str | None]:
     """Run the campaign query; returns (exporter id, path of the id file, source)."""
     h = _home(home)
     campaign = h.campaign(campaign_id)
     ExporterStore(h).get(campaign.exporterId)  # an unknown exporter fails before the query runs
-    src = h.path(campaign.source) if campaign.source else h.warehouse
+    chosen = source or campaign.source
+    src = h.path(chosen) if chosen else h.warehouse
     ids = population.campaign_ids(
         campaign.query,
         sources.open_source(src),
@@ -229,7 +318,7 @@ def campaign_population_task(home: str | None, campaign_id: str) -> tuple[str, s
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "population.parquet"
     ids.write_parquet(path)
-    return campaign.exporterId, str(path), str(src) if campaign.source else None
+    return campaign.exporterId, str(path), str(src) if chosen else None
 
 
 @flow(name="run-campaign")
@@ -241,14 +330,22 @@ def run_campaign(
     partitions: int | str = "auto",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     dask_address: str | None = None,
+    source: str | None = None,
+    warehouse: str | None = None,
 ) -> dict[str, Any]:
-    """A campaign's query picks the borrowers once; its exporter's run splits them by partition."""
-    exporter_id, ids_path, source = campaign_population_task(home, campaign_id)
+    """A campaign's query picks the borrowers once; its exporter's run splits them by partition.
+
+    The run is the campaign's own: its file, lock, ledger entry and warehouse rows are keyed by
+    (exporter, as-of date, campaign), so the exporter's daily run of the same date is never touched."""
+    exporter_id, ids_path, chosen = campaign_population_task.with_options(
+        task_run_name=f"campaign {campaign_id} population"
+    )(home, campaign_id, source)
     request = RunRequest(
         exporter_id=exporter_id,
         as_of=as_of,
         home=home,
-        source=source,
+        source=chosen,
+        warehouse=warehouse,
         population_file=ids_path,
         deliver=deliver,
         partitions=partitions,
@@ -256,24 +353,33 @@ def run_campaign(
         dask_address=dask_address,
         campaign_id=campaign_id,
     )
-    result = export_contacts(request)
+    plan = job.plan_request(request)
+    labels = run_tags(plan.exporter_id, plan.company.id, campaign_id)
+    label_flow_run(f"campaign {campaign_id} {plan.exporter_id} {plan.as_of.isoformat()}", labels)
+    with tags(*labels):
+        result = export_contacts(request.model_copy(update={"as_of": plan.as_of}))
     result["campaignId"] = campaign_id
     return result
 
 
-@task(name="export one date", cache_policy=NO_CACHE)
-def export_date_task(request: RunRequest) -> dict[str, Any]:
-    # Two dates run at a time: each gets half the memory budget when choosing its partitions.
-    return job.run_export(
-        job.plan_request(request),
-        deliver_enabled=request.deliver,
-        redeliver=request.redeliver,
-        partitions=request.partitions,
-        memory_budget=request.memory_budget // 2,
-    )
+def date_outcome(day: date, future: Future[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """A date's summary (None when it failed) and its row of the backfill table."""
+    try:
+        summary = future.result()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        return None, {"asOfDate": day.isoformat(), "status": "failed", "exported": None, "error": error}
+    row = {
+        "asOfDate": day.isoformat(),
+        "status": "succeeded",
+        "exported": summary["counts"]["exported"],
+        "runId": summary["runId"],
+        "deliveryStatus": summary.get("deliveryStatus"),
+    }
+    return summary, row
 
 
-@flow(name="backfill", task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
+@flow(name="backfill", flow_run_name="{exporter_id} {start}..{end}")
 def backfill(
     exporter_id: str,
     start: date,
@@ -284,41 +390,57 @@ def backfill(
     partitions: int | str = "auto",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> State[Any]:
-    """Run every date from start to end (inclusive), two at a time; a failed date does not stop the others.
+    """Run every date from start to end (inclusive) as its own `export-contacts` subflow (retries,
+    delivery, artifacts, Secret blocks, a flow run named `<exporterId> <asOfDate>`), at most
+    BACKFILL_CONCURRENCY at a time; a failed date does not stop the others.
 
-    Each date runs in borrower partitions in this process (half the memory budget each)."""
+    Subflows run in threads of this process, each date with its share of the memory budget."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
     logger = get_run_logger()
     if end < start:
         from pipelines.errors import ErrorItem, InvalidInputError
 
         raise InvalidInputError("arguments", [ErrorItem("--end", f"end {end} is before start {start}")])
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-    futures = {
-        d: export_date_task.submit(
-            RunRequest(
-                exporter_id=exporter_id,
-                as_of=d,
-                home=home,
-                source=source,
-                deliver=deliver,
-                partitions=partitions,
-                memory_budget=memory_budget,
+    workers = min(BACKFILL_CONCURRENCY, len(days))
+    first = job.plan_request(RunRequest(exporter_id=exporter_id, as_of=start, home=home, source=source))
+    labels = run_tags(exporter_id, first.company.id)
+    label_flow_run(f"{exporter_id} {start.isoformat()}..{end.isoformat()}", labels)
+    with tags(*labels), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backfill") as pool:
+        futures = {
+            d: pool.submit(
+                contextvars.copy_context().run,  # each thread sees this flow run: dates are subflows
+                export_contacts,
+                RunRequest(
+                    exporter_id=exporter_id,
+                    as_of=d,
+                    home=home,
+                    source=source,
+                    deliver=deliver,
+                    partitions=partitions,
+                    memory_budget=max(memory_budget // workers, 64 << 20),
+                ),
             )
-        )
-        for d in days
-    }
+            for d in days
+        }
     runs: list[dict[str, Any]] = []
+    table: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
     for day, future in futures.items():
-        try:
-            runs.append(future.result())
-        except Exception as exc:
-            failed[day.isoformat()] = f"{type(exc).__name__}: {exc}"
-            logger.error("backfill %s %s failed: %s", exporter_id, day, type(exc).__name__)
+        summary, row = date_outcome(day, future)
+        table.append(row)
+        if summary is None:
+            failed[day.isoformat()] = row["error"]
+            logger.error("backfill %s %s failed: %s", exporter_id, day, row["error"].split(":")[0])
+        else:
+            runs.append(summary)
     result = {
         "exporterId": exporter_id,
         "start": start.isoformat(),
         "end": end.isoformat(),
+        "dates": table,
         "runs": runs,
         "failedDates": failed,
     }

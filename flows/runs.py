@@ -7,8 +7,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from flows import settings
-from pipelines.config import Home
+from pipelines.config import Home, SftpSetting
+from pipelines.errors import TerminalError
 from pipelines.request import RunRequest
 
 
@@ -71,11 +74,20 @@ def run_campaign(home: Home, campaign_id: str, request: RunRequest) -> dict[str,
     from pipelines import job, preflight
     from pipelines.store import ExporterStore
 
+    request = request.model_copy(update={"home": str(home.root)})  # relative paths: against the home
     campaign = home.campaign(campaign_id)
     # Before Prefect starts and before the query runs: an unknown exporter is a config error.
     ExporterStore(home).get(campaign.exporterId)
-    source = home.path(campaign.source) if campaign.source else None
-    plan = job.plan_run(home, campaign.exporterId, request.as_of, source=source)
+    given = request.path(request.source) if request.source else None
+    source = given or (home.path(campaign.source) if campaign.source else None)
+    plan = job.plan_run(
+        home,
+        campaign.exporterId,
+        request.as_of,
+        source=source,
+        warehouse_path=request.path(request.warehouse),
+        campaign_id=campaign_id,
+    )
     preflight.check_plan(plan, deliver=request.deliver)
     result: dict[str, Any] = _flows(home).run_campaign(
         campaign_id,
@@ -85,5 +97,24 @@ def run_campaign(home: Home, campaign_id: str, request: RunRequest) -> dict[str,
         partitions=request.partitions,
         memory_budget=request.memory_budget,
         dask_address=request.dask_address,
+        source=_opt(given, home),
+        warehouse=_opt(request.path(request.warehouse), home),
     )
     return result
+
+
+def secret_password(home: Home, setting: SftpSetting) -> SecretStr | None:
+    """The password of a `passwordSecretBlock` SFTP setting, read from its Prefect Secret block."""
+    if not setting.passwordSecretBlock:
+        return None
+    _flows(home)  # Prefect's settings (server, home) before Prefect is imported
+    from prefect.blocks.system import Secret
+
+    try:
+        block: Any = Secret.load(setting.passwordSecretBlock)
+    except ValueError as exc:  # no such block on this Prefect server
+        raise TerminalError(
+            f"Prefect Secret block {setting.passwordSecretBlock!r} (sftp passwordSecretBlock) cannot be "
+            f"loaded ({exc}); create it (prefect block create secret) on the server this home uses"
+        ) from None
+    return SecretStr(str(block.get()))  # masked from the moment it is resolved

@@ -1,7 +1,8 @@
 """Prefect settings for local and ephemeral use, applied before Prefect is imported.
 
 First start of Prefect's ephemeral server migrates a SQLite database and can take ~20 s, over
-Prefect's default limit, so the timeout is raised; telemetry is off (no network here). Values already
+Prefect's default limit, so the timeout is raised; telemetry is off (no network here). Run logs go to
+the API (Prefect's default): the flows also send the library's `pipelines.*` log lines there. Values already
 set in the environment win. Without PREFECT_API_URL, the home's local server (flows/localserver.py) is
 used while it runs.
 """
@@ -14,7 +15,6 @@ from pathlib import Path
 DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_TO_API_ENABLED": "false",
 }
 
 

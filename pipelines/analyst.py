@@ -172,7 +172,7 @@ COMMENTS: Final[dict[str, tuple[str, dict[str, str]]]] = {
             "matched": "contacts of the population matching the exporter's contactMatchingCriteria",
             "screenedOut": "matched contacts blocked by screening (canInteract false)",
             "exported": "rows written to the file",
-            "filePath": "the file written, data/exports/<exporterId>/<asOfDate>/<fileName>",
+            "filePath": "the file written, data/exports/<exporterId>/<asOfDate>/[campaigns/<campaignId>/]<fileName>",
             "sha256": "SHA-256 of the file's bytes (also in its manifest)",
             "deliveredAt": "when the file was delivered by SFTP (UTC); null if not delivered",
             "startedAt": "when the run started (UTC)",

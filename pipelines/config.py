@@ -267,18 +267,24 @@ class CheckCanInteractData(Strict):
     channel: ExportChannel | None = None
 
 
-_TEMPLATE_FIELDS = {"exporterId", "asOfDate", "companyId"}
+_TEMPLATE_FIELDS = {"exporterId", "asOfDate", "companyId", "campaignId"}
 
 
-def render_file_name(template: str, exporter_id: str, as_of: date, company_id: str) -> str:
-    """Render a fileNameTemplate; raises ValueError for a name that could leave the export folder."""
+def render_file_name(
+    template: str, exporter_id: str, as_of: date, company_id: str, campaign_id: str | None = None
+) -> str:
+    """Render a fileNameTemplate; raises ValueError for a name that could leave the export folder.
+
+    `{campaignId}` is the campaign of a campaign run and empty in an exporter's daily run."""
     for _, name, _, _ in string.Formatter().parse(template):
         if name is not None and name not in _TEMPLATE_FIELDS:
             raise ValueError(
                 f"unknown placeholder {{{name}}} in fileNameTemplate; use {', '.join(sorted(_TEMPLATE_FIELDS))}"
             )
     try:
-        name = template.format(exporterId=exporter_id, asOfDate=as_of, companyId=company_id)
+        name = template.format(
+            exporterId=exporter_id, asOfDate=as_of, companyId=company_id, campaignId=campaign_id or ""
+        )
     except (ValueError, IndexError, KeyError) as exc:
         raise ValueError(f"fileNameTemplate {template!r} cannot be rendered: {exc}") from exc
     if not name or name in {".", ".."} or "/" in name or "\\" in name or ".." in name or name.startswith("."):
@@ -305,6 +311,10 @@ MAX_NAME_BYTES = 200
 
 def template_uses_as_of_date(template: str) -> bool:
     return any(name == "asOfDate" for _, name, _, _ in string.Formatter().parse(template))
+
+
+def template_uses_campaign_id(template: str) -> bool:
+    return any(name == "campaignId" for _, name, _, _ in string.Formatter().parse(template))
 
 
 # OWASP CSV injection: a cell a spreadsheet would evaluate. `+` and `-` only start a formula when the
@@ -365,6 +375,20 @@ class FileSettings(Strict):
         if self.fileNameTemplate is not None:
             return self.fileNameTemplate
         return "{exporterId}_{asOfDate:%Y%m%d}." + self.format
+
+    def campaign_template(self) -> str:
+        """The name of a campaign run's file: never the daily file's name, so a partner receives both.
+
+        Default `{exporterId}_{campaignId}_{asOfDate:%Y%m%d}.<format>`; a fileNameTemplate without
+        `{campaignId}` gets `_{campaignId}` before its extension."""
+        if self.fileNameTemplate is None:
+            return "{exporterId}_{campaignId}_{asOfDate:%Y%m%d}." + self.format
+        if template_uses_campaign_id(self.fileNameTemplate):
+            return self.fileNameTemplate
+        stem, dot, ext = self.fileNameTemplate.rpartition(".")
+        if not dot or "}" in ext:
+            return self.fileNameTemplate + "_{campaignId}"
+        return stem + "_{campaignId}." + ext
 
 
 class ExporterBody(Strict):

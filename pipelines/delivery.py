@@ -126,15 +126,22 @@ def _ledger(warehouse: Path, action: str) -> Iterator[duckdb.DuckDBPyConnection]
         ) from exc
 
 
-def last_delivery(warehouse: Path, exporter_id: str, as_of: date, sha256: str) -> datetime | None:
-    """When these exact bytes (exporter, as-of date, sha256) were last delivered, in UTC, or None."""
+def last_delivery(
+    warehouse: Path, exporter_id: str, as_of: date, sha256: str, file_name: str | None = None
+) -> datetime | None:
+    """When these exact bytes (exporter, as-of date, sha256) were last delivered, in UTC, or None.
+
+    With `file_name`, only deliveries under that name (or its `.pgp`) count: a campaign run's file,
+    named after its campaign, is not "already delivered" by the daily file of the same bytes."""
     if not warehouse.exists():
         return None
+    names = [file_name, f"{file_name}.pgp"] if file_name else [None, None]
     with _ledger(warehouse, "read") as con:
         row = con.execute(
             "SELECT epoch_us(max(deliveredAt)) FROM deliveries "
-            "WHERE exporterId = ? AND asOfDate = ? AND sha256 = ?",
-            [exporter_id, as_of, sha256],
+            "WHERE exporterId = ? AND asOfDate = ? AND sha256 = ? "
+            "AND (CAST(? AS VARCHAR) IS NULL OR fileName IN (?, ?))",
+            [exporter_id, as_of, sha256, names[0], *names],
         ).fetchone()
     if row is None or row[0] is None:
         return None
@@ -993,7 +1000,7 @@ def deliver(
     # manifest) leaves the partner without what the ledger says they have: deliver again.
     touched = stale is not None and stale.done("oldManifestRemoved")
     if resume is None and not redeliver and not touched:
-        earlier = last_delivery(warehouse, exporter_id, as_of, sha256)
+        earlier = last_delivery(warehouse, exporter_id, as_of, sha256, file.name)
         if earlier is not None:
             if stale is not None:
                 try:

@@ -27,11 +27,18 @@ class WrittenFile:
     columns: list[str]
 
 
-def export_dir(exports_root: Path, exporter_id: str, as_of: date) -> Path:
-    return exports_root / exporter_id / as_of.isoformat()
+def export_dir(exports_root: Path, exporter_id: str, as_of: date, campaign_id: str | None = None) -> Path:
+    """`<exporterId>/<asOfDate>/` for the daily run; a campaign run's files go to
+    `<exporterId>/<asOfDate>/campaigns/<campaignId>/`, never beside the daily file."""
+    folder = exports_root / exporter_id / as_of.isoformat()
+    return folder / "campaigns" / campaign_id if campaign_id else folder
 
 
-def file_name(settings: FileSettings, exporter_id: str, as_of: date, company_id: str) -> str:
+def file_name(
+    settings: FileSettings, exporter_id: str, as_of: date, company_id: str, campaign_id: str | None = None
+) -> str:
+    if campaign_id:
+        return render_file_name(settings.campaign_template(), exporter_id, as_of, company_id, campaign_id)
     return render_file_name(settings.template, exporter_id, as_of, company_id)
 
 

@@ -67,10 +67,22 @@ class RunPlan:
     source: Path
     warehouse: Path
     population_file: Path | None = None
+    campaign_id: str | None = None  # a campaign run: its own file, lock, ledger entry and warehouse rows
 
     @property
     def exporter_id(self) -> str:
         return self.exporter.id
+
+    @property
+    def folder(self) -> Path:
+        """This run's export folder (a campaign run's is inside the date's, under campaigns/<id>)."""
+        return files.export_dir(self.exports, self.exporter_id, self.as_of, self.campaign_id)
+
+    @property
+    def label(self) -> str:
+        """`CE-X 2026-06-15` (+ ` campaign <id>`): how logs, locks and Prefect name this run."""
+        base = f"{self.exporter_id} {self.as_of.isoformat()}"
+        return f"{base} campaign {self.campaign_id}" if self.campaign_id else base
 
     @property
     def exports(self) -> Path:
@@ -124,6 +136,7 @@ def plan_request(request: RunRequest) -> RunPlan:
         source=request.path(request.source),
         warehouse_path=request.path(request.warehouse),
         population_file=request.path(request.population_file),
+        campaign_id=request.campaign_id,
     )
 
 
@@ -135,6 +148,7 @@ def plan_run(
     source: Path | None = None,
     warehouse_path: Path | None = None,
     population_file: Path | None = None,
+    campaign_id: str | None = None,
 ) -> RunPlan:
     exporter = ExporterStore(home).get(exporter_id)
     company = home.company(exporter.companyId)
@@ -150,21 +164,22 @@ def plan_run(
         source=home.path(source) if source else home.warehouse,
         warehouse=home.path(warehouse_path) if warehouse_path else home.warehouse,
         population_file=home.path(population_file) if population_file else None,
+        campaign_id=campaign_id,
     )
 
 
 @contextmanager
 def run_lock(plan: RunPlan, wait_seconds: float = 0.0) -> Iterator[None]:
-    """One run of an (exporter, as-of date) at a time; a second one fails clearly instead of racing."""
-    folder = files.export_dir(plan.exports, plan.exporter_id, plan.as_of)
-    made = [d for d in (folder, folder.parent, folder.parent.parent) if not d.exists()]
+    """One run of an (exporter, as-of date[, campaign]) at a time; a second one fails clearly instead of racing."""
+    folder = plan.folder
+    made = [d for d in (folder, *folder.parents) if not d.exists() and d.is_relative_to(plan.exports)]
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(folder / ".run.lock"), timeout=wait_seconds)
     try:
         lock.acquire()
     except Timeout:
         raise ConflictError(
-            f"a run of {plan.exporter_id} for {plan.as_of} is already in progress (lock {folder / '.run.lock'})"
+            f"a run of {plan.label} is already in progress (lock {folder / '.run.lock'})"
         ) from None
     try:
         yield
@@ -326,8 +341,8 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
     exporter, out, screening, rejected = plan.exporter, decided.out, decided.screening, decided.rejected
     company = plan.company
 
-    name = files.file_name(exporter.fileSettings, exporter.id, plan.as_of, company.id)
-    target = files.export_dir(plan.exports, exporter.id, plan.as_of) / name
+    name = files.file_name(exporter.fileSettings, exporter.id, plan.as_of, company.id, plan.campaign_id)
+    target = plan.folder / name
     written = files.write_export(
         out,
         target,
@@ -375,7 +390,7 @@ def clean_leftovers(plan: RunPlan, run_id: str) -> list[Path]:
     delivery record and the files it staged stay: the delivery step completes or drops them.
     """
     removed: list[Path] = []
-    folder = files.export_dir(plan.exports, plan.exporter_id, plan.as_of)
+    folder = plan.folder
     if folder.is_dir():
         for path in folder.iterdir():
             if _LOCAL_TEMP.fullmatch(path.name) and path.is_file():
@@ -383,7 +398,7 @@ def clean_leftovers(plan: RunPlan, run_id: str) -> list[Path]:
                 removed.append(path)
     runs = plan.home.root / "data" / "runs"
     if runs.is_dir():
-        owner = {"exporterId": plan.exporter_id, "asOfDate": plan.as_of.isoformat()}
+        owner = _staging_owner(plan)
         for staging in runs.iterdir():
             if staging.name == run_id or not (staging / STAGING_OWNER).is_file():
                 continue
@@ -427,10 +442,15 @@ def own_staging(plan: RunPlan, run_id: str) -> Path:
     date) removes it after a crash."""
     staging = staging_dir(plan, run_id)
     staging.mkdir(parents=True, exist_ok=True)
-    (staging / STAGING_OWNER).write_text(
-        json.dumps({"exporterId": plan.exporter_id, "asOfDate": plan.as_of.isoformat()}), encoding="utf-8"
-    )
+    (staging / STAGING_OWNER).write_text(json.dumps(_staging_owner(plan)), encoding="utf-8")
     return staging
+
+
+def _staging_owner(plan: RunPlan) -> dict[str, str]:
+    owner = {"exporterId": plan.exporter_id, "asOfDate": plan.as_of.isoformat()}
+    if plan.campaign_id:
+        owner["campaignId"] = plan.campaign_id
+    return owner
 
 
 def build_part(plan: RunPlan, run_id: str, part: parts.Part, progress: Progress = _quiet) -> parts.PartResult:
@@ -483,8 +503,8 @@ def merge(
     )
     t = time.perf_counter()
     exporter = plan.exporter
-    name = files.file_name(exporter.fileSettings, exporter.id, plan.as_of, plan.company.id)
-    target = files.export_dir(plan.exports, exporter.id, plan.as_of) / name
+    name = files.file_name(exporter.fileSettings, exporter.id, plan.as_of, plan.company.id, plan.campaign_id)
+    target = plan.folder / name
     row_files = [r.rows_file for r in results]
     empty = parts.empty_part(row_files[0])
     rows = files.write_batches(parts.merged_batches(row_files), empty, target, exporter.fileSettings)
@@ -611,12 +631,21 @@ def record(built: Built) -> None:
             sha256=built.file.sha256,
             startedAt=built.started_at,
             finishedAt=datetime.now(UTC),
+            campaignId=plan.campaign_id,
         ),
         screening,
         rejected,
     )
     shutil.rmtree(built.staging, ignore_errors=True)
     built.timings["warehouse"] = round(time.perf_counter() - t, 4)
+    log.info(
+        "recorded run %s of %s in %s: %d screening rows, %d rejected rows",
+        built.run_id,
+        plan.label,
+        plan.warehouse,
+        built.matched,
+        built.rejected,
+    )
 
 
 def record_failure(plan: RunPlan, run_id: str, started_at: datetime, error: BaseException) -> None:
@@ -645,6 +674,7 @@ def record_failure(plan: RunPlan, run_id: str, started_at: datetime, error: Base
                 startedAt=started_at,
                 finishedAt=datetime.now(UTC),
                 error=str(error)[:2000],
+                campaignId=plan.campaign_id,
             ),
             rejected,
         )
@@ -723,7 +753,9 @@ def _not_sent(built: Built, status: str, detail: str, error: str | None = None) 
     try:
         from pipelines import delivery
 
-        earlier = delivery.last_delivery(plan.warehouse, plan.exporter_id, plan.as_of, built.file.sha256)
+        earlier = delivery.last_delivery(
+            plan.warehouse, plan.exporter_id, plan.as_of, built.file.sha256, built.file.path.name
+        )
         warehouse.record_delivery_status(
             plan.warehouse, built.run_id, status, delivered_at=earlier, error=error
         )

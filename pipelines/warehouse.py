@@ -1,6 +1,6 @@
 """Warehouse output tables (CONTRACT.md §6) in a DuckDB file.
 
-A rerun of the same (exporterId, asOfDate) replaces its earlier rows in one transaction; a failed run
+A rerun of the same (exporterId, asOfDate, campaignId) replaces its earlier rows in one transaction; a failed run
 is recorded beside the earlier successful rows and leaves them intact.
 """
 
@@ -106,7 +106,10 @@ def _insert_rejected(con: duckdb.DuckDBPyConnection, run_id: str, rejected: pl.D
 def record_success(
     path: Path, run: RunRecord, screening: pl.DataFrame | pads.Dataset, rejected: pl.DataFrame
 ) -> None:
-    """Replace every earlier row of (exporterId, asOfDate) with this run's, atomically.
+    """Replace every earlier row of (exporterId, asOfDate, campaignId) with this run's, atomically.
+
+    The daily run (campaignId NULL) and each campaign's runs of the same exporter and date are kept
+    apart: a campaign run never replaces the daily run's rows, nor the other way round.
 
     `screening` may be an Arrow dataset (a partitioned run's parts, with every screening column and
     nextEligibleDate): DuckDB then scans it batch by batch instead of holding every row at once.
@@ -124,16 +127,24 @@ def record_success(
         con.execute("SET preserve_insertion_order = false")
         create_tables(con)
         con.register("new_screening", screening_arrow)
-        key = [run.exporterId, run.asOfDate]
+        key = [run.exporterId, run.asOfDate, run.campaignId]
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(
-                "DELETE FROM rejected_rows WHERE runId IN "
-                "(SELECT runId FROM export_runs WHERE exporterId = ? AND asOfDate = ?)",
+                "DELETE FROM rejected_rows WHERE runId IN (SELECT runId FROM export_runs WHERE exporterId = ? "
+                "AND asOfDate = ? AND campaignId IS NOT DISTINCT FROM ?)",
                 key,
             )
-            con.execute("DELETE FROM screening_results WHERE exporterId = ? AND asOfDate = ?", key)
-            con.execute("DELETE FROM export_runs WHERE exporterId = ? AND asOfDate = ?", key)
+            con.execute(
+                "DELETE FROM screening_results WHERE exporterId = ? AND asOfDate = ? AND runId IN "
+                "(SELECT runId FROM export_runs WHERE exporterId = ? AND asOfDate = ? "
+                "AND campaignId IS NOT DISTINCT FROM ?)",
+                [run.exporterId, run.asOfDate, *key],
+            )
+            con.execute(
+                "DELETE FROM export_runs WHERE exporterId = ? AND asOfDate = ? AND campaignId IS NOT DISTINCT FROM ?",
+                key,
+            )
             _insert_run(con, run)
             con.execute(
                 "INSERT INTO screening_results SELECT ?, ?, ?, contactId, personId, channel, canInteract, "

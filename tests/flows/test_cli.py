@@ -202,3 +202,62 @@ def test_a_guard_failure_exits_1_and_writes_nothing(home: Home) -> None:
     finally:
         con.close()
     assert checks == [("canInteract_iff_no_reasons",)]
+
+
+def test_backfill_prints_a_table_per_date_and_exits_1_when_a_date_fails(home: Home) -> None:
+    without_sftp(home, "CE-EMAILSVC")
+    # a file where the 2026-12-03 export folder belongs: that date fails, the others run
+    blocked = home.root / "data" / "exports" / "CE-EMAILSVC" / "2026-12-03"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("not a folder")
+    out = cli(
+        home.root,
+        "backfill", "CE-EMAILSVC", "--start", "2026-12-01", "--end", "2026-12-03", "--no-deliver",
+        timeout=400,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    result = json.loads(out.stdout)
+    assert list(result["failedDates"]) == ["2026-12-03"]
+    assert [(d["asOfDate"], d["status"]) for d in result["dates"]] == [
+        ("2026-12-01", "succeeded"),
+        ("2026-12-02", "succeeded"),
+        ("2026-12-03", "failed"),
+    ]
+    table = [line for line in out.stderr.splitlines() if line.startswith(("asOfDate", "2026-12-0"))]
+    assert table[0].split() == ["asOfDate", "status", "exported", "detail"]
+    assert table[1].startswith("2026-12-01  succeeded")
+    assert table[3].startswith("2026-12-03  failed")
+    assert "Traceback" not in out.stderr
+    for day in ("2026-12-01", "2026-12-02"):
+        assert list((home.root / "data" / "exports" / "CE-EMAILSVC" / day).glob("*.csv"))
+
+
+def test_campaigns_run_takes_source_and_warehouse_and_keeps_its_own_outputs(home: Home) -> None:
+    import duckdb
+
+    out = cli(
+        home.root,
+        "campaigns", "run", "collections-daily", "--as-of", "2026-12-01", "--no-deliver",
+        "--source", "data/warehouse.duckdb", "--warehouse", "data/trial.duckdb", "--partitions", "2",
+        timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["campaignId"] == "collections-daily"
+    folder = (
+        home.root
+        / "data"
+        / "trial.exports"
+        / "CE-VOICECOL"
+        / "2026-12-01"
+        / "campaigns"
+        / "collections-daily"
+    )
+    assert Path(result["file"]) == folder / "CE-VOICECOL_collections-daily_20261201.csv"
+    assert Path(result["file"]).is_file()
+    con = duckdb.connect(str(home.root / "data" / "trial.duckdb"), read_only=True)
+    try:
+        runs = con.execute("SELECT exporterId, campaignId, status FROM export_runs").fetchall()
+    finally:
+        con.close()
+    assert runs == [("CE-VOICECOL", "collections-daily", "succeeded")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -41,27 +42,69 @@ def runs_in(home: Home) -> list[tuple[Any, ...]]:
         con.close()
 
 
-def test_export_flow_runs_and_publishes_an_artifact(home: Home) -> None:
+def read_api(call: Any) -> Any:
+    """Run `call(client)` against the Prefect API of the test harness."""
+    import asyncio
+
     from prefect.client.orchestration import get_client
+
+    async def go() -> Any:
+        async with get_client() as client:
+            return await call(client)
+
+    return asyncio.run(go())
+
+
+def test_export_flow_runs_and_publishes_an_artifact(home: Home) -> None:
+    from prefect.logging.handlers import APILogHandler
+    from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
     from flows.prefect_flows import export_contacts
 
-    state = export_contacts(request(home, "CE-EMAILSVC"), return_state=True)
+    with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: True}):
+        state = export_contacts(request(home, "CE-EMAILSVC"), return_state=True)
+        APILogHandler().flush()
     assert state.is_completed()
     result = state.result()
     assert result["counts"]["exported"] > 0
     assert result["delivered"] is False
     assert runs_in(home) == [("CE-EMAILSVC", AS_OF, "succeeded")]
 
-    async def artifacts() -> list[Any]:
-        async with get_client() as client:
-            return list(await client.read_artifacts())
+    flow_run_id = state.state_details.flow_run_id
+    flow_run = read_api(lambda c: c.read_flow_run(flow_run_id))
+    assert flow_run.name == "CE-EMAILSVC 2026-12-01"
+    assert {"exporter:CE-EMAILSVC", "company:CP-ACME"} <= set(flow_run.tags)
 
-    import asyncio
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 
-    found = [a for a in asyncio.run(artifacts()) if a.key == "contact-export-ce-emailsvc"]
-    assert found, "the run must publish its summary artifact"
-    assert "| population | matched |" in str(found[-1].data)
+    runs_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    task_runs = read_api(lambda c: c.read_task_runs(flow_run_filter=runs_filter))
+    assert sorted(t.name for t in task_runs) == sorted(
+        f"CE-EMAILSVC 2026-12-01 {stage}" for stage in ("plan", "split", "p1/1", "merge", "record", "deliver")
+    )
+    assert all("exporter:CE-EMAILSVC" in t.tags for t in task_runs)
+    assert all("company:CP-ACME" in t.tags for t in task_runs if not t.name.endswith(" plan"))
+
+    logs = read_api(
+        lambda c: c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    )
+    names = {log.name for log in logs}
+    messages = [log.message for log in logs]
+    assert any(m.startswith(f"run {result['runId']}: ") for m in messages), "the flow's own log lines"
+    assert "pipelines.sources" in names, "the library's log lines"
+    assert "pipelines.job" in names
+    assert any(m.startswith("recorded run") for m in messages)
+
+    # the session's Prefect server is shared: this run's artifacts are those of its flow run
+    artifacts = [a for a in read_api(lambda c: c.read_artifacts()) if a.flow_run_id == flow_run_id]
+    keys = {a.key for a in artifacts}
+    assert {"contact-export-ce-emailsvc-2026-12-01", "contact-export-ce-emailsvc-2026-12-01-reasons"} <= keys
+    (summary,) = [a for a in artifacts if a.key == "contact-export-ce-emailsvc-2026-12-01"]
+    assert "| population | matched |" in str(summary.data)
+    (table,) = [a for a in artifacts if a.key == "contact-export-ce-emailsvc-2026-12-01-reasons"]
+    assert table.type == "table"
+    rows = [{"reason": r, "contacts": n} for r, n in result["counts"]["byReason"].items()]
+    assert json.loads(str(table.data)) == (rows or [{"reason": "(none)", "contacts": 0}])
 
 
 def test_campaign_flow_uses_the_query_population(home: Home) -> None:
@@ -78,6 +121,70 @@ def test_campaign_flow_uses_the_query_population(home: Home) -> None:
     con.close()
     assert expected is not None
     assert result["counts"]["population"] == expected[0] > 0
+
+
+def test_a_campaign_run_never_touches_the_daily_run_of_the_same_date(home: Home) -> None:
+    from flows.prefect_flows import export_contacts, run_campaign
+
+    without_sftp(home, "CE-VOICECOL")
+    daily = export_contacts(request(home, "CE-VOICECOL"))
+    daily_file = Path(daily["file"])
+    daily_bytes, daily_manifest = (
+        daily_file.read_bytes(),
+        daily_file.with_name(daily_file.name + ".manifest.json"),
+    )
+    manifest_bytes = daily_manifest.read_bytes()
+
+    def warehouse_rows(run_id: str) -> tuple[Any, ...]:
+        con = duckdb.connect(str(home.warehouse), read_only=True)
+        try:
+            run = con.execute("SELECT * FROM export_runs WHERE runId = ?", [run_id]).fetchall()
+            screening = con.execute(
+                "SELECT contactId, canInteract, reasons FROM screening_results WHERE runId = ? ORDER BY contactId",
+                [run_id],
+            ).fetchall()
+        finally:
+            con.close()
+        return run, screening
+
+    before = warehouse_rows(daily["runId"])
+    assert before[1], "the daily run has screening rows"
+    state = run_campaign("collections-daily", AS_OF, home=str(home.root), deliver=False, return_state=True)
+    campaign = state.result()
+    again = run_campaign("collections-daily", AS_OF, home=str(home.root), deliver=False)
+
+    assert daily_file.read_bytes() == daily_bytes, "the daily file is unchanged"
+    assert daily_manifest.read_bytes() == manifest_bytes
+    assert warehouse_rows(daily["runId"]) == before, "the daily run's warehouse rows are unchanged"
+    campaign_file = Path(again["file"])
+    assert campaign_file.parent == daily_file.parent / "campaigns" / "collections-daily"
+    assert "collections-daily" in campaign_file.name
+    assert campaign_file.name != daily_file.name
+    assert campaign["counts"]["population"] < daily["counts"]["population"]
+    con = duckdb.connect(str(home.warehouse), read_only=True)
+    runs = con.execute(
+        "SELECT runId, campaignId FROM export_runs WHERE exporterId = 'CE-VOICECOL' ORDER BY campaignId NULLS FIRST"
+    ).fetchall()
+    campaign_screening = con.execute(
+        "SELECT count(*) FROM screening_results WHERE runId = ?", [again["runId"]]
+    ).fetchone()
+    con.close()
+    # the second campaign run replaced the first one's rows, and only those
+    assert runs == [(daily["runId"], None), (again["runId"], "collections-daily")]
+    assert campaign_screening == (again["counts"]["matched"],)
+
+    flow_run = read_api(lambda c: c.read_flow_run(state.state_details.flow_run_id))
+    assert flow_run.name == "campaign collections-daily CE-VOICECOL 2026-12-01"
+    assert "campaign:collections-daily" in flow_run.tags
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    children = FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run.id]))
+    (subflow,) = read_api(lambda c: c.read_flow_runs(flow_run_filter=children))
+    assert subflow.name == "CE-VOICECOL 2026-12-01 campaign collections-daily"
+    assert {"exporter:CE-VOICECOL", "company:CP-ACME", "campaign:collections-daily"} <= set(subflow.tags)
+    keys = {a.key for a in read_api(lambda c: c.read_artifacts())}
+    assert "contact-export-ce-voicecol-2026-12-01-campaign-collections-daily" in keys
+    assert "contact-export-ce-voicecol-2026-12-01-campaign-collections-daily-reasons" in keys
 
 
 def test_backfill_continues_past_a_failed_date(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,6 +207,30 @@ def test_backfill_continues_past_a_failed_date(home: Home, monkeypatch: pytest.M
     data = state.result(raise_on_failure=False)
     assert list(data["failedDates"]) == ["2026-12-03"]
     assert len(data["runs"]) == 4
+    assert [(row["asOfDate"], row["status"]) for row in data["dates"]] == [
+        ("2026-12-01", "succeeded"),
+        ("2026-12-02", "succeeded"),
+        ("2026-12-03", "failed"),
+        ("2026-12-04", "succeeded"),
+        ("2026-12-05", "succeeded"),
+    ]
+    parent = read_api(lambda c: c.read_flow_run(state.state_details.flow_run_id))
+    assert parent.name == "CE-EMAILSVC 2026-12-01..2026-12-05"
+    assert "exporter:CE-EMAILSVC" in parent.tags
+    # every date is its own export-contacts flow run, a subflow of the backfill, named after its date
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    children = read_api(
+        lambda c: c.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id]))
+        )
+    )
+    by_name = {run.name: run for run in children}
+    assert sorted(by_name) == [f"CE-EMAILSVC 2026-12-0{d}" for d in range(1, 6)]
+    assert by_name["CE-EMAILSVC 2026-12-03"].state.is_failed()
+    assert all(by_name[f"CE-EMAILSVC 2026-12-0{d}"].state.is_completed() for d in (1, 2, 4, 5))
+    keys = {a.key for a in read_api(lambda c: c.read_artifacts())}
+    assert {f"contact-export-ce-emailsvc-2026-12-0{d}" for d in (1, 2, 4, 5)} <= keys
     statuses = {(d.isoformat(), s) for _, d, s in runs_in(home)}
     assert statuses == {
         ("2026-12-01", "succeeded"),
@@ -169,3 +300,24 @@ def test_deployments_carry_schedules_and_parameters(home: Home) -> None:
     assert schedule.schedule.timezone == "America/New_York"
     campaign = deployments["campaign-collections-daily"]
     assert campaign.schedules[0].schedule.cron == "0 7 * * 1-5"
+
+
+def test_sftp_check_reads_a_password_from_a_prefect_secret_block(home: Home) -> None:
+    from prefect.blocks.system import Secret
+
+    from flows.runs import secret_password
+    from pipelines.config import SftpSetting
+    from pipelines.errors import TerminalError
+
+    Secret(value="s3cret-from-block").save("partner-sftp-password", overwrite=True)
+    setting = SftpSetting(
+        host="127.0.0.1", username="u", knownHostsFile="kh", passwordSecretBlock="partner-sftp-password"
+    )
+    password = secret_password(home, setting)
+    assert password is not None
+    assert password.get_secret_value() == "s3cret-from-block"
+    assert "s3cret" not in repr(password)
+    missing = setting.model_copy(update={"passwordSecretBlock": "no-such-block"})
+    with pytest.raises(TerminalError, match="no-such-block"):
+        secret_password(home, missing)
+    assert secret_password(home, setting.model_copy(update={"passwordSecretBlock": None})) is None

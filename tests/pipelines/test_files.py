@@ -114,3 +114,26 @@ def test_crash_before_first_write_leaves_nothing(tmp_path: Path, monkeypatch: py
 def test_templates_that_escape_are_refused(template: str) -> None:
     with pytest.raises(ValueError, match=r"inside the export folder|unknown placeholder"):
         render_file_name(template, "CE-ABCDEFGH", AS_OF, "CP-X")
+
+
+@pytest.mark.parametrize(
+    ("template", "daily", "campaign"),
+    [
+        (None, "CE-X_20261201.csv", "CE-X_spring_20261201.csv"),
+        ("{exporterId}_{asOfDate:%Y%m%d}.csv", "CE-X_20261201.csv", "CE-X_20261201_spring.csv"),
+        ("calls-{campaignId}-{asOfDate:%Y%m%d}.csv", "calls--20261201.csv", "calls-spring-20261201.csv"),
+        ("{exporterId}_{asOfDate:%Y%m%d}", "CE-X_20261201", "CE-X_20261201_spring"),
+    ],
+)
+def test_a_campaign_file_never_has_the_daily_file_name(
+    template: str | None, daily: str, campaign: str
+) -> None:
+    settings = FileSettings(fileNameTemplate=template)
+    day = date(2026, 12, 1)
+    assert files.file_name(settings, "CE-X", day, "CP-X") == daily
+    assert files.file_name(settings, "CE-X", day, "CP-X", "spring") == campaign
+    root = Path("/exports")
+    assert files.export_dir(root, "CE-X", day) == root / "CE-X" / "2026-12-01"
+    assert (
+        files.export_dir(root, "CE-X", day, "spring") == root / "CE-X" / "2026-12-01" / "campaigns" / "spring"
+    )

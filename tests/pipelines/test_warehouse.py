@@ -119,3 +119,36 @@ def test_run_insert_names_every_run_column_in_order() -> None:
     listed = warehouse.INSERT_RUN.split("(", 1)[1].split(")", 1)[0]
     assert tuple(name.strip() for name in listed.split(",")) == warehouse.RUN_COLUMNS
     assert warehouse.INSERT_RUN.count("?") == len(warehouse.RUN_COLUMNS)
+
+
+def test_daily_and_campaign_runs_of_a_date_replace_only_their_own_rows(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    path = tmp_path / "w.duckdb"
+    warehouse.record_success(path, run("R-DAILY"), screening("C1", "C2"), rejected("K1"))
+    campaign = replace(run("R-CAMP-1"), campaignId="spring")
+    warehouse.record_success(path, campaign, screening("C3"), rejected("K2"))
+    # a rerun of the campaign replaces the campaign's rows only
+    warehouse.record_success(path, replace(run("R-CAMP-2"), campaignId="spring"), screening("C4"), rejected())
+    # another campaign of the same date is a third set of rows
+    warehouse.record_success(path, replace(run("R-OTHER"), campaignId="autumn"), screening("C5"), rejected())
+    assert rows(path, "SELECT runId, campaignId FROM export_runs ORDER BY runId") == [
+        ("R-CAMP-2", "spring"),
+        ("R-DAILY", None),
+        ("R-OTHER", "autumn"),
+    ]
+    assert rows(path, "SELECT runId, contactId FROM screening_results ORDER BY contactId") == [
+        ("R-DAILY", "C1"),
+        ("R-DAILY", "C2"),
+        ("R-CAMP-2", "C4"),
+        ("R-OTHER", "C5"),
+    ]
+    assert rows(path, "SELECT runId, rowKey FROM rejected_rows") == [("R-DAILY", "K1")]
+    # and a rerun of the daily run leaves the campaigns' rows alone
+    warehouse.record_success(path, run("R-DAILY-2"), screening("C6"), rejected())
+    assert rows(path, "SELECT runId FROM export_runs ORDER BY runId") == [
+        ("R-CAMP-2",),
+        ("R-DAILY-2",),
+        ("R-OTHER",),
+    ]
+    assert rows(path, "SELECT count(*) FROM screening_results WHERE runId LIKE 'R-DAILY%'") == [(1,)]
