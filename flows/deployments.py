@@ -126,6 +126,11 @@ def serve(home: Home) -> None:
     prefect_serve(*build_deployments(home))
 
 
+def without_home(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Parameters without `home`, at the top or inside a run request."""
+    return {k: without_home(v) if isinstance(v, dict) else v for k, v in parameters.items() if k != "home"}
+
+
 def prefect_yaml(home: Home, work_pool: str = DEFAULT_WORK_POOL) -> str:
     """The text of `prefect.yaml` for the home: one deployment per spec, for `prefect deploy --all`.
 
@@ -136,7 +141,7 @@ def prefect_yaml(home: Home, work_pool: str = DEFAULT_WORK_POOL) -> str:
             "name": spec.name,
             "entrypoint": ENTRYPOINTS[spec.flow],
             "tags": list(spec.tags),
-            "parameters": {k: v for k, v in spec.parameters.items() if k != "home"},
+            "parameters": without_home(spec.parameters),
             "schedules": [{"cron": spec.cron, "timezone": spec.timezone, "active": True}],
             "work_pool": {"name": work_pool},
         }

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.deployments import deployment_specs, prefect_yaml
+from flows.deployments import deployment_specs, prefect_yaml, without_home
 from pipelines.config import Home
 from pipelines.errors import InvalidInputError
 from tests.worlds import REPO, make_home
@@ -20,6 +20,9 @@ from tests.worlds import REPO, make_home
 def test_the_committed_prefect_yaml_is_up_to_date() -> None:
     committed = (REPO / "prefect.yaml").read_text(encoding="utf-8")
     assert committed == prefect_yaml(Home(REPO)), "run: contact-exporter deployments generate"
+    # No path of the machine it was generated on: the file must hold wherever it is deployed from.
+    assert str(REPO) not in committed
+    assert "home:" not in committed
 
 
 def test_generate_check_fails_when_a_schedule_changes(tmp_path: Path) -> None:
@@ -104,7 +107,7 @@ def test_prefect_deploy_all_creates_every_scheduled_deployment(tmp_path: Path) -
         assert flow_names[name] == spec.flow
         assert deployment.work_pool_name == "contact-exporters"
         assert deployment.path == str(home.root) or str(home.root) in yaml.safe_dump(deployment.pull_steps)
-        assert deployment.parameters == {k: v for k, v in spec.parameters.items() if k != "home"}
+        assert deployment.parameters == without_home(spec.parameters)
         assert set(spec.tags) <= set(deployment.tags)
         [schedule] = deployment.schedules
         assert schedule.active
