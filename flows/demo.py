@@ -20,9 +20,11 @@ from pipelines.request import RunRequest
 
 DEMO_SEED = 20261127
 EXPLORE_QUERIES = (
-    "SELECT exporterId, asOfDate, status, matched, screenedOut, exported, deliveredAt FROM export_runs ORDER BY finishedAt",
-    "SELECT reason, count(*) AS contacts FROM screening_results, unnest(reasons) AS r(reason) GROUP BY reason ORDER BY contacts DESC",
-    "SELECT tableName, rowKey, checks FROM rejected_rows LIMIT 10",
+    "SELECT exporterId, campaignId, asOfDate, status, matched, screenedOut, exported, deliveryStatus "
+    "FROM run_summary ORDER BY asOfDate",
+    "SELECT reason, count(*) AS contacts FROM blocked_contacts, unnest(reasons) AS r(reason) "
+    "GROUP BY reason ORDER BY contacts DESC",
+    "SELECT * FROM rejected_by_check",
 )
 
 
