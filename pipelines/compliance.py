@@ -465,6 +465,42 @@ def _any_outside(pairs: pl.DataFrame, key: str, outside: dict[str, bool]) -> dic
     return dict(zip(flags.get_column(key).to_list(), flags.get_column("out").to_list(), strict=True))
 
 
+# ---------------------------------------------------------------- borrower keys
+
+KEY: Final = "_key"
+
+
+def borrower_keys(contacts: pl.DataFrame) -> pl.DataFrame:
+    """personId, _key: one row per borrower of `contacts`, numbered 0, 1, … (UInt32).
+
+    Grouping and joining on this integer instead of the text personId is what makes the
+    per-borrower facts cheap; it is only ever used inside one `screen`.
+    """
+    return contacts.select(pl.col("personId").unique()).with_row_index(KEY)
+
+
+def _keyed(frame: pl.LazyFrame, keys: pl.LazyFrame, on: str) -> pl.LazyFrame:
+    """The rows of `frame` whose `on` is a key's personId, in their order, with `personId` the key."""
+    return (
+        frame.join(keys, left_on=on, right_on="personId", how="inner", maintain_order="left")
+        .with_columns(pl.col(KEY).alias("personId"))
+        .drop(KEY)
+    )
+
+
+def keyed_tables(tables: SourceTables, keys: pl.LazyFrame) -> SourceTables:
+    """The screened borrowers' rows of every table, their `personId` replaced by the integer key
+    (borrowers keep `id` and gain `personId`)."""
+    return replace(
+        tables,
+        borrowers=_keyed(tables.borrowers, keys, "id"),
+        contacts=_keyed(tables.contacts, keys, "personId"),
+        interactions=_keyed(tables.interactions, keys, "personId"),
+        do_not_interact=_keyed(tables.do_not_interact, keys, "personId"),
+        consents=_keyed(tables.consents, keys, "personId"),
+    )
+
+
 # ---------------------------------------------------------------- screening
 
 
@@ -509,22 +545,23 @@ def screen(
     )
     if contacts.height == 0:
         return pl.LazyFrame(schema=SCREENING_SCHEMA)
-    persons_df = contacts.select("personId").unique()
-    persons = persons_df.lazy()
+    # Per-borrower facts are collected, grouped and joined on an integer key, not on personId.
+    keys = borrower_keys(contacts)
+    contacts = contacts.join(keys, on="personId", how="left", maintain_order="left")
+    keyed = keyed_tables(tables, keys.lazy())
+    persons = keys.lazy().select(pl.col(KEY).alias("personId"))
 
     # The borrowers' own addresses, read once for both time zones and state rules.
     places, own, interactions, dnis = pl.collect_all(
         [
-            address_places(tables.contacts, persons),
-            tables.borrowers.select(pl.col("id").alias("personId"), pl.col("timezone").alias("zone"))
-            .join(persons, on="personId", how="semi")
-            .drop_nulls("zone"),
-            _interactions_in_scope(tables, persons, company, as_of, instant),
-            _dnis_in_scope(tables, persons, company, check, instant),
+            address_places(keyed.contacts, persons),
+            keyed.borrowers.select("id", "personId", pl.col("timezone").alias("zone")).drop_nulls("zone"),
+            _interactions_in_scope(keyed, persons, company, as_of, instant),
+            _dnis_in_scope(keyed, persons, company, check, instant),
         ]
     )
     # The inputs that need a look before the rules run: zone names and statusDetails values.
-    _reject_unknown_zones(own, "borrowers", "borrower")
+    _reject_unknown_zones(own.select("id", "zone"), "borrowers", "borrower")
     _reject_unknown_zones(
         contacts.select("id", pl.col("timezone").alias("zone")).drop_nulls("zone"), "contacts", "contact"
     )
@@ -562,13 +599,14 @@ def screen(
             .agg([(pl.col("state") == st).any().alias(f"state_{st}") for st in rule_states])
         )
         person_facts = person_facts.join(in_states, on="personId", how="left")
-    person_facts = person_facts.join(_consents(tables, persons, instant), on="personId", how="left")
+    person_facts = person_facts.join(_consents(keyed, persons, instant), on="personId", how="left")
 
-    blocked_by_dni = _dni_blocked(dnis.lazy(), facts, contacts.lazy()).collect().get_column("id")
+    by_key_contacts = contacts.lazy().with_columns(pl.col(KEY).alias("personId"))
+    blocked_by_dni = _dni_blocked(dnis.lazy(), facts, by_key_contacts).collect().get_column("id")
     # Only the key goes through the join (person_facts has one row per borrower, so the rows keep
     # their order one for one); the contact columns are not copied.
     facts_per_contact = (
-        contacts.select("personId")
+        contacts.select(pl.col(KEY).alias("personId"))
         .join(person_facts.collect(), on="personId", how="left", maintain_order="left")
         .drop("personId")
     )
@@ -604,7 +642,7 @@ def screen(
     log.info(
         "screened %d contacts of %d borrowers as of %s: %d blocked",
         result.height,
-        persons_df.height,
+        keys.height,
         as_of.isoformat(),
         result.height - int(result.get_column("canInteract").sum()),
     )
