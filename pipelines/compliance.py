@@ -470,13 +470,14 @@ def _any_outside(pairs: pl.DataFrame, key: str, outside: dict[str, bool]) -> dic
 KEY: Final = "_key"
 
 
-def borrower_keys(contacts: pl.DataFrame) -> pl.DataFrame:
-    """personId, _key: one row per borrower of `contacts`, numbered 0, 1, … (UInt32).
+def borrower_key(column: str) -> pl.Expr:
+    """_key: the borrower's number among the frame's borrowers (1, 2, … in personId order, UInt32).
 
     Grouping and joining on this integer instead of the text personId is what makes the
-    per-borrower facts cheap; it is only ever used inside one `screen`.
+    per-borrower facts cheap; it is only ever used inside one `screen`. A dense rank: sorting the
+    ids took a tenth of the time of numbering the unique ones and joining them back (2.7M contacts).
     """
-    return contacts.select(pl.col("personId").unique()).with_row_index(KEY)
+    return pl.col(column).rank("dense").alias(KEY)
 
 
 def _keyed(frame: pl.LazyFrame, keys: pl.LazyFrame, on: str) -> pl.LazyFrame:
@@ -546,8 +547,8 @@ def screen(
     if contacts.height == 0:
         return pl.LazyFrame(schema=SCREENING_SCHEMA)
     # Per-borrower facts are collected, grouped and joined on an integer key, not on personId.
-    keys = borrower_keys(contacts)
-    contacts = contacts.join(keys, on="personId", how="left", maintain_order="left")
+    contacts = contacts.with_columns(borrower_key("personId"))
+    keys = contacts.select("personId", KEY).unique(KEY)
     keyed = keyed_tables(tables, keys.lazy())
     persons = keys.lazy().select(pl.col(KEY).alias("personId"))
 
