@@ -406,8 +406,10 @@ def _consents(tables: SourceTables, persons: pl.LazyFrame, instant: datetime) ->
     latest = (
         tables.consents.join(persons, on="personId", how="semi")
         .filter((pl.col("updatedAt") <= instant) & pl.col("name").is_in(names))
-        .group_by("personId", "name")
-        .agg(pl.col("status").sort_by(["updatedAt", pl.col("status") == "revoked"]).last())
+        # latest last (a revocation after a consent of the same instant): one sort of the rows,
+        # then the last row of each (borrower, name), instead of a sort inside every group
+        .sort("updatedAt", pl.col("status") == "revoked")
+        .unique(["personId", "name"], keep="last")
     )
     return latest.group_by("personId").agg(
         pl.col("status").filter(pl.col("name") == name).first().alias(name) for name in names
