@@ -402,17 +402,22 @@ def _dni_blocked(dnis: pl.LazyFrame, facts: pl.DataFrame, contacts: pl.LazyFrame
 
 def _consents(tables: SourceTables, persons: pl.LazyFrame, instant: datetime) -> pl.LazyFrame:
     """personId and, per consent name, its latest status at the instant (revoked wins ties)."""
-    names = ("autodialedColl", "electronicComms")
-    latest = (
-        tables.consents.join(persons, on="personId", how="semi")
-        .filter((pl.col("updatedAt") <= instant) & pl.col("name").is_in(names))
-        # latest last (a revocation after a consent of the same instant): one sort of the rows,
-        # then the last row of each (borrower, name), instead of a sort inside every group
+    rows = tables.consents.join(persons, on="personId", how="semi").filter(pl.col("updatedAt") <= instant)
+    autodial, electronic = (_latest_status(rows, name) for name in ("autodialedColl", "electronicComms"))
+    return autodial.join(electronic, on="personId", how="full", coalesce=True)
+
+
+def _latest_status(consents: pl.LazyFrame, name: str) -> pl.LazyFrame:
+    """personId, `name`: the status of each borrower's latest consent row of that name.
+
+    Latest last, a revocation after a consent of the same instant: one sort of the rows, then
+    each borrower's last row (a sort inside every group took three times as long).
+    """
+    return (
+        consents.filter(pl.col("name") == name)
         .sort("updatedAt", pl.col("status") == "revoked")
-        .unique(["personId", "name"], keep="last")
-    )
-    return latest.group_by("personId").agg(
-        pl.col("status").filter(pl.col("name") == name).first().alias(name) for name in names
+        .unique("personId", keep="last")
+        .select("personId", pl.col("status").alias(name))
     )
 
 
