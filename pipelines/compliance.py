@@ -555,7 +555,7 @@ def screen(
         return pl.LazyFrame(schema=SCREENING_SCHEMA)
     # Per-borrower facts are collected, grouped and joined on an integer key, not on personId.
     contacts = contacts.with_columns(borrower_key("personId"))
-    keys = contacts.select("personId", KEY).unique(KEY)
+    keys = contacts.select("personId", KEY).unique(KEY).drop_nulls(KEY)
     keyed = keyed_tables(tables, keys.lazy())
     persons = keys.lazy().select(pl.col(KEY).alias("personId"))
 
@@ -611,13 +611,10 @@ def screen(
 
     by_key_contacts = contacts.lazy().with_columns(pl.col(KEY).alias("personId"))
     blocked_by_dni = _dni_blocked(dnis.lazy(), facts, by_key_contacts).collect().get_column("id")
-    # Only the key goes through the join (person_facts has one row per borrower, so the rows keep
-    # their order one for one); the contact columns are not copied.
-    facts_per_contact = (
-        contacts.select(pl.col(KEY).alias("personId"))
-        .join(person_facts.collect(), on="personId", how="left", maintain_order="left")
-        .drop("personId")
-    )
+    # person_facts has one row per key 1 … n: sorted by key, each contact's row is at key - 1, so
+    # the facts are gathered by position instead of joined; the contact columns are not copied.
+    borrower_facts = person_facts.sort("personId").drop("personId").collect()
+    facts_per_contact = borrower_facts.select(pl.all().gather(pl.lit(contacts.get_column(KEY) - 1)))
     frame = (
         contacts.hstack(facts_per_contact)
         .lazy()
