@@ -402,15 +402,22 @@ def _dni_blocked(dnis: pl.LazyFrame, facts: pl.DataFrame, contacts: pl.LazyFrame
 
 def _consents(tables: SourceTables, persons: pl.LazyFrame, instant: datetime) -> pl.LazyFrame:
     """personId and, per consent name, its latest status at the instant (revoked wins ties)."""
-    names = ("autodialedColl", "electronicComms")
-    latest = (
-        tables.consents.join(persons, on="personId", how="semi")
-        .filter((pl.col("updatedAt") <= instant) & pl.col("name").is_in(names))
-        .group_by("personId", "name")
-        .agg(pl.col("status").sort_by(["updatedAt", pl.col("status") == "revoked"]).last())
-    )
-    return latest.group_by("personId").agg(
-        pl.col("status").filter(pl.col("name") == name).first().alias(name) for name in names
+    rows = tables.consents.join(persons, on="personId", how="semi").filter(pl.col("updatedAt") <= instant)
+    autodial, electronic = (_latest_status(rows, name) for name in ("autodialedColl", "electronicComms"))
+    return autodial.join(electronic, on="personId", how="full", coalesce=True)
+
+
+def _latest_status(consents: pl.LazyFrame, name: str) -> pl.LazyFrame:
+    """personId, `name`: the status of each borrower's latest consent row of that name.
+
+    Latest last, a revocation after a consent of the same instant: one sort of the rows, then
+    each borrower's last row (a sort inside every group took three times as long).
+    """
+    return (
+        consents.filter(pl.col("name") == name)
+        .sort("updatedAt", pl.col("status") == "revoked")
+        .unique("personId", keep="last")
+        .select("personId", pl.col("status").alias(name))
     )
 
 
@@ -465,6 +472,43 @@ def _any_outside(pairs: pl.DataFrame, key: str, outside: dict[str, bool]) -> dic
     return dict(zip(flags.get_column(key).to_list(), flags.get_column("out").to_list(), strict=True))
 
 
+# ---------------------------------------------------------------- borrower keys
+
+KEY: Final = "_key"
+
+
+def borrower_key(column: str) -> pl.Expr:
+    """_key: the borrower's number among the frame's borrowers (1, 2, … in personId order, UInt32).
+
+    Grouping and joining on this integer instead of the text personId is what makes the
+    per-borrower facts cheap; it is only ever used inside one `screen`. A dense rank: sorting the
+    ids took a tenth of the time of numbering the unique ones and joining them back (2.7M contacts).
+    """
+    return pl.col(column).rank("dense").alias(KEY)
+
+
+def _keyed(frame: pl.LazyFrame, keys: pl.LazyFrame, on: str) -> pl.LazyFrame:
+    """The rows of `frame` whose `on` is a key's personId, in their order, with `personId` the key."""
+    return (
+        frame.join(keys, left_on=on, right_on="personId", how="inner", maintain_order="left")
+        .with_columns(pl.col(KEY).alias("personId"))
+        .drop(KEY)
+    )
+
+
+def keyed_tables(tables: SourceTables, keys: pl.LazyFrame) -> SourceTables:
+    """The screened borrowers' rows of every table, their `personId` replaced by the integer key
+    (borrowers keep `id` and gain `personId`)."""
+    return replace(
+        tables,
+        borrowers=_keyed(tables.borrowers, keys, "id"),
+        contacts=_keyed(tables.contacts, keys, "personId"),
+        interactions=_keyed(tables.interactions, keys, "personId"),
+        do_not_interact=_keyed(tables.do_not_interact, keys, "personId"),
+        consents=_keyed(tables.consents, keys, "personId"),
+    )
+
+
 # ---------------------------------------------------------------- screening
 
 
@@ -509,22 +553,23 @@ def screen(
     )
     if contacts.height == 0:
         return pl.LazyFrame(schema=SCREENING_SCHEMA)
-    persons_df = contacts.select("personId").unique()
-    persons = persons_df.lazy()
+    # Per-borrower facts are collected, grouped and joined on an integer key, not on personId.
+    contacts = contacts.with_columns(borrower_key("personId"))
+    keys = contacts.select("personId", KEY).unique(KEY).drop_nulls(KEY)
+    keyed = keyed_tables(tables, keys.lazy())
+    persons = keys.lazy().select(pl.col(KEY).alias("personId"))
 
     # The borrowers' own addresses, read once for both time zones and state rules.
     places, own, interactions, dnis = pl.collect_all(
         [
-            address_places(tables.contacts, persons),
-            tables.borrowers.select(pl.col("id").alias("personId"), pl.col("timezone").alias("zone"))
-            .join(persons, on="personId", how="semi")
-            .drop_nulls("zone"),
-            _interactions_in_scope(tables, persons, company, as_of, instant),
-            _dnis_in_scope(tables, persons, company, check, instant),
+            address_places(keyed.contacts, persons),
+            keyed.borrowers.select("id", "personId", pl.col("timezone").alias("zone")).drop_nulls("zone"),
+            _interactions_in_scope(keyed, persons, company, as_of, instant),
+            _dnis_in_scope(keyed, persons, company, check, instant),
         ]
     )
     # The inputs that need a look before the rules run: zone names and statusDetails values.
-    _reject_unknown_zones(own, "borrowers", "borrower")
+    _reject_unknown_zones(own.select("id", "zone"), "borrowers", "borrower")
     _reject_unknown_zones(
         contacts.select("id", pl.col("timezone").alias("zone")).drop_nulls("zone"), "contacts", "contact"
     )
@@ -562,16 +607,14 @@ def screen(
             .agg([(pl.col("state") == st).any().alias(f"state_{st}") for st in rule_states])
         )
         person_facts = person_facts.join(in_states, on="personId", how="left")
-    person_facts = person_facts.join(_consents(tables, persons, instant), on="personId", how="left")
+    person_facts = person_facts.join(_consents(keyed, persons, instant), on="personId", how="left")
 
-    blocked_by_dni = _dni_blocked(dnis.lazy(), facts, contacts.lazy()).collect().get_column("id")
-    # Only the key goes through the join (person_facts has one row per borrower, so the rows keep
-    # their order one for one); the contact columns are not copied.
-    facts_per_contact = (
-        contacts.select("personId")
-        .join(person_facts.collect(), on="personId", how="left", maintain_order="left")
-        .drop("personId")
-    )
+    by_key_contacts = contacts.lazy().with_columns(pl.col(KEY).alias("personId"))
+    blocked_by_dni = _dni_blocked(dnis.lazy(), facts, by_key_contacts).collect().get_column("id")
+    # person_facts has one row per key 1 … n: sorted by key, each contact's row is at key - 1, so
+    # the facts are gathered by position instead of joined; the contact columns are not copied.
+    borrower_facts = person_facts.sort("personId").drop("personId").collect()
+    facts_per_contact = borrower_facts.select(pl.all().gather(pl.lit(contacts.get_column(KEY) - 1)))
     frame = (
         contacts.hstack(facts_per_contact)
         .lazy()
@@ -604,7 +647,7 @@ def screen(
     log.info(
         "screened %d contacts of %d borrowers as of %s: %d blocked",
         result.height,
-        persons_df.height,
+        keys.height,
         as_of.isoformat(),
         result.height - int(result.get_column("canInteract").sum()),
     )
