@@ -93,7 +93,7 @@ def test_reason_codes_cover_every_code_the_guard_gives(tmp_path: Path) -> None:
 
 
 def test_rule_anchors_name_sections_of_compliance_md() -> None:
-    compliance = Path("/work/shared/COMPLIANCE.md")
+    compliance = Path(__file__).resolve().parents[3] / "shared" / "COMPLIANCE.md"  # ../shared beside the repo
     if not compliance.exists():
         pytest.skip("COMPLIANCE.md is not beside the repository here")
     headings = {
