@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -26,7 +25,7 @@ from pipelines.config import Home
 from pipelines.delivery_journal import CRASH_ENV, STEPS
 from tests.worlds import make_home
 
-from .sshd import Sshd, unavailable_reason
+from .sshd import Sshd
 
 pytestmark = pytest.mark.integration
 
@@ -48,19 +47,6 @@ from pipelines.config import Home
 plan = job.plan_run(Home.resolve(sys.argv[1]), sys.argv[2], date.fromisoformat(sys.argv[3]))
 print(json.dumps(job.run_export(plan), default=str))
 """
-
-
-@pytest.fixture
-def sshd() -> Iterator[Sshd]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"cannot start a real sshd here: {reason}")
-    server = Sshd.create()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture

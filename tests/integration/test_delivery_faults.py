@@ -16,24 +16,11 @@ from pipelines.delivery_journal import journal_path
 from pipelines.errors import TerminalError
 from tests.sftp_exports import send, write_export
 
-from .sshd import Sshd, unavailable_reason
+from .sshd import Sshd
 
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def sshd() -> Iterator[Sshd]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"cannot start a real sshd here: {reason}")
-    server = Sshd.create()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 import pwd
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -17,24 +16,11 @@ from pipelines.delivery import already_delivered, check_destination
 from pipelines.errors import TerminalError, TransientError
 from tests.sftp_exports import AS_OF, EXPORTER, Export, send, write_export
 
-from .sshd import Sshd, generate_key, unavailable_reason
+from .sshd import Sshd, generate_key
 
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def sshd() -> Iterator[Sshd]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"cannot start a real sshd here: {reason}")
-    server = Sshd.create()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture
