@@ -60,7 +60,9 @@ def prepare_home(home: Home, borrowers: int, say: Callable[[str], None]) -> Home
 def describe(result: dict[str, Any]) -> list[str]:
     counts = result["counts"]
     lines = [
-        f"  {result['exporterId']}  as of {result['asOfDate']} (noon = {result['asOfInstant']})",
+        f"  {result['exporterId']}"
+        + (f"  campaign {result['campaignId']}" if result.get("campaignId") else "")
+        + f"  as of {result['asOfDate']} (noon = {result['asOfInstant']})",
         f"    population {counts['population']:,}  matched {counts['matched']:,}  "
         f"screened out {counts['screenedOut']:,}  exported {counts['exported']:,}  rejected rows {counts['rejected']:,}",
     ]
