@@ -330,6 +330,22 @@ def check_rejected_share(
         raise rejection.broken_feed_error(str(plan.source), rejected(), blocked, matched, share)
 
 
+def export_target(plan: RunPlan) -> Path:
+    """Where the run's file goes: its name from the template and the as-of date (never the clock)."""
+    settings, company = plan.exporter.fileSettings, plan.company.id
+    return plan.folder / files.file_name(settings, plan.exporter_id, plan.as_of, company, plan.campaign_id)
+
+
+def manifest_fields(plan: RunPlan, run_id: str) -> dict[str, Any]:
+    """What the manifest says about the run besides the file itself."""
+    return {
+        "run_id": run_id,
+        "exporter_id": plan.exporter_id,
+        "as_of": plan.as_of,
+        "as_of_instant": plan.as_of_instant,
+    }
+
+
 def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
     """One run in one piece: decide, write the file and stage results for `record`."""
     started_at = datetime.now(UTC)
@@ -339,18 +355,8 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
     timings = decided.timings
     t = time.perf_counter()
     exporter, out, screening, rejected = plan.exporter, decided.out, decided.screening, decided.rejected
-    company = plan.company
-
-    name = files.file_name(exporter.fileSettings, exporter.id, plan.as_of, company.id, plan.campaign_id)
-    target = plan.folder / name
     written = files.write_export(
-        out,
-        target,
-        exporter.fileSettings,
-        run_id=run_id,
-        exporter_id=exporter.id,
-        as_of=plan.as_of,
-        as_of_instant=plan.as_of_instant,
+        out, export_target(plan), exporter.fileSettings, **manifest_fields(plan, run_id)
     )
     t = _timed(timings, "write", t)
 
@@ -503,20 +509,11 @@ def merge(
     )
     t = time.perf_counter()
     exporter = plan.exporter
-    name = files.file_name(exporter.fileSettings, exporter.id, plan.as_of, plan.company.id, plan.campaign_id)
-    target = plan.folder / name
+    target = export_target(plan)
     row_files = [r.rows_file for r in results]
     empty = parts.empty_part(row_files[0])
     rows = files.write_batches(parts.merged_batches(row_files), empty, target, exporter.fileSettings)
-    written = files.write_manifest(
-        target,
-        rows,
-        empty.columns,
-        run_id=run_id,
-        exporter_id=exporter.id,
-        as_of=plan.as_of,
-        as_of_instant=plan.as_of_instant,
-    )
+    written = files.write_manifest(target, rows, empty.columns, **manifest_fields(plan, run_id))
     by_reason: dict[str, int] = {}
     for result in results:
         for reason, n in result.by_reason.items():

@@ -196,19 +196,10 @@ def generate(
     progress: Progress | None = None,
 ) -> SourceTables:
     """Generate the five source tables; the same arguments give identical frames."""
-    if borrowers < 0:
-        raise InvalidInputError("arguments", [ErrorItem("/borrowers", "must be 0 or more")])
-    if not companies:
-        raise InvalidInputError(
-            "arguments", [ErrorItem("/companies", "give at least one company to spread borrowers over")]
-        )
-    say = progress or (lambda _message: None)
-    if borrowers == 0:
-        empty = {spec.name: pl.LazyFrame(schema=spec.schema) for spec in TABLES}
-        for spec in TABLES:
-            say(f"{spec.name}: 0 rows")
-        return SourceTables(**empty)
-    blocks = list(generate_blocks(borrowers, seed, companies, end=end, progress=progress, chunk=borrowers))
+    # One chunk of all the borrowers: `generate_blocks` checks the arguments and yields it.
+    blocks = list(
+        generate_blocks(borrowers, seed, companies, end=end, progress=progress, chunk=max(borrowers, 1))
+    )
     if len(blocks) == 1:
         return blocks[0]
     return SourceTables(**{spec.name: pl.concat([b.get(spec.name) for b in blocks]) for spec in TABLES})

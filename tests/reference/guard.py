@@ -11,6 +11,7 @@ import functools
 import re
 import zoneinfo
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -291,6 +292,30 @@ def screen_row(
     return not reasons, sorted(reasons)
 
 
+World = tuple[Row | None, list[Row], list[Row], list[Row], list[Row]]
+
+
+def _worlds(rows: list[Row], tables: SourceTables, noon: datetime) -> Iterator[tuple[Row, World]]:
+    """Each matched contact that exists at `noon` with its borrower's world: the borrower row, their
+    contacts, interactions, DNIs and consents (the arguments screen_row and next_eligible_row take)."""
+
+    def by_person(frame: pl.LazyFrame) -> dict[str, list[Row]]:
+        out: dict[str, list[Row]] = defaultdict(list)
+        for row in frame.collect().to_dicts():
+            out[row["personId"]].append(row)
+        return out
+
+    borrowers = {b["id"]: b for b in tables.borrowers.collect().to_dicts()}
+    contacts = by_person(tables.contacts)
+    interactions = by_person(tables.interactions)
+    dnis = by_person(tables.do_not_interact)
+    consents = by_person(tables.consents)
+    for c in rows:
+        if exists_at(c, noon):
+            p = c["personId"]
+            yield c, (borrowers.get(p), contacts[p], interactions[p], dnis[p], consents[p])
+
+
 def screen_frames(
     matched: pl.LazyFrame | pl.DataFrame,
     tables: SourceTables,
@@ -306,31 +331,13 @@ def screen_frames(
     company, check = Company(company_config), Check(check_config)
     noon = instant_of(company, as_of) if at is None else at
     bad = rejected_persons or set()
-
-    def by_person(frame: pl.LazyFrame) -> dict[str, list[Row]]:
-        out: dict[str, list[Row]] = defaultdict(list)
-        for row in frame.collect().to_dicts():
-            out[row["personId"]].append(row)
-        return out
-
-    borrowers = {b["id"]: b for b in tables.borrowers.collect().to_dicts()}
-    contacts = by_person(tables.contacts)
-    interactions = by_person(tables.interactions)
-    dnis = by_person(tables.do_not_interact)
-    consents = by_person(tables.consents)
-    rows = matched.lazy().collect().to_dicts()
+    rows = sorted(matched.lazy().collect().to_dicts(), key=lambda r: r["id"])
     out = []
-    for c in sorted(rows, key=lambda r: r["id"]):
-        if not exists_at(c, noon):
-            continue
+    for c, world in _worlds(rows, tables, noon):
         p = c["personId"]
         ok, reasons = screen_row(
             c,
-            borrowers.get(p),
-            contacts[p],
-            interactions[p],
-            dnis[p],
-            consents[p],
+            *world,
             company,
             check,
             as_of,
@@ -417,30 +424,12 @@ def next_eligible_frames(
     company, check = Company(company_config), Check(check_config)
     noon = instant_of(company, as_of) if at is None else at
     bad = rejected_persons or set()
-
-    def by_person(frame: pl.LazyFrame) -> dict[str, list[Row]]:
-        out: dict[str, list[Row]] = defaultdict(list)
-        for row in frame.collect().to_dicts():
-            out[row["personId"]].append(row)
-        return out
-
-    borrowers = {b["id"]: b for b in tables.borrowers.collect().to_dicts()}
-    contacts = by_person(tables.contacts)
-    interactions = by_person(tables.interactions)
-    dnis = by_person(tables.do_not_interact)
-    consents = by_person(tables.consents)
     out = {}
-    for c in matched.lazy().collect().to_dicts():
-        if not exists_at(c, noon):
-            continue
+    for c, world in _worlds(matched.lazy().collect().to_dicts(), tables, noon):
         p = c["personId"]
         out[c["id"]] = next_eligible_row(
             c,
-            borrowers.get(p),
-            contacts[p],
-            interactions[p],
-            dnis[p],
-            consents[p],
+            *world,
             company,
             check,
             as_of,
