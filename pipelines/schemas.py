@@ -242,6 +242,20 @@ def table_checks(spec: TableSpec) -> tuple[RowCheck, ...]:
     return tuple(_common_checks(spec) + specific[spec.name])
 
 
+def unchecked_columns(spec: TableSpec) -> frozenset[str]:
+    """The spec's columns that no row check reads: optional text with no vocabulary or format rule.
+
+    A value there can never reject its row, so a run that does not use such a column need not read
+    it (`sources.open_source(skip=...)`): the decisions and the rejected rows are the same.
+    """
+    checked = {check.column for check in table_checks(spec) if check.column is not None}
+    if spec.name == CONTACTS.name:
+        checked.add("personId")  # personId_references_borrower
+    return frozenset(
+        c.name for c in spec.columns if c.name not in checked and not c.required and c.dtype == pl.String()
+    )
+
+
 def borrower_reference_check(borrower_ids: pl.Series) -> RowCheck:
     """contacts.personId must name a borrower that passed validation (fail closed)."""
     return RowCheck(
@@ -509,5 +523,6 @@ __all__ = [
     "pandera_schema",
     "table_checks",
     "type_check_name",
+    "unchecked_columns",
     "validate_sources",
 ]

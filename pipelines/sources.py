@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -95,17 +95,23 @@ class RowFilter:
         return where, params
 
 
-def open_source(path: Path, rows: RowFilter | None = None) -> SourceTables:
+Skip = Mapping[str, Collection[str]]
+
+
+def open_source(path: Path, rows: RowFilter | None = None, skip: Skip | None = None) -> SourceTables:
     """Read the five source tables from a DuckDB file or a folder of `<table>.parquet|csv` files.
 
     With `rows`, only the rows of those borrowers are read (the filter runs inside the read).
+    `skip`: per table, columns not to read from a DuckDB or Parquet source (a CSV file is read
+    whole); they come back as nulls. Only for columns no check and no step reads
+    (`schemas.unchecked_columns`): a run reads the others, and the rows a check rejects stay the same.
     """
     path = Path(path)
     source = str(path)
     if path.is_dir():
-        raw = {spec.name: _read_folder_table(path, spec, rows) for spec in TABLES}
+        raw = {spec.name: _read_folder_table(path, spec, rows, _skipped(skip, spec)) for spec in TABLES}
     elif path.is_file():
-        raw = read_duckdb(path, rows)
+        raw = read_duckdb(path, rows, skip)
     else:
         raise SourceDataError(
             source,
@@ -145,7 +151,13 @@ def table_files(folder: Path, spec: TableSpec) -> list[Path]:
     ]
 
 
-def _read_folder_table(folder: Path, spec: TableSpec, rows: RowFilter | None = None) -> pl.DataFrame:
+def _skipped(skip: Skip | None, spec: TableSpec) -> frozenset[str]:
+    return frozenset(skip.get(spec.name, ())) if skip else frozenset()
+
+
+def _read_folder_table(
+    folder: Path, spec: TableSpec, rows: RowFilter | None = None, skip: frozenset[str] = frozenset()
+) -> pl.DataFrame:
     source = str(folder)
     found = table_files(folder, spec)
     if not found:
@@ -162,9 +174,11 @@ def _read_folder_table(folder: Path, spec: TableSpec, rows: RowFilter | None = N
         frame = read_csv_strict(file, spec.name)
         return frame if rows is None else frame.filter(rows.expr(BORROWER_KEYS[spec.name]))
     try:
-        if rows is not None and file.suffix != ".csv":
-            return pl.scan_parquet(file).filter(rows.expr(BORROWER_KEYS[spec.name])).collect()
-        return pl.read_parquet(file)
+        if rows is None and not skip:
+            return pl.read_parquet(file)
+        scan = pl.scan_parquet(file)
+        scan = scan.select([c for c in scan.collect_schema().names() if c not in skip])
+        return (scan if rows is None else scan.filter(rows.expr(BORROWER_KEYS[spec.name]))).collect()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise SourceDataError(
             str(file),
@@ -219,7 +233,9 @@ def read_csv_strict(file: Path, table: str) -> pl.DataFrame:
     return frame
 
 
-def read_duckdb(path: Path, rows: RowFilter | None = None) -> dict[str, pl.DataFrame]:
+def read_duckdb(
+    path: Path, rows: RowFilter | None = None, skip: Skip | None = None
+) -> dict[str, pl.DataFrame]:
     """The five tables of a DuckDB file as they are stored (see `open_source` for the typed frames)."""
     source = str(path)
     # Through duck.connect: the source may be the warehouse file that this process also writes.
@@ -240,10 +256,11 @@ def read_duckdb(path: Path, rows: RowFilter | None = None) -> dict[str, pl.DataF
             for spec in TABLES:
                 if spec.name not in present:
                     raise _missing_table(source, spec.name, "create it in the DuckDB file")
+                skipped = _skipped(skip, spec)
                 frames[spec.name] = (
-                    _read_duckdb_table(con, spec.name)
+                    _read_duckdb_table(con, spec.name, skipped)
                     if rows is None
-                    else _read_duckdb_rows(con, spec.name, BORROWER_KEYS[spec.name], rows)
+                    else _read_duckdb_rows(con, spec.name, BORROWER_KEYS[spec.name], rows, skipped)
                 )
             con.execute("COMMIT")
             return frames
@@ -256,22 +273,31 @@ def read_duckdb(path: Path, rows: RowFilter | None = None) -> dict[str, pl.DataF
         ) from None
 
 
-def _read_duckdb_table(con: duckdb.DuckDBPyConnection, table: str) -> pl.DataFrame:
-    """One query per column: each column then owns its memory (a whole-table result shares buffers
-    across columns batch by batch), so a run can drop the columns it does not read."""
-    names = [
+def _column_names(con: duckdb.DuckDBPyConnection, table: str, skip: frozenset[str]) -> list[str]:
+    return [
         str(r[0])
         for r in con.execute(
             "SELECT column_name FROM information_schema.columns "
             "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
             ["main", table],
         ).fetchall()
+        if str(r[0]) not in skip
     ]
+
+
+def _read_duckdb_table(
+    con: duckdb.DuckDBPyConnection, table: str, skip: frozenset[str] = frozenset()
+) -> pl.DataFrame:
+    """One query per column: each column then owns its memory (a whole-table result shares buffers
+    across columns batch by batch), so a run can drop the columns it does not read."""
+    names = _column_names(con, table, skip)
     relation = con.table(table)
     return pl.DataFrame([relation.select(duckdb.ColumnExpression(name)).pl().to_series() for name in names])
 
 
-def _read_duckdb_rows(con: duckdb.DuckDBPyConnection, table: str, key: str, rows: RowFilter) -> pl.DataFrame:
+def _read_duckdb_rows(
+    con: duckdb.DuckDBPyConnection, table: str, key: str, rows: RowFilter, skip: frozenset[str] = frozenset()
+) -> pl.DataFrame:
     """The rows of `table` that `rows` keeps, in one query: the range filter runs in DuckDB's scan,
     so only these rows are ever materialised."""
     kind = con.execute(
@@ -280,12 +306,15 @@ def _read_duckdb_rows(con: duckdb.DuckDBPyConnection, table: str, key: str, rows
         ["main", table, key],
     ).fetchall()
     if not kind:
-        return _read_duckdb_table(con, table)  # conform reports the missing column
+        return _read_duckdb_table(con, table, skip)  # conform reports the missing column
     # a text key is compared as it is (the scan can skip blocks); another type as its text
     column = f'"{key}"' if kind and kind[0][0] == "VARCHAR" else f'CAST("{key}" AS VARCHAR)'
     where, params = rows.sql(column)
-    # table and column names are constants of pipelines.tables; the bounds are parameters
-    return pl.DataFrame(con.sql(f'SELECT * FROM "{table}" WHERE {where}', params=params).to_arrow_table())  # noqa: S608
+    names = ", ".join('"' + name.replace('"', '""') + '"' for name in _column_names(con, table, skip))
+    # the table name is a constant of pipelines.tables, the column names the file's own (quoted);
+    # the bounds are parameters
+    query = f'SELECT {names} FROM "{table}" WHERE {where}'  # noqa: S608
+    return pl.DataFrame(con.sql(query, params=params).to_arrow_table())
 
 
 def conform(frame: pl.DataFrame, spec: TableSpec, source: str) -> pl.DataFrame:
@@ -302,7 +331,9 @@ def conform(frame: pl.DataFrame, spec: TableSpec, source: str) -> pl.DataFrame:
     failed: list[pl.Series] = []
     for column in spec.columns:
         if column.name not in frame.columns:
-            converted.append(pl.Series(column.name, [column.default] * frame.height, column.dtype))
+            converted.append(
+                pl.repeat(column.default, frame.height, dtype=column.dtype, eager=True).alias(column.name)
+            )
             continue
         raw = frame.get_column(column.name)
         if raw.dtype == column.dtype:

@@ -12,7 +12,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from pipelines import job, sources, warehouse
+from pipelines import job, schemas, sources, warehouse
 from pipelines import tables as tables_module
 from pipelines.config import Home
 from pipelines.errors import ConflictError, SourceDataError
@@ -237,6 +237,77 @@ def test_every_exportable_field_can_be_projected(home: Home) -> None:
     assert frame.columns == [f.replace(".", "_") for f in tables_module.EXPORTABLE_FIELDS]
     assert frame.height == summary["counts"]["exported"] > 0  # type: ignore[index]
     assert frame.get_column("id").is_sorted()
+
+
+def test_projected_columns_carry_the_source_values(home: Home) -> None:
+    """Columns a run skips when nothing uses them (`city`, `borrower.externalId`) are read as soon
+    as the exporter projects them: the file holds the source's values, not nulls."""
+    path = home.exporters_dir / "CE-EMAILSVC.json"
+    body = json.loads(path.read_text())
+    body["contactMatchingCriteria"] = {"contactType": ["address"]}
+    body["columnSettings"] = [
+        {"field": "id"},
+        {"field": "city"},
+        {"field": "addressLine1"},
+        {"field": "borrower.externalId", "outputName": "externalId"},
+    ]
+    path.write_text(json.dumps(body))
+    assert job.unread_columns(ExporterStore(home).get("CE-EMAILSVC"))["contacts"].isdisjoint(
+        {"city", "addressLine1"}
+    )
+    summary = run(home, "CE-EMAILSVC")
+    got = pl.read_csv(str(summary["file"]), infer_schema=False)
+    tables = sources.open_source(home.warehouse)
+    contacts = tables.contacts.collect().select("id", "personId", "city", "addressLine1")
+    borrowers = tables.borrowers.collect().select(pl.col("id").alias("personId"), "externalId")
+    want = (
+        got.select("id")
+        .join(contacts, on="id", how="left", maintain_order="left")
+        .join(borrowers, on="personId", how="left", maintain_order="left")
+        .select("id", "city", "addressLine1", "externalId")
+        .with_columns(pl.all().fill_null(""))
+    )
+    assert got.with_columns(pl.all().fill_null("")).equals(want)
+    for column in ("city", "addressLine1", "externalId"):  # or the comparison proves nothing
+        assert (want.get_column(column) != "").sum() > 10, column
+
+
+@pytest.mark.parametrize("fmt", ["duckdb", "parquet"])
+def test_columns_no_check_reads_are_skipped_without_changing_the_run(
+    home: Home, tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run does not read the text columns that no check and no step of it reads; with every
+    column read instead, the file, the screening rows and the rejected rows are the same. Junk
+    in a skipped column is no reason to reject its row (no check reads it)."""
+    exporter = ExporterStore(home).get("CE-VOICECOL")
+    skipped = job.unread_columns(exporter)
+    assert skipped["contacts"] >= {"addressLine1", "addressLine2", "city", "country"}
+    assert skipped["interactions"] >= {"contactId", "loanId"}
+    for spec in tables_module.TABLES:
+        checked = {c.column for c in schemas.table_checks(spec)}
+        assert not (skipped.get(spec.name, set()) & checked), spec.name
+    tables = sources.open_source(home.warehouse)
+    contacts = tables.contacts.collect()
+    junk = contacts.with_columns(pl.format('{}\x00,"=junk', pl.col("id")).alias("city"))
+    source = tmp_path / ("src.duckdb" if fmt == "duckdb" else "src")
+    sources.write_source(replace(tables, contacts=junk.lazy()), source, fmt)  # type: ignore[arg-type]
+    rows_sql = "SELECT contactId, personId, channel, canInteract, reasons, nextEligibleDate FROM screening_results ORDER BY 1"
+    rejected_sql = "SELECT tableName, rowKey, checks FROM rejected_rows ORDER BY 1, 2"
+    results = []
+    for name, unread in (("skipping", job.unread_columns), ("reading all", lambda _: {})):
+        monkeypatch.setattr(job, "unread_columns", unread)
+        wh = tmp_path / f"{name}.duckdb"
+        summary = job.run_export(job.plan_run(home, "CE-VOICECOL", AS_OF, source=source, warehouse_path=wh))
+        results.append(
+            (
+                Path(str(summary["file"])).read_bytes(),
+                query(wh, rows_sql),
+                query(wh, rejected_sql),
+                summary["counts"],
+            )
+        )
+    assert results[0] == results[1]
+    assert results[0][3]["exported"] > 0  # type: ignore[index]
 
 
 def test_columns_needed_follow_the_exporter() -> None:

@@ -234,8 +234,10 @@ def test_each_partition_holds_only_its_share_of_the_source(
     read: list[int] = []
     real = sources.open_source
 
-    def counting(path: Path, rows: sources.RowFilter | None = None) -> SourceTables:
-        tables = real(path, rows)
+    def counting(
+        path: Path, rows: sources.RowFilter | None = None, skip: sources.Skip | None = None
+    ) -> SourceTables:
+        tables = real(path, rows, skip)
         read.append(sum(tables.get(s.name).collect().height for s in TABLES))
         return tables
 
