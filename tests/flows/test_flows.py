@@ -82,8 +82,9 @@ def test_export_flow_runs_and_publishes_an_artifact(home: Home) -> None:
     assert sorted(t.name for t in task_runs) == sorted(
         f"CE-EMAILSVC 2026-12-01 {stage}" for stage in ("plan", "split", "p1/1", "merge", "record", "deliver")
     )
-    assert all("exporter:CE-EMAILSVC" in t.tags for t in task_runs)
-    assert all("company:CP-ACME" in t.tags for t in task_runs if not t.name.endswith(" plan"))
+    # The UI finds runs by the flow run's tags. Task runs carry none: a tagged task run takes a
+    # lease on each tag's concurrency limit from the API before it starts (4.5 s a run at 1M).
+    assert all(not t.tags for t in task_runs)
 
     logs = read_api(
         lambda c: c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
