@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -185,7 +186,16 @@ def source_bytes(path: Path) -> int:
 
 
 def source_rows(path: Path) -> int | None:
-    """Rows in the five tables, from metadata (DuckDB table counts, Parquet footers); None for CSV."""
+    """Rows in the five tables, from metadata (DuckDB table counts, Parquet footers); None for CSV,
+    and for a file that cannot be opened (a Parquet file cut short): the read then fails with an
+    error that names it (exit 2), rather than this estimate with a library's traceback."""
+    try:
+        return _source_rows(path)
+    except (OSError, pa.ArrowException, duckdb.Error):
+        return None
+
+
+def _source_rows(path: Path) -> int | None:
     if path.is_dir():
         files = [f for spec in TABLES for f in sources.table_files(path, spec)]
         if any(f.suffix == ".csv" for f in files):

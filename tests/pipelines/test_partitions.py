@@ -290,3 +290,26 @@ def test_the_rejected_share_is_judged_over_the_whole_run_not_per_partition(home:
         assert ("interactions", "I-NOBODY") in {
             (r[0], r[1]) for r in rows(warehouse, "SELECT tableName, rowKey FROM rejected_rows")
         }
+
+
+@pytest.mark.parametrize("damage", ["parquet cut short", "not a DuckDB file"])
+def test_a_damaged_source_fails_the_default_run_with_a_source_error(
+    home: Home, tmp_path: Path, damage: str
+) -> None:
+    """Choosing N reads the source's metadata first; a file it cannot open must still end in the
+    read's clear error (exit 2, the file named), not in a library's traceback."""
+    if damage == "parquet cut short":
+        source = tmp_path / "src"
+        sources.write_source(sources.open_source(home.warehouse), source, "parquet")
+        broken = source / "contacts.parquet"
+        broken.write_bytes(broken.read_bytes()[:-200])
+    else:
+        source = broken = tmp_path / "source.duckdb"
+        broken.write_text("id,personId\nCT-1,BR-1\n")
+    assert partitions.source_rows(source) is None
+    without_sftp(home, "CE-VOICECOL")
+    plan = job.plan_run(home, "CE-VOICECOL", AS_OF, source=source, warehouse_path=tmp_path / "wh.duckdb")
+    with pytest.raises(sources.SourceDataError) as caught:
+        job.run_export(plan, deliver_enabled=False)
+    assert caught.value.exit_code == 2
+    assert broken.name in caught.value.message
