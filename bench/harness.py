@@ -278,6 +278,14 @@ def target_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def per_size(title: str, report: dict[str, Any], key: str) -> str:
+    """`title: 100,000: a 0.10, b 0.20; 250,000: ...` for a dict of seconds in every size's row."""
+    return f"{title}: " + "; ".join(
+        f"{r['borrowers']:,}: " + ", ".join(f"{k} {v:.2f}" for k, v in r[key].items())
+        for r in report["sizes"]
+    )
+
+
 def render(report: dict[str, Any]) -> str:
     head = f"{'borrowers':>10} {'contacts':>10} {'floor s':>8} {'pipe s':>8} {'pipe/floor':>10} {'contacts/s':>11} {'peak MB':>8} {'ref/pipe':>9} {'prefect s':>9}"
     lines = [head, "-" * len(head)]
@@ -288,13 +296,7 @@ def render(report: dict[str, Any]) -> str:
             f"{r['referenceOverPipelinePerContact']:>9,.0f} {r.get('orchestratedSeconds', float('nan')):>9.2f}"
         )
     lines.append("")
-    lines.append(
-        "stages (median seconds): "
-        + "; ".join(
-            f"{r['borrowers']:,}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items())
-            for r in report["sizes"]
-        )
-    )
+    lines.append(per_size("stages (median seconds)", report, "stages"))
     lines.append(
         f"lookup cache build (once per package version, not in the runs above): {report['lookupCacheBuildSeconds']:.2f}s"
     )
@@ -302,13 +304,7 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         f"reference: {ref['contacts']:,} contacts in {ref['seconds']:.2f}s = {ref['perContact'] * 1e6:,.0f} us/contact"
     )
-    lines.append(
-        "floor parts (median seconds): "
-        + "; ".join(
-            f"{r['borrowers']:,}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["floorParts"].items())
-            for r in report["sizes"]
-        )
-    )
+    lines.append(per_size("floor parts (median seconds)", report, "floorParts"))
     lines.append(
         "default run (--partitions auto): "
         + "; ".join(
