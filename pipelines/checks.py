@@ -37,12 +37,7 @@ def _duckdb_rows(path: Path, contact_ids: list[str]) -> dict[str, pl.DataFrame]:
     with duck.connect(path, read_only=True) as con:
         con.execute("SET enable_progress_bar = false")
         con.execute("BEGIN TRANSACTION")
-        present = {
-            str(r[0])
-            for r in con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", ["main"]
-            ).fetchall()
-        }
+        present = sources.duckdb_tables(con)
         missing = [spec.name for spec in TABLES if spec.name not in present]
         if missing:
             raise SourceDataError(

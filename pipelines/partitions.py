@@ -205,12 +205,7 @@ def _source_rows(path: Path) -> int | None:
         return 0
     total = 0
     with duck.connect(path, read_only=True) as con:
-        present = {
-            str(r[0])
-            for r in con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", ["main"]
-            ).fetchall()
-        }
+        present = sources.duckdb_tables(con)
         for spec in TABLES:
             if spec.name in present:
                 total += int(con.execute(f'SELECT count(*) FROM "{spec.name}"').fetchall()[0][0])  # noqa: S608

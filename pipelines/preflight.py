@@ -17,7 +17,7 @@ from pipelines import duck, sources
 from pipelines.config import Home, SftpSetting
 from pipelines.errors import ErrorItem, InvalidInputError, SourceDataError
 from pipelines.job import RunPlan
-from pipelines.sources import FOLDER_FORMATS
+from pipelines.sources import FOLDER_FORMATS, duckdb_tables, not_a_duckdb_file
 from pipelines.tables import TABLES
 
 
@@ -34,17 +34,9 @@ def check_source(path: Path) -> None:
     elif path.is_file():
         try:
             with duck.connect(path, read_only=True) as con:
-                rows = con.execute(
-                    "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", ["main"]
-                ).fetchall()
+                present = duckdb_tables(con)
         except duckdb.Error as exc:
-            raise SourceDataError(
-                source,
-                [ErrorItem("", f"cannot be opened as DuckDB: {type(exc).__name__}")],
-                message=f"source {source} cannot be opened as a DuckDB file ({type(exc).__name__}); "
-                "give a DuckDB file or a folder of Parquet/CSV files",
-            ) from None
-        present = {str(r[0]) for r in rows}
+            raise not_a_duckdb_file(source, exc) from None
         missing = [spec.name for spec in TABLES if spec.name not in present]
         how = "give the source tables with --source, or `contact-exporter generate --out PATH` to make some"
     else:

@@ -248,10 +248,7 @@ def read_duckdb(
             con.execute("SET produce_arrow_string_view = true")
             # One snapshot for every per-column query below: the columns of a table line up.
             con.execute("BEGIN TRANSACTION")
-            names = con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", ["main"]
-            ).fetchall()
-            present = {str(r[0]) for r in names}
+            present = duckdb_tables(con)
             frames = {}
             for spec in TABLES:
                 if spec.name not in present:
@@ -265,12 +262,23 @@ def read_duckdb(
             con.execute("COMMIT")
             return frames
     except duckdb.Error as exc:
-        raise SourceDataError(
-            source,
-            [ErrorItem("", f"cannot be opened as DuckDB: {type(exc).__name__}")],
-            message=f"source {source} cannot be opened as a DuckDB file ({type(exc).__name__}: {exc}); "
-            "give a DuckDB file or a folder of Parquet/CSV files",
-        ) from None
+        raise not_a_duckdb_file(source, exc) from None
+
+
+def duckdb_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The names of the tables in a DuckDB file's main schema."""
+    rows = con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = ?", ["main"])
+    return {str(r[0]) for r in rows.fetchall()}
+
+
+def not_a_duckdb_file(source: str, exc: duckdb.Error) -> SourceDataError:
+    """The error for a source file DuckDB cannot open (exit 2)."""
+    return SourceDataError(
+        source,
+        [ErrorItem("", f"cannot be opened as DuckDB: {type(exc).__name__}")],
+        message=f"source {source} cannot be opened as a DuckDB file ({type(exc).__name__}: {exc}); "
+        "give a DuckDB file or a folder of Parquet/CSV files",
+    )
 
 
 def _column_names(con: duckdb.DuckDBPyConnection, table: str, skip: frozenset[str]) -> list[str]:
@@ -541,24 +549,14 @@ def write_source(tables: SourceTables, path: Path, fmt: SourceFormat) -> None:
     written under a temporary name in the folder and renamed; a file of the other format for the
     same table is removed so the folder holds one version of each table.
     """
-    path = Path(path)
     frames = {spec.name: tables.get(spec.name).collect() for spec in TABLES}
-    if fmt == "duckdb":
-        _write_duckdb([frames], path)
-    elif fmt in FOLDER_FORMATS:
-        _write_folder(frames, path, fmt)
-    else:
-        raise InvalidInputError(
-            "arguments", [ErrorItem("/format", f"unknown format {fmt!r}; use duckdb, parquet or csv")]
-        )
-    log.info("wrote source %s (%s)", path, fmt)
+    _write_frames([frames], Path(path), fmt, memory_limit=None)
 
 
 def write_source_chunks(chunks: Iterable[SourceTables], path: Path, fmt: SourceFormat) -> dict[str, int]:
     """Write the tables of consecutive chunks (rows appended in order) as one source, atomically,
     holding one chunk at a time; returns the rows per table. Same tables as `write_source` of
     their concatenation (Parquet row groups follow the chunks)."""
-    path = Path(path)
     counts = {spec.name: 0 for spec in TABLES}
 
     def frames() -> Iterator[dict[str, pl.DataFrame]]:
@@ -568,16 +566,22 @@ def write_source_chunks(chunks: Iterable[SourceTables], path: Path, fmt: SourceF
                 counts[name] += frame.height
             yield got
 
+    _write_frames(frames(), Path(path), fmt, memory_limit=CHUNKED_WRITE_MEMORY)
+    return counts
+
+
+def _write_frames(
+    chunks: Iterable[dict[str, pl.DataFrame]], path: Path, fmt: str, *, memory_limit: str | None
+) -> None:
     if fmt == "duckdb":
-        _write_duckdb(frames(), path, memory_limit=CHUNKED_WRITE_MEMORY)
+        _write_duckdb(chunks, path, memory_limit=memory_limit)
     elif fmt in FOLDER_FORMATS:
-        _write_folder_chunks(frames(), path, fmt)
+        _write_folder(chunks, path, fmt)
     else:
         raise InvalidInputError(
             "arguments", [ErrorItem("/format", f"unknown format {fmt!r}; use duckdb, parquet or csv")]
         )
     log.info("wrote source %s (%s)", path, fmt)
-    return counts
 
 
 # What DuckDB may keep of a file written chunk by chunk (it caches the blocks it wrote otherwise).
@@ -628,32 +632,9 @@ def _write_duckdb(
         atomic_write(path, write)
 
 
-def _write_folder(frames: dict[str, pl.DataFrame], folder: Path, fmt: str) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise InvalidInputError(
-            str(folder),
-            [ErrorItem("", "is not a folder")],
-            message=f"{folder} is a file; {fmt} sources are folders of <table>.{fmt} files",
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    for spec in TABLES:
-        frame = frames[spec.name]
-
-        def write(tmp: Path, frame: pl.DataFrame = frame) -> None:
-            if fmt == "csv":
-                _text_frame(frame).write_csv(tmp, line_terminator="\n")
-            else:
-                frame.write_parquet(tmp)
-
-        atomic_write(folder / f"{spec.name}.{fmt}", write)
-        for other in FOLDER_FORMATS:
-            if other != fmt:
-                (folder / f"{spec.name}.{other}").unlink(missing_ok=True)
-
-
-def _write_folder_chunks(chunks: Iterable[dict[str, pl.DataFrame]], folder: Path, fmt: str) -> None:
-    """Like `_write_folder`, one chunk at a time: every table file grows under a temporary name,
-    then each is renamed into place once all chunks are written."""
+def _write_folder(chunks: Iterable[dict[str, pl.DataFrame]], folder: Path, fmt: str) -> None:
+    """One `<table>.<fmt>` file per table, written one chunk at a time: every table file grows under
+    a temporary name, then each is renamed into place once all chunks are written."""
     if folder.exists() and not folder.is_dir():
         raise InvalidInputError(
             str(folder),
@@ -711,6 +692,8 @@ def _text_frame(frame: pl.DataFrame) -> pl.DataFrame:
 __all__ = [
     "SourceFormat",
     "conform",
+    "duckdb_tables",
+    "not_a_duckdb_file",
     "open_source",
     "read_duckdb",
     "read_ids",
