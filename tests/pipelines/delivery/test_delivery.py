@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 
@@ -28,24 +27,6 @@ from pipelines.delivery import (
 )
 from pipelines.errors import InvalidInputError, TerminalError, TransientError
 from tests.sftp_exports import AS_OF, EXPORTER, Export, send, write_export
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LocalSftp]:
-    with local_sftp_server(tmp_path / "sftp-root") as srv:
-        yield srv
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Home:
-    (tmp_path / "home").mkdir()
-    return Home(tmp_path / "home")
-
-
-@pytest.fixture
-def setting(server: LocalSftp, home: Home) -> SftpSetting:
-    server.write_setting(home, "partner")
-    return home.sftp("partner")
 
 
 @pytest.fixture

@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from flows.sftp_server import LocalSftp, local_sftp_server
+from flows.sftp_server import LocalSftp
 from pipelines.config import Home, SftpSetting
 from pipelines.delivery_journal import Journal, journal_path
 from tests.sftp_exports import Export, send, write_export
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LocalSftp]:
-    with local_sftp_server(tmp_path / "sftp-root") as srv:
-        yield srv
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Home:
-    (tmp_path / "home").mkdir()
-    return Home(tmp_path / "home")
-
-
-@pytest.fixture
-def setting(server: LocalSftp, home: Home) -> SftpSetting:
-    server.write_setting(home, "partner")
-    return home.sftp("partner")
 
 
 def interrupted(

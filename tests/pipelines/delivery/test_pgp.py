@@ -11,7 +11,7 @@ from pathlib import Path
 import gnupg
 import pytest
 
-from flows.sftp_server import LocalSftp, local_sftp_server
+from flows.sftp_server import LocalSftp
 from pipelines.config import Encryption, Home, SftpSetting
 from pipelines.delivery_journal import Journal
 from pipelines.errors import InvalidInputError
@@ -41,18 +41,6 @@ def new_key(gpg: gnupg.GPG, *, expire: str = "0") -> str:
     fingerprint = str(gpg.gen_key(spec).fingerprint)
     assert fingerprint
     return fingerprint
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LocalSftp]:
-    with local_sftp_server(tmp_path / "sftp-root") as srv:
-        yield srv
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Home:
-    (tmp_path / "home").mkdir()
-    return Home(tmp_path / "home")
 
 
 def encrypted_setting(server: LocalSftp, home: Home, key_text: str) -> SftpSetting:
