@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,13 +19,12 @@ import pytest
 
 from pipelines.config import Home
 from pipelines.store import ExporterStore
+from tests.flows.served import API_KEY, REPO, free_port, serve_command, server_env, serving
 from tests.worlds import SEED_REQUEST
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 BASE = "/campaign-workers/contact-exporters"
-API_KEY = "test-key-5f1c"  # a test value, not a secret
 
 
 def seed(**extra: Any) -> dict[str, Any]:
@@ -42,29 +40,6 @@ class Server:
     process: subprocess.Popen[str]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _server_env(api_key: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "CONTACT_EXPORTER_API_KEY"}
-    env["PYTHONPATH"] = str(REPO)
-    if api_key is not None:
-        env["CONTACT_EXPORTER_API_KEY"] = api_key
-    return env
-
-
-def _serve_command(home: Path, port: int) -> list[str]:
-    code = (
-        "import sys; from pathlib import Path; from pipelines.config import Home; "
-        "from flows.api import serve; serve(Home(Path(sys.argv[1])), '127.0.0.1', int(sys.argv[2]))"
-    )
-    return [sys.executable, "-c", code, str(home), str(port)]
-
-
 def _make_home(root: Path) -> Home:
     companies = root / "configs" / "companies"
     companies.mkdir(parents=True)
@@ -75,38 +50,8 @@ def _make_home(root: Path) -> Home:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = _make_home(tmp_path_factory.mktemp("api-home"))
-    port = _free_port()
-    log_path = home.root / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            _serve_command(home.root, port),
-            env=_server_env(API_KEY),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(url + BASE, headers={"X-API-KEY": API_KEY}, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server did not become ready:\n{log_path.read_text()}")
-            time.sleep(0.1)
+    with serving(home.root, home.root / "server.log", BASE) as (url, process):
         yield Server(url, home, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
@@ -487,8 +432,8 @@ def test_an_unreadable_exporter_file_is_a_500_naming_the_exporter(
 def test_server_refuses_to_start_without_api_key(tmp_path: Path) -> None:
     home = _make_home(tmp_path)
     result = subprocess.run(
-        _serve_command(home.root, _free_port()),
-        env=_server_env(None),
+        serve_command(home.root, free_port()),
+        env=server_env(None),
         capture_output=True,
         text=True,
         timeout=60,
@@ -500,8 +445,8 @@ def test_server_refuses_to_start_without_api_key(tmp_path: Path) -> None:
 def test_module_entry_point_exits_2_without_api_key(tmp_path: Path) -> None:
     home = _make_home(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "flows.api", "--home", str(home.root), "--port", str(_free_port())],
-        env=_server_env("   "),
+        [sys.executable, "-m", "flows.api", "--home", str(home.root), "--port", str(free_port())],
+        env=server_env("   "),
         capture_output=True,
         text=True,
         timeout=60,

@@ -7,8 +7,6 @@ run wrote its screening rows to before the server started.
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 
 from pipelines import compliance, duck, job
 from pipelines.config import Home
-from tests.flows.test_api import API_KEY, _free_port, _serve_command, _server_env
+from tests.flows.served import API_KEY, serving
 from tests.frontdoor import query
 from tests.worlds import make_home, without_sftp
 
@@ -41,34 +39,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = make_home(tmp_path_factory.mktemp("checks-home"), with_sftp=False)
     without_sftp(home, EXPORTER)
     job.run_export(job.plan_run(home, EXPORTER, AS_OF), deliver_enabled=False)
-    port = _free_port()
     log_path = home.root.parent / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            _serve_command(home.root, port), env=_server_env(API_KEY), stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server did not become ready:\n{log_path.read_text()}")
-            time.sleep(0.1)
+    with serving(home.root, log_path, "/health") as (url, _):
         yield Served(url, home, log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
