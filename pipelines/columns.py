@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipelines.borrower_keys import BORROWER_KEY
 from pipelines.config import ColumnSetting
 
 BORROWER_PREFIX = "borrower."
@@ -28,11 +29,12 @@ def project(contacts: pl.LazyFrame, borrowers: pl.LazyFrame, settings: list[Colu
     frame = contacts.sort("id")  # no work when the frame is flagged as sorted; joins below keep the order
     if borrower_fields:
         wanted = sorted(set(borrower_fields))
+        # Validated tables carry integer borrower keys: joined on them rather than on the text ids.
+        keyed = all(BORROWER_KEY in f.collect_schema().names() for f in (contacts, borrowers))
+        own, theirs = (BORROWER_KEY, BORROWER_KEY) if keyed else ("personId", "id")
         renamed = borrowers.select(
-            pl.col("id").alias("__borrowerKey"),
+            pl.col(theirs).alias("__borrowerKey"),
             *[pl.col(c).alias(BORROWER_PREFIX + c) for c in wanted],
         )
-        frame = frame.join(
-            renamed, left_on="personId", right_on="__borrowerKey", how="left", maintain_order="left"
-        )
+        frame = frame.join(renamed, left_on=own, right_on="__borrowerKey", how="left", maintain_order="left")
     return frame.select([pl.col(s.field).alias(s.output) for s in settings])

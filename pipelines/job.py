@@ -39,6 +39,7 @@ from pipelines import (
     warehouse,
 )
 from pipelines import partitions as parts
+from pipelines.borrower_keys import BORROWER_KEY
 from pipelines.config import Company, Exporter, Home, SftpSetting
 from pipelines.delivery_journal import crash_point
 from pipelines.errors import ConflictError, ContactExporterError, WarehouseBusyError
@@ -562,10 +563,17 @@ def staging_dropped_on_failure(plan: RunPlan, run_id: str) -> Iterator[None]:
 
 
 def columns_needed(exporter: Exporter) -> dict[str, set[str]]:
-    """Per source table, the columns a run of `exporter` reads (matching, screening, projection)."""
+    """Per source table, the columns a run of `exporter` reads (matching, screening, projection), and
+    the borrower keys validation adds to borrowers and contacts."""
     needed: dict[str, set[str]] = {
-        "borrowers": {"id", "companyId"},
-        "contacts": {"id", "personId", "contactType", *exporter.contactMatchingCriteria.as_dict()},
+        "borrowers": {"id", "companyId", BORROWER_KEY},
+        "contacts": {
+            "id",
+            "personId",
+            BORROWER_KEY,
+            "contactType",
+            *exporter.contactMatchingCriteria.as_dict(),
+        },
     }
     if exporter.checkCanInteractData is not None:
         for table, names in compliance.SOURCE_COLUMNS.items():

@@ -28,6 +28,7 @@ from pandera.api.polars.types import PolarsData
 from pandera.config import ValidationDepth, config_context
 from pandera.errors import SchemaErrors
 
+from pipelines.borrower_keys import BORROWER_KEY, keyed_contacts, numbered
 from pipelines.errors import ErrorItem, SourceDataError
 from pipelines.tables import (
     BORROWERS,
@@ -427,7 +428,11 @@ def _failures(
         return _failures_pandera(frame, spec, borrower_ids, source)
     checks = list(table_checks(spec))
     if borrower_ids is not None:
-        checks.append(borrower_reference_check(borrower_ids))
+        # The frame carries each contact's borrower key (`keyed_contacts`): the same check as
+        # `borrower_reference_check`, read from the join that gave the keys.
+        checks.append(
+            RowCheck("personId_references_borrower", "personId", pl.col(BORROWER_KEY).is_not_null())
+        )
     return _failures_polars(frame, spec, checks)
 
 
@@ -454,11 +459,15 @@ def validate_sources(
     for spec in TABLES:
         frame = frames[spec.name]
         if spec.name == CONTACTS.name:
-            found = _failures(frame, spec, engine, source, kept[BORROWERS.name].get_column("id"))
+            borrowers = kept[BORROWERS.name]
+            frame = keyed_contacts(frame, borrowers)
+            found = _failures(frame, spec, engine, source, borrowers.get_column("id"))
         else:
             found = _failures(frame, spec, engine, source)
         failures[spec.name] = found
         kept[spec.name] = _drop_rows(frame, found)
+        if spec.name == BORROWERS.name:
+            kept[spec.name] = numbered(kept[spec.name])
 
     owned = pl.concat(
         [_owned(spec, frames[spec.name], failures[spec.name]) for spec in TABLES], how="vertical"

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from pipelines.borrower_keys import BORROWER_KEY
 from pipelines.errors import SourceDataError
 from pipelines.schemas import (
     CAST_ERRORS,
@@ -104,7 +105,31 @@ def test_valid_tables_pass_unchanged(engine: str) -> None:
         {"tableName": pl.String, "rowKey": pl.String, "checks": pl.List(pl.String)}
     )
     for spec in TABLES:
-        assert_frame_equal(result.tables.get(spec.name).collect(), source.get(spec.name).collect())
+        validated = result.tables.get(spec.name).collect().drop(BORROWER_KEY, strict=False)
+        assert_frame_equal(validated, source.get(spec.name).collect())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_contacts_carry_the_key_of_their_borrower(engine: str) -> None:
+    """Validation numbers the borrowers it keeps; each kept contact carries its borrower's number."""
+    borrowers = [BORROWER, {**BORROWER, "id": "BR-2"}, {**BORROWER, "id": "BR-3"}, {**BORROWER, "id": "BR-3"}]
+    contacts = [
+        {**PHONE, "id": "CT-1", "personId": "BR-2"},
+        {**EMAIL, "id": "CT-2", "personId": "BR-1"},
+        {**PHONE, "id": "CT-3", "personId": "BR-2"},
+        {**EMAIL, "id": "CT-4", "personId": "BR-3"},  # its borrower's id is repeated: both rejected
+    ]
+    result = validate_sources(tables(borrowers=borrowers, contacts=contacts), engine=engine)  # type: ignore[arg-type]
+    kept_borrowers = result.tables.borrowers.collect()
+    kept_contacts = result.tables.contacts.collect()
+    assert kept_borrowers.get_column(BORROWER_KEY).to_list() == [0, 1]
+    number = dict(kept_borrowers.select("id", BORROWER_KEY).iter_rows())
+    assert kept_contacts.select("id", "personId", BORROWER_KEY).rows() == [
+        ("CT-1", "BR-2", number["BR-2"]),
+        ("CT-2", "BR-1", number["BR-1"]),
+        ("CT-3", "BR-2", number["BR-2"]),
+    ]
+    assert kept_contacts.get_column(BORROWER_KEY).n_chunks() == kept_contacts.get_column("id").n_chunks()
 
 
 CONTACT_CASES = [
@@ -384,7 +409,7 @@ def test_missing_optional_columns_are_added_with_defaults() -> None:
         SourceTables(source.borrowers, slim, source.interactions, source.do_not_interact, source.consents)
     )
     contacts = result.tables.contacts.collect()
-    assert contacts.schema == pl.Schema(CONTACTS.schema)
+    assert contacts.schema == pl.Schema({**CONTACTS.schema, BORROWER_KEY: pl.UInt32()})
     assert contacts.get_column("valid").to_list() == [True, True, True]
     assert contacts.get_column("verified").to_list() == [False, False, False]
 

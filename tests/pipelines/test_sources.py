@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from pipelines.borrower_keys import BORROWER_KEY
 from pipelines.errors import InvalidInputError, SourceDataError
 from pipelines.schemas import CAST_ERRORS, validate_sources
 from pipelines.sources import open_source, read_ids, write_source
@@ -69,7 +70,7 @@ def test_csv_keeps_text_and_converts_types(tmp_path: Path) -> None:
     assert CAST_ERRORS not in contacts.columns
     validated = validate_sources(SourceTables(**{name: f.lazy() for name, f in tables.items()}))
     assert validated.rejected.height == 0
-    assert validated.tables.contacts.collect().columns == [*CONTACTS.names, "nickname"]
+    assert validated.tables.contacts.collect().columns == [*CONTACTS.names, "nickname", BORROWER_KEY]
     dni = tables["do_not_interact"]
     assert dni.get_column("channels").to_list() == [["voice", "text"]]
     assert dni.get_column("daysOfWeek").to_list() == [[1, 2]]

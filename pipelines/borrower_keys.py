@@ -1,0 +1,91 @@
+"""Borrower keys: one integer per borrower, so that the screen groups and joins on a number.
+
+Validation (pipelines.schemas) already looks up every contact's personId among the borrowers to
+reject the contacts of no borrower; that lookup is a join which gives each contact its borrower's
+key (`BORROWER_KEY`, the borrower's row number among the validated borrowers), at no extra cost. The
+screen and the projection then join borrowers and contacts on that integer rather than on the text
+personId (at 1M borrowers: 3.6M contacts and 1M borrowers, each joined once per run).
+
+Tables that did not come through validation (explain, tests handing frames to `screen`) are keyed by
+`with_keys`, which numbers every borrower id and personId it finds, so a contact whose borrower is
+missing still gets a key of its own, exactly as grouping on personId would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Final
+
+import polars as pl
+
+from pipelines.tables import SourceTables
+
+BORROWER_KEY: Final = "__borrower"
+
+
+def numbered(borrowers: pl.DataFrame) -> pl.DataFrame:
+    """The borrowers with `BORROWER_KEY`: their row number. Their ids must be unique (validation drops
+    every borrower whose id is repeated)."""
+    rows = pl.int_range(0, borrowers.height, dtype=pl.UInt32, eager=True).alias(BORROWER_KEY)
+    return borrowers.with_columns(_aligned(rows, borrowers.get_column("id")))
+
+
+def keyed_contacts(contacts: pl.DataFrame, borrowers: pl.DataFrame) -> pl.DataFrame:
+    """The contacts, in their order, with their borrower's key: null where no borrower has the personId.
+    `borrowers` as `numbered` gives them."""
+    ids = borrowers.select(pl.col("id").alias("personId"), BORROWER_KEY)
+    # Only the key goes through the join; the contacts' columns are shared, not copied.
+    key = contacts.select("personId").join(ids, on="personId", how="left", maintain_order="left")
+    return contacts.with_columns(_aligned(key.get_column(BORROWER_KEY), contacts.get_column("personId")))
+
+
+def _aligned(column: pl.Series, like: pl.Series) -> pl.Series:
+    """`column` cut (without copying) into chunks of the lengths of `like`'s. A frame whose columns
+    are chunked alike stays as it is through eager selects and drops; one odd column makes Polars
+    copy the whole frame into single chunks on the next one (0.2 s for 3.6M contacts)."""
+    if column.n_chunks() == like.n_chunks() == 1:
+        return column
+    parts, offset = [], 0
+    for chunk in like.get_chunks():
+        parts.append(column.slice(offset, len(chunk)))
+        offset += len(chunk)
+    return pl.concat(parts, rechunk=False)
+
+
+def has_keys(frame: pl.LazyFrame) -> bool:
+    return BORROWER_KEY in frame.collect_schema().names()
+
+
+def keyed(matched: pl.LazyFrame, tables: SourceTables) -> tuple[pl.LazyFrame, SourceTables]:
+    """`matched` (some of `tables.contacts`) and `tables` with keys that agree: as they are when the
+    borrowers, the contacts and `matched` all carry them (validated tables), else all keyed afresh,
+    every distinct borrower id and contact personId getting a key of its own."""
+    if all(has_keys(frame) for frame in (matched, tables.borrowers, tables.contacts)):
+        return matched, tables
+    borrowers = tables.borrowers.drop(BORROWER_KEY, strict=False)
+    contacts = tables.contacts.drop(BORROWER_KEY, strict=False)
+    ids = (
+        pl.concat(
+            [
+                borrowers.select(pl.col("id").cast(pl.String).alias("personId")),
+                contacts.select(pl.col("personId").cast(pl.String)),
+            ]
+        )
+        .drop_nulls()
+        .unique()
+        .with_row_index(BORROWER_KEY)
+        .collect()
+        .lazy()
+    )
+
+    def key(frame: pl.LazyFrame, on: str) -> pl.LazyFrame:
+        return frame.drop(BORROWER_KEY, strict=False).join(
+            ids, left_on=on, right_on="personId", how="left", maintain_order="left"
+        )
+
+    return key(matched, "personId"), replace(
+        tables, borrowers=key(borrowers, "id"), contacts=key(contacts, "personId")
+    )
+
+
+__all__ = ["BORROWER_KEY", "has_keys", "keyed", "keyed_contacts", "numbered"]
