@@ -18,6 +18,7 @@ from typing import Final
 
 import polars as pl
 
+from pipelines.chunks import aligned
 from pipelines.tables import SourceTables
 
 BORROWER_KEY: Final = "__borrower"
@@ -27,7 +28,7 @@ def numbered(borrowers: pl.DataFrame) -> pl.DataFrame:
     """The borrowers with `BORROWER_KEY`: their row number. Their ids must be unique (validation drops
     every borrower whose id is repeated)."""
     rows = pl.int_range(0, borrowers.height, dtype=pl.UInt32, eager=True).alias(BORROWER_KEY)
-    return borrowers.with_columns(_aligned(rows, borrowers.get_column("id")))
+    return borrowers.with_columns(aligned(rows, borrowers.get_column("id")))
 
 
 def keyed_contacts(contacts: pl.DataFrame, borrowers: pl.DataFrame) -> pl.DataFrame:
@@ -36,20 +37,7 @@ def keyed_contacts(contacts: pl.DataFrame, borrowers: pl.DataFrame) -> pl.DataFr
     ids = borrowers.select(pl.col("id").alias("personId"), BORROWER_KEY)
     # Only the key goes through the join; the contacts' columns are shared, not copied.
     key = contacts.select("personId").join(ids, on="personId", how="left", maintain_order="left")
-    return contacts.with_columns(_aligned(key.get_column(BORROWER_KEY), contacts.get_column("personId")))
-
-
-def _aligned(column: pl.Series, like: pl.Series) -> pl.Series:
-    """`column` cut (without copying) into chunks of the lengths of `like`'s. A frame whose columns
-    are chunked alike stays as it is through eager selects and drops; one odd column makes Polars
-    copy the whole frame into single chunks on the next one (0.2 s for 3.6M contacts)."""
-    if column.n_chunks() == like.n_chunks() == 1:
-        return column
-    parts, offset = [], 0
-    for chunk in like.get_chunks():
-        parts.append(column.slice(offset, len(chunk)))
-        offset += len(chunk)
-    return pl.concat(parts, rechunk=False)
+    return contacts.with_columns(aligned(key.get_column(BORROWER_KEY), contacts.get_column("personId")))
 
 
 def has_keys(frame: pl.LazyFrame) -> bool:

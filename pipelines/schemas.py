@@ -29,6 +29,7 @@ from pandera.config import ValidationDepth, config_context
 from pandera.errors import SchemaErrors
 
 from pipelines.borrower_keys import BORROWER_KEY, keyed_contacts, numbered
+from pipelines.chunks import realigned
 from pipelines.errors import ErrorItem, SourceDataError
 from pipelines.tables import (
     BORROWERS,
@@ -336,7 +337,8 @@ def _conform(frame: pl.DataFrame, spec: TableSpec, source: str) -> pl.DataFrame:
     if CAST_ERRORS not in frame.columns:
         frame = frame.with_columns(pl.lit(None, pl.List(pl.String())).alias(CAST_ERRORS))
     extras = [c for c in frame.columns if c not in spec.names]
-    return frame.select(*spec.names, *extras)
+    # The columns added here are one chunk each: cut like the source's (pipelines.chunks).
+    return realigned(frame.select(*spec.names, *extras))
 
 
 def _row_keys(spec: TableSpec) -> pl.Expr:

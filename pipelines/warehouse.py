@@ -76,6 +76,12 @@ class RunRecord:
     deliveryError: str | None = None
 
 
+def to_arrow(frame: pl.DataFrame) -> Any:
+    """The frame as Arrow for DuckDB to scan, its text kept as Polars holds it (string views): the
+    default conversion copies every string (0.15 s of 2.7M screening rows' 0.3 s)."""
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest())
+
+
 def create_tables(con: duckdb.DuckDBPyConnection) -> None:
     """The output tables, created or brought up to the current columns, and the analysts' objects."""
     from pipelines.delivery import DELIVERIES_DDL
@@ -95,7 +101,7 @@ def _insert_run(con: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
 
 
 def _insert_rejected(con: duckdb.DuckDBPyConnection, run_id: str, rejected: pl.DataFrame) -> None:
-    con.register("new_rejected", rejected.select(REJECTED_COLUMNS).to_arrow())
+    con.register("new_rejected", to_arrow(rejected.select(REJECTED_COLUMNS)))
     con.execute(
         "INSERT INTO rejected_rows SELECT ?, tableName, rowKey, CAST(checks AS VARCHAR[]) "
         "FROM new_rejected ORDER BY tableName, rowKey",
@@ -118,7 +124,7 @@ def record_success(
     if isinstance(screening, pl.DataFrame):
         if "nextEligibleDate" not in screening.columns:
             screening = screening.with_columns(nextEligibleDate=pl.lit(None, dtype=pl.Date))
-        screening_arrow = screening.select(*SCREENING_COLUMNS, "nextEligibleDate").to_arrow()
+        screening_arrow = to_arrow(screening.select(*SCREENING_COLUMNS, "nextEligibleDate"))
     else:
         screening_arrow = screening
     with duck.connect(path) as con:
