@@ -110,24 +110,37 @@ def test_valid_tables_pass_unchanged(engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_contacts_carry_the_key_of_their_borrower(engine: str) -> None:
-    """Validation numbers the borrowers it keeps; each kept contact carries its borrower's number."""
+@pytest.mark.parametrize("order", ["as given", "sorted by personId"])
+def test_contacts_carry_the_key_of_their_borrower(engine: str, order: str) -> None:
+    """Validation numbers the borrowers it keeps; each kept contact carries its borrower's number,
+    whether the contacts come sorted by personId (looked up in order) or not (hashed)."""
     borrowers = [BORROWER, {**BORROWER, "id": "BR-2"}, {**BORROWER, "id": "BR-3"}, {**BORROWER, "id": "BR-3"}]
     contacts = [
         {**PHONE, "id": "CT-1", "personId": "BR-2"},
         {**EMAIL, "id": "CT-2", "personId": "BR-1"},
         {**PHONE, "id": "CT-3", "personId": "BR-2"},
         {**EMAIL, "id": "CT-4", "personId": "BR-3"},  # its borrower's id is repeated: both rejected
+        {**PHONE, "id": "CT-5", "personId": "BR-15"},  # no such borrower, between two that exist
+        {**EMAIL, "id": "CT-6", "personId": "BR-0"},  # no such borrower, before every one
+        {**EMAIL, "id": "CT-7", "personId": "BR-9"},  # no such borrower, after every one
     ]
+    if order == "sorted by personId":
+        contacts.sort(key=lambda row: str(row["personId"]))
     result = validate_sources(tables(borrowers=borrowers, contacts=contacts), engine=engine)  # type: ignore[arg-type]
     kept_borrowers = result.tables.borrowers.collect()
     kept_contacts = result.tables.contacts.collect()
     assert kept_borrowers.get_column(BORROWER_KEY).to_list() == [0, 1]
     number = dict(kept_borrowers.select("id", BORROWER_KEY).iter_rows())
-    assert kept_contacts.select("id", "personId", BORROWER_KEY).rows() == [
+    assert sorted(kept_contacts.select("id", "personId", BORROWER_KEY).rows()) == [
         ("CT-1", "BR-2", number["BR-2"]),
         ("CT-2", "BR-1", number["BR-1"]),
         ("CT-3", "BR-2", number["BR-2"]),
+    ]
+    assert sorted(result.rejected.filter(pl.col("tableName") == "contacts").get_column("rowKey")) == [
+        "CT-4",
+        "CT-5",
+        "CT-6",
+        "CT-7",
     ]
     assert kept_contacts.get_column(BORROWER_KEY).n_chunks() == kept_contacts.get_column("id").n_chunks()
 
