@@ -35,35 +35,32 @@ def keyed_contacts(contacts: pl.DataFrame, borrowers: pl.DataFrame) -> pl.DataFr
     """The contacts, in their order, with their borrower's key: null where no borrower has the personId.
     `borrowers` as `numbered` gives them."""
     people = contacts.get_column("personId")
-    ids = borrowers.get_column("id")
+    ids = borrowers.select(pl.col("id").alias("personId"), BORROWER_KEY)
     # Only the key goes through the lookup; the contacts' columns are shared, not copied.
-    if people.null_count() == 0 and people.is_sorted() and ids.is_sorted():
-        key = _key_by_merge(people, borrowers)
-    else:
-        key = (
-            people.to_frame()
-            .join(
-                borrowers.select(pl.col("id").alias("personId"), BORROWER_KEY),
-                on="personId",
-                how="left",
-                maintain_order="left",
-            )
-            .get_column(BORROWER_KEY)
-        )
-    return contacts.with_columns(aligned(key, people))
+    return contacts.with_columns(aligned(lookup(people, ids, BORROWER_KEY), people))
 
 
-def _key_by_merge(people: pl.Series, borrowers: pl.DataFrame) -> pl.Series:
-    """The keys of sorted personIds among sorted borrower ids, found by walking both in order (an
-    as-of join: each personId meets the greatest id not above it, its own if there is one). Sources
-    usually come sorted by these ids; at 3.6M contacts this took 0.06 s against 0.19 s by hashing."""
-    ids = borrowers.select(
-        pl.col("id").set_sorted().alias("personId"), pl.col("id").alias("_id"), BORROWER_KEY
+def lookup(people: pl.Series, ids: pl.DataFrame, key: str) -> pl.Series:
+    """`key` of the row of `ids` (personId, unique, and `key`) whose personId each of `people` is;
+    null where none is.
+
+    Sorted personIds on both sides (sources usually come sorted by them) are looked up by walking
+    both in order, an as-of join in which each personId meets the greatest id not above it, its own
+    if there is one: at 1M borrowers 0.14 s against 0.19 s by hashing for 3.6M contacts, 0.05 against
+    0.13 s for 1.2M consents. Otherwise by a hash join.
+    """
+    known = ids.get_column("personId")
+    if people.null_count() == 0 and known.null_count() == 0 and people.is_sorted() and known.is_sorted():
+        table = ids.select(pl.col("personId").set_sorted(), pl.col("personId").alias("_id"), key)
+        found = people.set_sorted().to_frame("personId").join_asof(table, on="personId", strategy="backward")
+        return found.select(
+            pl.when(pl.col("_id") == pl.col("personId")).then(pl.col(key)).alias(key)
+        ).to_series()
+    return (
+        people.to_frame("personId")
+        .join(ids.select("personId", key), on="personId", how="left", maintain_order="left")
+        .get_column(key)
     )
-    found = people.set_sorted().to_frame().join_asof(ids, on="personId", strategy="backward")
-    return found.select(
-        pl.when(pl.col("_id") == pl.col("personId")).then(pl.col(BORROWER_KEY)).alias(BORROWER_KEY)
-    ).to_series()
 
 
 def has_keys(frame: pl.LazyFrame) -> bool:
@@ -87,6 +84,7 @@ def keyed(matched: pl.LazyFrame, tables: SourceTables) -> tuple[pl.LazyFrame, So
         )
         .drop_nulls()
         .unique()
+        .sort("personId")  # keys in id order, as validation gives them for a sorted source
         .with_row_index(BORROWER_KEY)
         .collect()
         .lazy()
@@ -102,4 +100,4 @@ def keyed(matched: pl.LazyFrame, tables: SourceTables) -> tuple[pl.LazyFrame, So
     )
 
 
-__all__ = ["BORROWER_KEY", "has_keys", "keyed", "keyed_contacts", "numbered"]
+__all__ = ["BORROWER_KEY", "has_keys", "keyed", "keyed_contacts", "lookup", "numbered"]

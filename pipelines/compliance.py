@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from pipelines import borrower_keys
-from pipelines.borrower_keys import BORROWER_KEY
+from pipelines.borrower_keys import BORROWER_KEY, lookup
 from pipelines.chunks import realigned, with_aligned
 from pipelines.columns import sorted_by
 from pipelines.config import CheckCanInteractData, Company, Policy
@@ -516,27 +516,36 @@ def _one_per_key(frame: pl.DataFrame) -> pl.DataFrame:
     return frame[rows]
 
 
-def _keyed(frame: pl.LazyFrame, keys: pl.LazyFrame, on: str) -> pl.LazyFrame:
-    """The rows of `frame` whose `on` is a key's, in their order, with `personId` the key."""
+def _keyed(frame: pl.LazyFrame, keys: pl.DataFrame) -> pl.LazyFrame:
+    """The rows of `frame` whose borrower key is a screened borrower's, in their order, with
+    `personId` the screen's key."""
     return (
-        frame.join(keys.select(on, KEY), on=on, how="inner", maintain_order="left")
+        frame.join(keys.lazy().select(BORROWER_KEY, KEY), on=BORROWER_KEY, how="inner", maintain_order="left")
         .with_columns(pl.col(KEY).alias("personId"))
-        .drop(KEY, BORROWER_KEY, strict=False)
+        .drop(KEY, BORROWER_KEY)
     )
 
 
-def keyed_tables(tables: SourceTables, keys: pl.LazyFrame) -> SourceTables:
+def _keyed_by_person(frame: pl.LazyFrame, keys: pl.DataFrame) -> pl.LazyFrame:
+    """The rows of `frame` whose personId is a screened borrower's, in their order, with `personId`
+    the screen's key (`borrower_keys.lookup`: by walking both in order when both are sorted)."""
+    rows = frame.collect()
+    key = lookup(rows.get_column("personId"), keys.select("personId", KEY), KEY)
+    return rows.lazy().with_columns(key.alias("personId")).filter(pl.col("personId").is_not_null())
+
+
+def keyed_tables(tables: SourceTables, keys: pl.DataFrame) -> SourceTables:
     """The screened borrowers' rows of every table, their `personId` replaced by the integer key
     (borrowers keep `id` and gain `personId`). `keys`: personId, BORROWER_KEY and KEY of each
-    screened borrower; borrowers and contacts are joined on their borrower key, the other tables
-    (which validation does not key) on personId."""
+    screened borrower, in key order; borrowers and contacts are joined on their borrower key, the
+    other tables (which validation does not key) on personId."""
     return replace(
         tables,
-        borrowers=_keyed(tables.borrowers, keys, BORROWER_KEY),
-        contacts=_keyed(tables.contacts, keys, BORROWER_KEY),
-        interactions=_keyed(tables.interactions, keys, "personId"),
-        do_not_interact=_keyed(tables.do_not_interact, keys, "personId"),
-        consents=_keyed(tables.consents, keys, "personId"),
+        borrowers=_keyed(tables.borrowers, keys),
+        contacts=_keyed(tables.contacts, keys),
+        interactions=_keyed_by_person(tables.interactions, keys),
+        do_not_interact=_keyed_by_person(tables.do_not_interact, keys),
+        consents=_keyed_by_person(tables.consents, keys),
     )
 
 
@@ -588,7 +597,7 @@ def screen(
     # Per-borrower facts are collected, grouped and joined on an integer key, not on personId.
     contacts = with_aligned(contacts, contacts.select(dense_key()).to_series())
     keys = _one_per_key(contacts.select("personId", BORROWER_KEY, KEY))
-    keyed = keyed_tables(tables, keys.lazy())
+    keyed = keyed_tables(tables, keys)
     persons = keys.lazy().select(pl.col(KEY).alias("personId"))
 
     # The borrowers' own addresses, read once for both time zones and state rules.
