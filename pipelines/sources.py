@@ -322,7 +322,10 @@ def _read_duckdb_rows(
     # the table name is a constant of pipelines.tables, the column names the file's own (quoted);
     # the bounds are parameters
     query = f'SELECT {names} FROM "{table}" WHERE {where}'  # noqa: S608
-    return pl.DataFrame(con.sql(query, params=params).to_arrow_table())
+    # Handed over as DuckDB's batches (`pl()`, no rechunk into one piece): at 4M borrowers a tenth
+    # of the contacts took 0.30 s so against 0.45 s through one Arrow table.
+    frame: pl.DataFrame = con.sql(query, params=params).pl()
+    return frame
 
 
 def conform(frame: pl.DataFrame, spec: TableSpec, source: str) -> pl.DataFrame:
