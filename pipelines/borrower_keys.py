@@ -1,13 +1,14 @@
 """Borrower keys: one integer per borrower, so that the screen groups and joins on a number.
 
 Validation (pipelines.schemas) already looks up every contact's personId among the borrowers to
-reject the contacts of no borrower; that lookup is a join which gives each contact its borrower's
-key (`BORROWER_KEY`, the borrower's row number among the validated borrowers), at no extra cost. The
-screen and the projection then join borrowers and contacts on that integer rather than on the text
-personId (at 1M borrowers: 3.6M contacts and 1M borrowers, each joined once per run).
+reject the contacts of no borrower; that lookup (`lookup`) is now the one that gives each contact
+its borrower's key (`BORROWER_KEY`, the borrower's row number among the validated borrowers), for
+about the cost of the check it replaced. The screen and the projection then join borrowers and
+contacts on that integer rather than on the text personId (at 1M borrowers: 3.6M contacts and 1M
+borrowers).
 
 Tables that did not come through validation (explain, tests handing frames to `screen`) are keyed by
-`with_keys`, which numbers every borrower id and personId it finds, so a contact whose borrower is
+`keyed`, which numbers every borrower id and personId it finds, so a contact whose borrower is
 missing still gets a key of its own, exactly as grouping on personId would.
 """
 
