@@ -31,19 +31,12 @@ def aligned(column: pl.Series, like: pl.Series) -> pl.Series:
 
 def realigned(frame: pl.DataFrame) -> pl.DataFrame:
     """`frame` with every column cut like its first one; only the columns chunked otherwise are
-    copied (a streaming query's output can have one such column)."""
+    copied (a streaming query's output can have one such column). Columns added to a frame with
+    `with_columns` are cut to it by `realigned(frame.with_columns(...))`, without copying."""
     if frame.width < 2:
         return frame
     like = frame.to_series(0)
     return pl.DataFrame([aligned(column, like) for column in frame.get_columns()])
 
 
-def with_aligned(frame: pl.DataFrame, *columns: pl.Series) -> pl.DataFrame:
-    """`frame` with `columns` added (or replaced), each cut to the frame's chunks."""
-    if frame.width == 0:
-        return frame.with_columns(columns)
-    like = frame.to_series(0)
-    return frame.with_columns(aligned(column, like) for column in columns)
-
-
-__all__ = ["aligned", "realigned", "with_aligned"]
+__all__ = ["aligned", "realigned"]

@@ -25,7 +25,7 @@ import polars as pl
 
 from pipelines import borrower_keys
 from pipelines.borrower_keys import BORROWER_KEY, lookup
-from pipelines.chunks import realigned, with_aligned
+from pipelines.chunks import realigned
 from pipelines.columns import sorted_by
 from pipelines.config import CheckCanInteractData, Company, Policy
 from pipelines.errors import ErrorItem, SourceDataError
@@ -595,7 +595,7 @@ def screen(
     if contacts.height == 0:
         return pl.LazyFrame(schema=SCREENING_SCHEMA)
     # Per-borrower facts are collected, grouped and joined on an integer key, not on personId.
-    contacts = with_aligned(contacts, contacts.select(dense_key()).to_series())
+    contacts = realigned(contacts.with_columns(dense_key()))
     keys = _one_per_key(contacts.select("personId", BORROWER_KEY, KEY))
     keyed = keyed_tables(tables, keys)
     persons = keys.lazy().select(pl.col(KEY).alias("personId"))
@@ -657,7 +657,7 @@ def screen(
     borrower_facts = person_facts.sort("personId").drop("personId").collect()
     facts_per_contact = borrower_facts.select(pl.all().gather(pl.lit(contacts.get_column(KEY) - 1)))
     frame = (
-        with_aligned(contacts, *facts_per_contact.get_columns())
+        realigned(contacts.hstack(facts_per_contact))
         .lazy()
         .with_columns(
             _contact_outside(outside, _any_outside(by_key, "key", outside)).alias("cOutside"),

@@ -252,19 +252,26 @@ def unchecked_columns(spec: TableSpec) -> frozenset[str]:
     """
     checked = {check.column for check in table_checks(spec) if check.column is not None}
     if spec.name == CONTACTS.name:
-        checked.add("personId")  # personId_references_borrower
+        checked.add("personId")  # REFERENCE_CHECK
     return frozenset(
         c.name for c in spec.columns if c.name not in checked and not c.required and c.dtype == pl.String()
     )
 
 
+REFERENCE_CHECK: Final = "personId_references_borrower"
+
+
 def borrower_reference_check(borrower_ids: pl.Series) -> RowCheck:
     """contacts.personId must name a borrower that passed validation (fail closed)."""
     return RowCheck(
-        "personId_references_borrower",
-        "personId",
-        pl.col("personId").is_in(borrower_ids.cast(pl.String).implode()),
+        REFERENCE_CHECK, "personId", pl.col("personId").is_in(borrower_ids.cast(pl.String).implode())
     )
+
+
+def borrower_key_check() -> RowCheck:
+    """The same check over contacts that carry their borrower's key (`keyed_contacts`): read from
+    the lookup that gave the keys, rather than looking every personId up again."""
+    return RowCheck(REFERENCE_CHECK, "personId", pl.col(BORROWER_KEY).is_not_null())
 
 
 # ---------------------------------------------------------------- Pandera models
@@ -388,7 +395,7 @@ def _failures_pandera(
 ) -> pl.DataFrame:
     schema = pandera_schema(spec, borrower_ids)
     order = {c.name: i for i, c in enumerate(table_checks(spec))}
-    order["personId_references_borrower"] = len(order)
+    order[REFERENCE_CHECK] = len(order)
     try:
         with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
             schema.validate(frame, lazy=True)
@@ -430,11 +437,7 @@ def _failures(
         return _failures_pandera(frame, spec, borrower_ids, source)
     checks = list(table_checks(spec))
     if borrower_ids is not None:
-        # The frame carries each contact's borrower key (`keyed_contacts`): the same check as
-        # `borrower_reference_check`, read from the join that gave the keys.
-        checks.append(
-            RowCheck("personId_references_borrower", "personId", pl.col(BORROWER_KEY).is_not_null())
-        )
+        checks.append(borrower_key_check())
     return _failures_polars(frame, spec, checks)
 
 
@@ -519,7 +522,7 @@ def _drop_rows(frame: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
 def check_names(spec: TableSpec) -> tuple[str, ...]:
     """Names of a table's checks (for documentation and tests)."""
     names = tuple(c.name for c in table_checks(spec))
-    return names + (("personId_references_borrower",) if spec.name == CONTACTS.name else ())
+    return names + ((REFERENCE_CHECK,) if spec.name == CONTACTS.name else ())
 
 
 __all__ = [

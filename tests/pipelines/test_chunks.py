@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 from polars.testing import assert_frame_equal, assert_series_equal
 
-from pipelines.chunks import aligned, realigned, with_aligned
+from pipelines.chunks import aligned, realigned
 
 
 def chunked(values: list[int], sizes: list[int], name: str = "a") -> pl.Series:
@@ -49,9 +49,9 @@ def test_realigned_cuts_every_column_like_the_first_and_keeps_the_values() -> No
     assert_frame_equal(out, frame)
 
 
-def test_with_aligned_adds_columns_cut_like_the_frame() -> None:
+def test_added_columns_are_cut_like_the_frame() -> None:
     frame = pl.DataFrame([chunked(list(range(6)), [2, 4])])
-    out = with_aligned(frame, pl.Series("k", [5, 4, 3, 2, 1, 0]))
+    out = realigned(frame.with_columns(pl.Series("k", [5, 4, 3, 2, 1, 0])))
     assert lengths(out.get_column("k")) == [2, 4]
     assert out.get_column("k").to_list() == [5, 4, 3, 2, 1, 0]
     assert out.columns == ["a", "k"]
