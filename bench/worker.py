@@ -219,12 +219,11 @@ def orchestrated(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
 
 
 def lookups() -> dict[str, Any]:
-    """Build the ZIP and phone-key lookup tables into the cache (once per package version)."""
+    """Build the ZIP and phone-key lookup tables and the key index into the cache (once per package version)."""
     from pipelines import timezones
 
     started = time.perf_counter()
-    timezones.zip_table()
-    timezones.phone_key_zones(["N212"])
+    timezones.load_lookups()
     return {"seconds": time.perf_counter() - started, "cache": str(timezones.cache_dir())}
 
 

@@ -99,8 +99,7 @@ def preload(warm: WarmSource) -> threading.Thread:
 
     def load() -> None:
         try:
-            timezones.zip_table()
-            timezones.phone_key_zones(["N212"])
+            timezones.load_lookups()
             if warm.path.exists():
                 warm.tables()
         except ContactExporterError as exc:

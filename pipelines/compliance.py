@@ -35,8 +35,9 @@ from pipelines.tables import SourceTables
 from pipelines.timezones import (
     address_places,
     known_zones,
+    nanp_key_index,
+    nanp_key_position,
     person_states,
-    phone_key,
     phone_key_zones,
     state_zone_table,
     uses_state_zones,
@@ -466,14 +467,27 @@ def _person_hours(
 
 def _contact_outside(outside: dict[str, bool], key_outside: dict[str, bool]) -> pl.Expr:
     """cOutside: outside contact hours in the contact's own zone or any zone of its phone number;
-    null when neither is known."""
+    null when neither is known. `key_outside`: by `phone_key`."""
     own = _lookup(pl.col("timezone"), outside)
-    number = _lookup(pl.col("_phoneKey"), key_outside)
+    number = _lookup(pl.col("_otherNumber"), {k[1:]: v for k, v in key_outside.items() if k.startswith("V")})
+    index = nanp_key_index()
+    if index is not None:  # +1 numbers: by the position of their key, a gather
+        by_position = pl.Series([key_outside.get(k) for k in index[0].to_list()], dtype=pl.Boolean())
+        number = pl.coalesce(pl.lit(by_position).gather(pl.col("_nanpKey")), number)
     return (
         pl.when(own.is_null() & number.is_null())
         .then(pl.lit(None, dtype=pl.Boolean()))
         .otherwise(own.fill_null(False) | number.fill_null(False))
     )
+
+
+def _phone_keys(contacts: pl.DataFrame) -> list[str]:
+    """The distinct `phone_key`s of the contacts' numbers (from `_nanpKey` and `_otherNumber`)."""
+    index = nanp_key_index()
+    positions = contacts.get_column("_nanpKey").drop_nulls().unique()
+    nanp: list[str] = [] if index is None else index[0].gather(positions).to_list()
+    others = contacts.get_column("_otherNumber").drop_nulls().unique()
+    return [*nanp, *("V" + v for v in others.to_list())]
 
 
 def _any_outside(pairs: pl.DataFrame, key: str, outside: dict[str, bool]) -> dict[str, bool]:
@@ -583,12 +597,17 @@ def screen(
     matched = contacts_at(matched, instant)
     tables = replace(tables, contacts=contacts_at(tables.contacts, instant))
 
+    # A phone's number is keyed by the position of its +1 key (`_nanpKey`); any other number
+    # (`_otherNumber`) is looked up by its value.
     phone = pl.col("contactType") == "phone"
     contacts = realigned(
         matched.select(*_CONTACT_COLUMNS, BORROWER_KEY)
         .with_columns(
             channel_expr(check).alias("channel"),
-            pl.when(phone).then(phone_key(pl.col("value"))).alias("_phoneKey"),
+            pl.when(phone).then(nanp_key_position(pl.col("value"))).alias("_nanpKey"),
+        )
+        .with_columns(
+            pl.when(phone & pl.col("_nanpKey").is_null()).then(pl.col("value")).alias("_otherNumber")
         )
         .collect()
     )
@@ -617,7 +636,7 @@ def screen(
     _reject_unknown_zones(dnis.select("id", "zone"), "do_not_interact", "DNI")
     _reject_unknown_details(interactions)
 
-    by_key = phone_key_zones(contacts.get_column("_phoneKey").drop_nulls().unique().to_list())
+    by_key = phone_key_zones(_phone_keys(contacts))
     states = state_zone_table()
     zones = {
         z

@@ -23,7 +23,9 @@ for a North American (+1) number depends only on which patterns of its metadata 
 and on the longest time-zone prefix it starts with; every such pattern is a set of digit prefixes
 followed by free digits. `_nanp_prefix_sets` enumerates those prefixes once, which gives each number
 the shortest prefix that decides its answer (its `phone_key`, a few thousand distinct at most); the
-package is then asked once per key, about any number with that prefix. Any other number is asked
+package is then asked once per key, about any number with that prefix. The keys cut the numbers
+into ranges, so a table indexed by a number's first seven digits gives its key in one gather
+(`nanp_key_index`). Any other number is asked
 about once per distinct value. tests/pipelines/test_timezones.py checks the keys against one
 lookup per number.
 """
@@ -271,36 +273,61 @@ def _nanp_prefix_sets() -> tuple[frozenset[str], ...] | None:
     return tuple(frozenset(h[:d] for h in heads if len(h) > d) for d in range(_NANP_LENGTH + 1))
 
 
+# The most leading national digits a key may have for the key index (10**7 entries of 2 bytes).
+_INDEX_DIGITS: Final = 7
+
+
+_INDEX_SCHEMA: Final = pl.Schema({"key": pl.UInt16()})
+
+
 @functools.cache
-def _prefix_series() -> tuple[pl.Series, ...] | None:
-    """The prefix sets as Series, up to the deepest one that is not empty."""
-    sets = _nanp_prefix_sets()
-    if sets is None:
+def nanp_key_index() -> tuple[pl.Series, pl.Series] | None:
+    """(keys, by_start): every key of a +1 number (`nanp_keys()`, sorted) and, for each
+    `_INDEX_DIGITS`-digit start of a national number (at its own position), the position of its key.
+
+    The keys are prefix-free and, sorted, cover the starts from 0…0 to 9…9 range by range, so the
+    table counts the ranges begun up to each start. A number's key is then one gather, not a string
+    test per prefix length. The table (10M entries) is built once per package version and cached
+    (90 kB, read in a few ms; building it takes 0.1 s). None when the metadata could not be analysed,
+    or when a key is longer than `_INDEX_DIGITS` (then every number is looked up by its own value).
+    """
+    keys = sorted(nanp_keys())
+    if not keys or len(keys) >= 1 << 16 or max(len(k) for k in keys) - 1 > _INDEX_DIGITS:
         return None
-    deepest = max(d for d, prefixes in enumerate(sets) if prefixes)
-    return tuple(pl.Series(sorted(p), dtype=S) for p in sets[: deepest + 1])
+    spans = [10 ** (_INDEX_DIGITS - (len(k) - 1)) for k in keys]
+    if sum(spans) != 10**_INDEX_DIGITS:  # not a cover: the keys cannot be trusted to decide
+        log.warning("phone keys do not cover every +1 number: one time-zone lookup per number")
+        return None
+
+    def build() -> pl.DataFrame:
+        begins = pl.zeros(10**_INDEX_DIGITS, dtype=pl.UInt32(), eager=True)
+        begins.scatter(pl.Series(spans[:-1], dtype=pl.Int64()).cum_sum(), 1)
+        return begins.cum_sum().alias("key").to_frame()
+
+    by_start = _cached("phone-key-index", _INDEX_SCHEMA, build).to_series().rechunk()
+    if by_start.len() != 10**_INDEX_DIGITS or by_start.max() != len(keys) - 1:
+        by_start = build().cast(_INDEX_SCHEMA).to_series()
+    return pl.Series("keys", keys, dtype=S), by_start
 
 
-def _nanp_depth(national: pl.Expr, prefixes: tuple[pl.Series, ...]) -> pl.Expr:
-    """The number of leading national digits that decide a number's zones."""
-    chain: Any = pl
-    for d, known in enumerate(prefixes):
-        if d == 0 and known.len():
-            continue  # every number extends the empty prefix
-        chain = chain.when(~national.str.slice(0, d).is_in(known.implode())).then(pl.lit(d))
-    return chain.otherwise(pl.lit(len(prefixes))) if chain is not pl else pl.lit(len(prefixes))
+def nanp_key_position(value: pl.Expr) -> pl.Expr:
+    """The position in `nanp_key_index()`'s keys of a +1 number's key (UInt16); null for any other
+    value, and for every value when there is no index."""
+    index = nanp_key_index()
+    if index is None:
+        return pl.lit(None, dtype=pl.UInt16())
+    start = value.str.slice(2, _INDEX_DIGITS).str.to_integer(strict=False)
+    return pl.lit(index[1]).gather(pl.when(value.str.contains(NANP_PATTERN)).then(start))
 
 
 def phone_key(value: pl.Expr) -> pl.Expr:
     """A key such that numbers with the same key get the same zones from `phonenumbers`:
     `N` + the deciding national digits for a +1 number, else `V` + the value itself."""
-    prefixes = _prefix_series()
+    index = nanp_key_index()
     raw = pl.lit("V") + value
-    if prefixes is None:
+    if index is None:
         return raw
-    national = value.str.slice(2)
-    nanp = pl.lit("N") + national.str.slice(0, _nanp_depth(national, prefixes))
-    return pl.when(value.str.contains(NANP_PATTERN)).then(nanp).otherwise(raw)
+    return pl.coalesce(pl.lit(index[0]).gather(nanp_key_position(value)), raw)
 
 
 def zones_for_number(value: str) -> list[str]:
@@ -375,6 +402,13 @@ def phone_key_zones(keys: Iterable[str]) -> pl.DataFrame:
         [(key, zone) for key in rest for zone in zones_for_key(key)], schema=_KEY_SCHEMA, orient="row"
     )
     return pl.concat([known.drop_nulls("zone"), looked_up]).sort("key", "zone")
+
+
+def load_lookups() -> None:
+    """Load (building and caching on first use) every lookup table: ZIPs, phone keys, key index."""
+    zip_table()
+    _nanp_key_table()
+    nanp_key_index()
 
 
 # ---------------------------------------------------------------- frames
@@ -519,6 +553,9 @@ __all__ = [
     "contact_zones",
     "cache_dir",
     "known_zones",
+    "load_lookups",
+    "nanp_key_index",
+    "nanp_key_position",
     "nanp_keys",
     "norm_state",
     "person_states",

@@ -183,6 +183,61 @@ def test_every_nanp_number_has_its_key_in_the_key_table() -> None:
     assert [k for k in rnd.sample(sorted(keys), 400) if got.get(k, set()) != set(tz.zones_for_key(k))] == []
 
 
+def deciding_prefix(national: str, sets: tuple[frozenset[str], ...]) -> str:
+    """The key's digits by the definition: the shortest prefix no longer deciding prefix extends."""
+    return next(
+        (national[:d] for d in range(len(sets)) if national[:d] not in sets[d]), national[: len(sets)]
+    )
+
+
+def test_key_index_gives_each_number_its_deciding_prefix() -> None:
+    """The gather by a number's first seven digits finds the key the prefix sets define, at every
+    range edge of every key and at random numbers; any other value has no position."""
+    sets = tz._nanp_prefix_sets()
+    index = tz.nanp_key_index()
+    assert sets is not None
+    assert index is not None
+    keys, by_start = index
+    assert keys.is_sorted()
+    assert by_start.len() == 10**7
+    assert by_start.is_sorted()
+    rnd = random.Random(7)
+    numbers = [f"+1{rnd.randint(2, 9)}{rnd.randrange(10**9):09d}" for _ in range(20_000)]
+    for key in rnd.sample(keys.to_list(), 2_000):  # the first and last number of each key's range
+        digits = key[1:]
+        for fill in "09":
+            national = digits.ljust(10, fill)
+            if national[0] not in "01":
+                numbers.append("+1" + national)
+    frame = pl.DataFrame({"value": numbers}).with_columns(tz.nanp_key_position(pl.col("value")).alias("at"))
+    got = keys.gather(frame.get_column("at")).to_list()
+    want = ["N" + deciding_prefix(n[2:], sets) for n in numbers]
+    assert [n for n, g, w in zip(numbers, got, want, strict=True) if g != w] == []
+    others = ["+1212555012", "+12125550123 ", "+11125550123", "+442071838750", "+1-212555012", None]
+    assert (
+        pl.DataFrame({"value": others}).select(tz.nanp_key_position(pl.col("value"))).null_count().item() == 6
+    )
+
+
+def test_key_index_is_read_from_the_cache_as_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    built = tz.nanp_key_index()
+    monkeypatch.setenv(tz.CACHE_ENV, str(tmp_path / "cache"))
+    tz.nanp_key_index.cache_clear()
+    try:
+        first = tz.nanp_key_index()  # built and written
+        tz.nanp_key_index.cache_clear()
+        second = tz.nanp_key_index()  # read back
+        assert len(list((tmp_path / "cache").glob("phone-key-index-*.parquet"))) == 1
+    finally:
+        tz.nanp_key_index.cache_clear()
+    assert built is not None
+    assert first is not None
+    assert second is not None
+    assert first[1].equals(built[1])
+    assert second[1].equals(built[1])
+    assert second[0].equals(built[0])
+
+
 def test_keys_outside_the_table_are_looked_up_directly() -> None:
     table = tz.phone_key_zones(["V+442071838750", "V+33142685300"])
     assert set(table.get_column("key")) == {"V+442071838750", "V+33142685300"}
