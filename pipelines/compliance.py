@@ -51,6 +51,7 @@ from pipelines.vocab import (
     REASON_CODES,
     STATUS_DETAILS,
     VOICE_ATTEMPT_DETAILS,
+    one_of,
 )
 
 log = logging.getLogger(__name__)
@@ -231,16 +232,16 @@ def _is_attempt(channels: tuple[str, ...]) -> pl.Expr:
     """Whether an interaction is an attempt on one of `channels` (COMPLIANCE.md, Counting)."""
     outbound = pl.col("direction") == "outbound"
     others = [c for c in channels if c != "voice"]
-    expr = pl.col("channel").is_in(others) & outbound & pl.col("status").is_in(ATTEMPT_STATUSES)
+    expr = one_of(pl.col("channel"), others) & outbound & one_of(pl.col("status"), ATTEMPT_STATUSES)
     if "voice" in channels:
         details = pl.col("statusDetails")
         voice = (
             (pl.col("channel") == "voice")
             & outbound
-            & ~pl.col("status").is_in(NEVER_COUNTED)
+            & ~one_of(pl.col("status"), NEVER_COUNTED)
             & (
-                details.is_in(VOICE_ATTEMPT_DETAILS)
-                | (details.is_null() & pl.col("status").is_in(ATTEMPT_STATUSES))
+                one_of(details, VOICE_ATTEMPT_DETAILS)
+                | (details.is_null() & one_of(pl.col("status"), ATTEMPT_STATUSES))
             )
         )
         expr = expr | voice
@@ -255,12 +256,17 @@ def interactions_in_window(
     return interactions.filter((pl.col("startedAt") >= since) & (pl.col("startedAt") < until))
 
 
+def _of(frame: pl.LazyFrame, persons: pl.LazyFrame | None) -> pl.LazyFrame:
+    """The rows of `frame` that belong to `persons`; None: every row does already (`keyed_tables`)."""
+    return frame if persons is None else frame.join(persons, on="personId", how="semi")
+
+
 def _interactions_in_scope(
-    tables: SourceTables, persons: pl.LazyFrame, company: Company, as_of: date, instant: datetime
+    tables: SourceTables, persons: pl.LazyFrame | None, company: Company, as_of: date, instant: datetime
 ) -> pl.LazyFrame:
-    """The borrowers' interactions that any window can see."""
+    """The borrowers' interactions that any window can see (`persons`: see `_of`)."""
     columns = tables.interactions.select(SOURCE_COLUMNS["interactions"])
-    return interactions_in_window(columns, company, as_of, instant).join(persons, on="personId", how="semi")
+    return _of(interactions_in_window(columns, company, as_of, instant), persons)
 
 
 def _reject_unknown_details(rows: pl.DataFrame) -> None:
@@ -290,7 +296,7 @@ def _interaction_counts(
         conversation = (
             (pl.col("channel") == "voice")
             & (pl.col("statusDetails") == CONVERSATION_DETAIL)
-            & ~pl.col("status").is_in(NEVER_COUNTED)
+            & ~one_of(pl.col("status"), NEVER_COUNTED)
             & (pl.col("startedAt") >= conversation_since)
         ).fill_null(False)
         aggs.append(conversation.any().alias("conversation"))
@@ -304,18 +310,19 @@ def _interaction_counts(
 
 def _dnis_in_scope(
     tables: SourceTables,
-    persons: pl.LazyFrame,
+    persons: pl.LazyFrame | None,
     company: Company,
     check: CheckCanInteractData,
     instant: datetime,
 ) -> pl.LazyFrame:
-    """The borrowers' DNIs that exist at the instant and cover the theme, with their zone."""
+    """The borrowers' DNIs that exist at the instant and cover the theme, with their zone
+    (`persons`: see `_of`)."""
     themes = pl.col("themes")
     covers_theme = themes.list.contains(check.theme)
     if check.theme != CREDENTIALS_THEME:
         covers_theme = covers_theme | themes.list.contains("all")
     return (
-        tables.do_not_interact.join(persons, on="personId", how="semi")
+        _of(tables.do_not_interact, persons)
         .filter(
             (pl.col("createdAt").is_null() | (pl.col("createdAt") <= instant))
             & (pl.col("deletedAt").is_null() | (pl.col("deletedAt") > instant))
@@ -404,18 +411,25 @@ def _dni_blocked(dnis: pl.LazyFrame, facts: pl.DataFrame, contacts: pl.LazyFrame
 # ---------------------------------------------------------------- consents
 
 
-def _consents(tables: SourceTables, persons: pl.LazyFrame, instant: datetime) -> pl.LazyFrame:
+def _consents(tables: SourceTables, persons: pl.LazyFrame | None, instant: datetime) -> pl.LazyFrame:
     """personId, autodialConsented, electronicRevoked: whether the latest autodialedColl row at the
     instant says consented and the latest electronicComms row revoked (revoked wins ties; null: no
-    row). Booleans, not the status text, since they are copied to every contact of the borrower."""
-    rows = (
-        tables.consents.join(persons, on="personId", how="semi")
+    row). Booleans, not the status text, since they are copied to every contact of the borrower.
+    `persons`: see `_of`.
+
+    Both in one pass over the rows, each a plain `max` per borrower (`_latest_is`): 0.05 s for 1.2M
+    consents, where taking each name's row at its `arg_max` took 0.15 s.
+    """
+    return (
+        _of(tables.consents, persons)
         .filter(pl.col("updatedAt") <= instant)
-        .with_columns(_consent_order().alias("_order"))
+        .group_by("personId")
+        .agg(
+            _latest_is("autodialedColl", "consented").alias("autodialConsented"),
+            _latest_is("electronicComms", "revoked").alias("electronicRevoked"),
+        )
+        .filter(pl.col("autodialConsented").is_not_null() | pl.col("electronicRevoked").is_not_null())
     )
-    autodial = _latest_status(rows, "autodialedColl", "consented", "autodialConsented")
-    electronic = _latest_status(rows, "electronicComms", "revoked", "electronicRevoked")
-    return autodial.join(electronic, on="personId", how="full", coalesce=True)
 
 
 def _consent_order() -> pl.Expr:
@@ -424,17 +438,14 @@ def _consent_order() -> pl.Expr:
     return pl.col("updatedAt").dt.epoch("us") * 2 + (pl.col("status") == "revoked").cast(pl.Int64)
 
 
-def _latest_status(consents: pl.LazyFrame, name: str, status: str, alias: str) -> pl.LazyFrame:
-    """personId, `alias`: whether each borrower's latest consent row of that name has `status`.
+def _latest_is(name: str, status: str) -> pl.Expr:
+    """Per group: whether the latest row of that consent name has `status` (null: no such row).
 
-    The greatest `_order` of each borrower's rows, found without sorting them: one pass per group
-    (a sort of all the rows first took 0.33 s at 1M borrowers, this 0.19 s).
+    Each row's order with one bit more, set when its status is `status`: the greatest of those
+    belongs to the latest row, and its last bit answers.
     """
-    return (
-        consents.filter(pl.col("name") == name)
-        .group_by("personId")
-        .agg((pl.col("status").get(pl.col("_order").arg_max()) == status).alias(alias))
-    )
+    code = _consent_order() * 2 + (pl.col("status") == status).cast(pl.Int64)
+    return (pl.when(pl.col("name") == name).then(code).max() & 1) == 1
 
 
 # ---------------------------------------------------------------- contact hours
@@ -548,6 +559,17 @@ def _keyed_by_person(frame: pl.LazyFrame, keys: pl.DataFrame) -> pl.LazyFrame:
     return rows.lazy().with_columns(key.alias("personId")).filter(pl.col("personId").is_not_null())
 
 
+def _spread(facts: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The columns of `facts` (one row per borrower key 1 … n, in any order; `personId` the key)
+    over n rows in key order, each row at its key - 1; null for a key without a row."""
+    at = facts.get_column("personId").cast(pl.Int64) - 1
+    spread = []
+    for column in facts.drop("personId").iter_columns():
+        full = pl.Series(column.name, [], dtype=column.dtype).extend_constant(None, n)
+        spread.append(full.scatter(at, column))
+    return pl.DataFrame(spread, height=n)
+
+
 def keyed_tables(tables: SourceTables, keys: pl.DataFrame) -> SourceTables:
     """The screened borrowers' rows of every table, their `personId` replaced by the integer key
     (borrowers keep `id` and gain `personId`). `keys`: personId, BORROWER_KEY and KEY of each
@@ -617,15 +639,14 @@ def screen(
     contacts = realigned(contacts.with_columns(dense_key()))
     keys = _one_per_key(contacts.select("personId", BORROWER_KEY, KEY))
     keyed = keyed_tables(tables, keys)
-    persons = keys.lazy().select(pl.col(KEY).alias("personId"))
 
     # The borrowers' own addresses, read once for both time zones and state rules.
     places, own, interactions, dnis = pl.collect_all(
         [
-            address_places(keyed.contacts, persons),
+            address_places(keyed.contacts, None),
             keyed.borrowers.select("id", "personId", pl.col("timezone").alias("zone")).drop_nulls("zone"),
-            _interactions_in_scope(keyed, persons, company, as_of, instant),
-            _dnis_in_scope(keyed, persons, company, check, instant),
+            _interactions_in_scope(keyed, None, company, as_of, instant),
+            _dnis_in_scope(keyed, None, company, check, instant),
         ]
     )
     # The inputs that need a look before the rules run: zone names and statusDetails values.
@@ -655,25 +676,28 @@ def screen(
         zip(facts.get_column("zone").to_list(), facts.get_column("outside").to_list(), strict=True)
     )
 
-    person_facts = persons.join(
-        _person_hours(own, places, outside, _any_outside(states, "state", outside)), on="personId", how="left"
-    ).join(_interaction_counts(interactions.lazy(), limits, conversation_since), on="personId", how="left")
+    facts_of_borrowers = [
+        _person_hours(own, places, outside, _any_outside(states, "state", outside)),
+        _interaction_counts(interactions.lazy(), limits, conversation_since),
+        _consents(keyed, None, instant),
+    ]
     rule_states = sorted({lim.state for lim in limits if lim.state is not None})
     if rule_states:
-        in_states = (
+        facts_of_borrowers.append(
             person_states(places.lazy())
             .filter(pl.col("state").is_in(rule_states))
             .group_by("personId")
             .agg([(pl.col("state") == st).any().alias(f"state_{st}") for st in rule_states])
         )
-        person_facts = person_facts.join(in_states, on="personId", how="left")
-    person_facts = person_facts.join(_consents(keyed, persons, instant), on="personId", how="left")
+    # One row per key 1 … n, in key order: each table's rows placed at key - 1 (no join, no sort).
+    borrower_facts = pl.concat(
+        [_spread(f, keys.height) for f in pl.collect_all(facts_of_borrowers)], how="horizontal"
+    )
 
     by_key_contacts = contacts.lazy().with_columns(pl.col(KEY).alias("personId"))
     blocked_by_dni = _dni_blocked(dnis.lazy(), facts, by_key_contacts).collect().get_column("id")
-    # person_facts has one row per key 1 … n: sorted by key, each contact's row is at key - 1, so
-    # the facts are gathered by position instead of joined; the contact columns are not copied.
-    borrower_facts = person_facts.sort("personId").drop("personId").collect()
+    # Each contact's borrower is at its key - 1: the facts are gathered by position instead of
+    # joined, and the contact columns are not copied.
     facts_per_contact = borrower_facts.select(pl.all().gather(pl.lit(contacts.get_column(KEY) - 1)))
     frame = (
         realigned(contacts.hstack(facts_per_contact))
@@ -719,11 +743,11 @@ def _reason_flags(
 ) -> dict[str, pl.Expr]:
     """One non-null boolean expression per reason code."""
     channel = pl.col("channel")
-    hours_channel = channel.is_in(HOURS_CHANNELS)
+    hours_channel = one_of(channel, HOURS_CHANNELS)
     zone_known = pl.col("pOutside").is_not_null() | pl.col("cOutside").is_not_null()
     frequency = pl.lit(False)
     for i, lim in enumerate(limits):
-        applies = channel.is_in(lim.channels)
+        applies = one_of(channel, lim.channels)
         if lim.state is not None:
             applies = applies & pl.col(f"state_{lim.state}").fill_null(False)
         count = pl.col(f"n{i}").fill_null(0) if f"n{i}" in columns else pl.lit(0)
@@ -731,7 +755,7 @@ def _reason_flags(
     conversation = pl.col("conversation").fill_null(False) if "conversation" in columns else pl.lit(False)
     flags = {
         "AUTODIAL_CONSENT_MISSING": pl.lit(check.isAutodialed)
-        & channel.is_in(("voice", "text"))
+        & one_of(channel, ("voice", "text"))
         & ~pl.col("autodialConsented").fill_null(False),
         "CHANNEL_MISMATCH": (
             channel.replace_strict(CHANNEL_FITS_TYPE, default=None, return_dtype=S) != pl.col("contactType")
@@ -739,7 +763,7 @@ def _reason_flags(
         "CONTACT_ARCHIVED": pl.col("status") == "archived",
         "CONTACT_INVALID": ~pl.col("valid").fill_null(True),
         "DO_NOT_INTERACT": pl.col("dni").fill_null(False),
-        "ELECTRONIC_CONSENT_REVOKED": channel.is_in(("email", "text"))
+        "ELECTRONIC_CONSENT_REVOKED": one_of(channel, ("email", "text"))
         & pl.col("electronicRevoked").fill_null(False),
         "FREQUENCY_LIMIT": frequency,
         "OUTSIDE_CONTACT_HOURS": hours_channel

@@ -36,7 +36,7 @@ from pipelines.config import CheckCanInteractData, Company
 from pipelines.history import contacts_at
 from pipelines.tables import SourceTables
 from pipelines.timezones import candidate_zones
-from pipelines.vocab import CONVERSATION_DETAIL
+from pipelines.vocab import CONVERSATION_DETAIL, one_of
 
 HORIZON_DAYS: Final = 366
 # Reasons that no passing of time clears.
@@ -119,7 +119,7 @@ def _first_dates(
         talk = (
             (pl.col("channel") == "voice")
             & (pl.col("statusDetails") == CONVERSATION_DETAIL)
-            & ~pl.col("status").is_in(NEVER_COUNTED)
+            & ~one_of(pl.col("status"), NEVER_COUNTED)
             & (pl.col("startedAt") >= since)
         ).fill_null(False)
         aggs.append(pl.col("_day").filter(talk).max().alias("talk"))
@@ -132,7 +132,7 @@ def _first_dates(
     clears = [pl.lit(as_of + timedelta(days=1), dtype=DAY)]
     channel = pl.col("channel")
     for i, lim in enumerate(limits):
-        applies = channel.is_in(lim.channels)
+        applies = one_of(channel, lim.channels)
         if lim.state is not None:
             applies = applies & pl.col("states").list.contains(lim.state)
         window = (as_of - lim.since.astimezone(zone).date()).days + 1
@@ -156,18 +156,18 @@ def next_eligible(
     `at`: the screen was judged at this instant (its date is the as-of date; later dates at noon)."""
     instant, as_of = judged_at(company, as_of, at)
     permanent = pl.col("reasons").list.eval(pl.element().is_in(PERMANENT)).list.any()
-    open_rows = screening.filter(~pl.col("canInteract") & ~permanent).select(
-        "contactId", "personId", "channel"
-    )
-    found = pl.DataFrame(schema={"contactId": pl.String(), "nextEligibleDate": DAY})
+    is_open = screening.select(~pl.col("canInteract") & ~permanent).to_series()
+    open_rows = screening.select("contactId", "personId", "channel").filter(is_open)
+    dates = pl.Series("nextEligibleDate", [], dtype=DAY).extend_constant(None, screening.height)
     if open_rows.height:
         found = _search(open_rows, matched, tables, company, check, as_of, instant)
-    # Only the key goes through the join; the screening columns are shared, not copied.
-    dates = (
-        screening.select("contactId")
-        .join(found, on="contactId", how="left", maintain_order="left")
-        .get_column("nextEligibleDate")
-    )
+        # Each date goes to its row by position: only the open rows (a few percent) are joined.
+        placed = (
+            open_rows.select("contactId", is_open.arg_true().alias("_row"))
+            .join(found, on="contactId", how="inner")
+            .drop_nulls("nextEligibleDate")
+        )
+        dates.scatter(placed.get_column("_row"), placed.get_column("nextEligibleDate"))
     return screening.with_columns(dates)
 
 
@@ -208,7 +208,7 @@ def _search(
         .select("contactId", "zone", "startDate", "endDate", "daysOfWeek", "timesOfDay")
     )
     hours_pairs = (
-        pending.filter(pl.col("channel").is_in(HOURS_CHANNELS))
+        pending.filter(one_of(pl.col("channel"), HOURS_CHANNELS))
         .select("contactId", pl.col("zones").alias("zone"))
         .explode("zone")
         .drop_nulls("zone")

@@ -37,7 +37,7 @@ from pipelines.config import ColumnSetting, ContactMatchingCriteria
 from pipelines.errors import GuardError
 from pipelines.schemas import REJECTED_SCHEMA
 from pipelines.tables import BORROWERS, CONTACTS
-from pipelines.vocab import REASON_CODES
+from pipelines.vocab import REASON_CODES, one_of
 
 # The contact id of each export row rides along in this column while the export frame is checked
 # (the file's own columns are whatever columnSettings say, possibly without the id). outputName
@@ -116,7 +116,7 @@ class MatchedContacts(pa.DataFrameModel):
 
 def _criteria_check(key: str, values: list[str]) -> pa.Check:
     def run(data: PolarsData) -> pl.LazyFrame:
-        return _lf(data, pl.col(key).is_in(values))
+        return _lf(data, one_of(pl.col(key), values))
 
     return pa.Check(run, name=f"{key}_meets_criteria", ignore_na=False)
 

@@ -9,6 +9,7 @@ import duckdb
 import polars as pl
 
 from pipelines.config import ContactMatchingCriteria
+from pipelines.vocab import one_of
 
 # Identifiers allowed in SQL: the criteria keys, which are contacts columns. Values are always bound.
 _SQL_COLUMNS = {
@@ -23,7 +24,7 @@ def criteria_expr(criteria: ContactMatchingCriteria) -> pl.Expr:
     """A boolean expression over contacts columns; null attributes never match."""
     expr = pl.lit(True)
     for key, values in criteria.as_dict().items():
-        expr = expr & pl.col(key).is_in(values).fill_null(False)
+        expr = expr & one_of(pl.col(key), values).fill_null(False)
     return expr
 
 

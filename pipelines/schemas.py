@@ -55,6 +55,7 @@ from pipelines.vocab import (
     STATUS_DETAILS,
     THEMES,
     iana_zones,
+    one_of,
 )
 
 log = logging.getLogger(__name__)
@@ -138,12 +139,12 @@ def _cast_failed(name: str) -> pl.Expr:
 
 def _in_vocab(column: str, vocab: Sequence[str]) -> RowCheck:
     col = pl.col(column)
-    return RowCheck(f"{column}_in_vocabulary", column, col.is_null() | col.is_in(list(vocab)))
+    return RowCheck(f"{column}_in_vocabulary", column, col.is_null() | one_of(col, vocab))
 
 
 def _list_in_vocab(column: str, vocab: Sequence[str]) -> RowCheck:
     col = pl.col(column)
-    each = pl.element().is_in(list(vocab)).fill_null(False)
+    each = one_of(pl.element(), vocab).fill_null(False)
     return RowCheck(f"{column}_in_vocabulary", column, col.is_null() | col.list.eval(each).list.all())
 
 

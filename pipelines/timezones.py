@@ -427,18 +427,19 @@ def _persons_of(contacts: pl.LazyFrame) -> pl.LazyFrame:
     return contacts.select("personId").unique()
 
 
-def address_places(all_contacts: pl.LazyFrame, persons: pl.LazyFrame) -> pl.LazyFrame:
-    """The addresses the time-zone rule uses, with ZIP, state and the ZIP's zone and state."""
-    return (
-        all_contacts.filter(
-            (pl.col("contactType") == "address")
-            & pl.col("status").ne_missing("archived")  # null: not archived at the instant
-            & (pl.col("affiliation") == "self")
-        )
-        .join(persons, on="personId", how="semi")
-        .select("personId", zip5("postalCode").alias("zip"), norm_state("state").alias("state"))
-        .join(zip_table().lazy(), on="zip", how="left")
+def address_places(all_contacts: pl.LazyFrame, persons: pl.LazyFrame | None) -> pl.LazyFrame:
+    """The addresses the time-zone rule uses, with ZIP, state and the ZIP's zone and state.
+    `persons`: the borrowers whose addresses; None when `all_contacts` holds only theirs."""
+    addresses = all_contacts.filter(
+        (pl.col("contactType") == "address")
+        & pl.col("status").ne_missing("archived")  # null: not archived at the instant
+        & (pl.col("affiliation") == "self")
     )
+    if persons is not None:
+        addresses = addresses.join(persons, on="personId", how="semi")
+    return addresses.select(
+        "personId", zip5("postalCode").alias("zip"), norm_state("state").alias("state")
+    ).join(zip_table().lazy(), on="zip", how="left")
 
 
 def uses_state_zones() -> pl.Expr:
