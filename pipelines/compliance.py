@@ -765,8 +765,7 @@ def _reason_flags(
         "ELECTRONIC_CONSENT_REVOKED": one_of(channel, ("email", "text"))
         & pl.col("electronicRevoked").fill_null(False),
         "FREQUENCY_LIMIT": frequency,
-        "OUTSIDE_CONTACT_HOURS": hours_channel
-        & outside.fill_null(False),
+        "OUTSIDE_CONTACT_HOURS": hours_channel & outside.fill_null(False),
         "RECENT_CONVERSATION": (channel == "voice") & conversation,
         "SOURCE_ROW_REJECTED": pl.col("sourceRejected"),
         "TEXT_OPT_IN_MISSING": (channel == "text") & ~pl.col("receiveTextMessages").fill_null(False),

@@ -53,6 +53,7 @@ PERMANENT: Final = (
 )
 BLOCKS: Final = ((0, 7), (7, 62), (62, HORIZON_DAYS))  # day offsets from T0 tried together
 DAY: Final = pl.Date()
+OPEN: Final = "_open"  # an open row's position among them, the key of the day-by-day search
 
 
 def day_facts(company: Company, first: date, days: int, zones: list[str]) -> pl.DataFrame:
@@ -95,7 +96,7 @@ def _first_dates(
     as_of: date,
     instant: datetime,
 ) -> pl.DataFrame:
-    """contactId, t0: the first date on which every frequency limit and the cool-down are clear."""
+    """OPEN, t0: the first date on which every frequency limit and the cool-down are clear."""
     policy = company.policy
     zone = ZoneInfo(company.timezone)
     limits = _limits(policy, as_of, zone)
@@ -139,7 +140,7 @@ def _first_dates(
         clears.append(pl.when(applies).then(pl.col(f"k{i}") + timedelta(days=window)))
     if since is not None:
         clears.append(pl.when(channel == "voice").then(pl.col("talk") + timedelta(days=cooldown)))
-    return frame.select("contactId", pl.max_horizontal(clears).alias("t0"))
+    return frame.select(OPEN, pl.max_horizontal(clears).alias("t0"))
 
 
 def next_eligible(
@@ -161,13 +162,9 @@ def next_eligible(
     dates = pl.Series("nextEligibleDate", [], dtype=DAY).extend_constant(None, screening.height)
     if open_rows.height:
         found = _search(open_rows, matched, tables, company, check, as_of, instant)
-        # Each date goes to its row by position: only the open rows (a few percent) are joined.
-        placed = (
-            open_rows.select("contactId", is_open.arg_true().alias("_row"))
-            .join(found, on="contactId", how="inner")
-            .drop_nulls("nextEligibleDate")
-        )
-        dates.scatter(placed.get_column("_row"), placed.get_column("nextEligibleDate"))
+        # Each date goes to its row by position (`OPEN` numbers the open rows): nothing is joined.
+        rows = is_open.arg_true().gather(found.get_column(OPEN))
+        dates.scatter(rows, found.get_column("nextEligibleDate"))
     return screening.with_columns(dates)
 
 
@@ -180,12 +177,16 @@ def _search(
     as_of: date,
     instant: datetime,
 ) -> pl.DataFrame:
+    """OPEN, nextEligibleDate: the first passing date of each open row that has one (OPEN: the
+    row's position in `open_rows`; the day-by-day work is keyed by it rather than by contact id)."""
     all_contacts = contacts_at(tables.contacts, instant)
     mine = contacts_at(matched, instant).join(
         open_rows.lazy().select(pl.col("contactId").alias("id")), on="id", how="semi"
     )
     places = candidate_zones(mine, all_contacts, tables.borrowers).collect()
-    pending = open_rows.join(places.select("contactId", "zones", "states"), on="contactId", how="left")
+    pending = open_rows.with_row_index(OPEN).join(
+        places.select("contactId", "zones", "states"), on="contactId", how="left"
+    )
     first = _first_dates(pending, tables, company, as_of, instant)
     last = as_of + timedelta(days=HORIZON_DAYS)
 
@@ -194,7 +195,7 @@ def _search(
     labels = mine.select(pl.col("id").alias("contactId"), "label").collect()
     channels = pl.col("channels")
     covering = (
-        pending.select("contactId", "personId", "channel")
+        pending.select(OPEN, "contactId", "personId", "channel")
         .join(labels, on="contactId", how="left")
         .join(dnis, on="personId", how="inner")
         .filter(
@@ -205,11 +206,11 @@ def _search(
                 | pl.col("contactLabels").list.contains(pl.col("label")).fill_null(False)
             )
         )
-        .select("contactId", "zone", "startDate", "endDate", "daysOfWeek", "timesOfDay")
+        .select(OPEN, "zone", "startDate", "endDate", "daysOfWeek", "timesOfDay")
     )
     hours_pairs = (
         pending.filter(one_of(pl.col("channel"), HOURS_CHANNELS))
-        .select("contactId", pl.col("zones").alias("zone"))
+        .select(OPEN, pl.col("zones").alias("zone"))
         .explode("zone")
         .drop_nulls("zone")
     )
@@ -221,16 +222,16 @@ def _search(
     never_zones = facts.group_by("zone").agg(pl.col("outside").all().alias("never")).filter("never")
     never = pl.concat(
         [
-            hours_pairs.join(never_zones, on="zone", how="semi").select("contactId"),
+            hours_pairs.join(never_zones, on="zone", how="semi").select(OPEN),
             covering.filter(
                 (pl.col("startDate") <= as_of)
                 & pl.col("endDate").is_null()
                 & (pl.col("daysOfWeek").is_null() | (pl.col("daysOfWeek").list.len() == 0))
                 & (pl.col("timesOfDay").is_null() | (pl.col("timesOfDay").list.len() == 0))
-            ).select("contactId"),
+            ).select(OPEN),
         ]
     )
-    todo = first.join(never, on="contactId", how="anti").filter(pl.col("t0") <= last)
+    todo = first.join(never, on=OPEN, how="anti").filter(pl.col("t0") <= last)
     found = []
     for lo, hi in BLOCKS:
         if todo.height == 0:
@@ -238,35 +239,36 @@ def _search(
         days = (
             todo.with_columns(pl.int_ranges(lo, hi).alias("k"))
             .explode("k")
-            .select("contactId", (pl.col("t0") + pl.duration(days=pl.col("k"))).cast(DAY).alias("day"))
+            .select(OPEN, (pl.col("t0") + pl.duration(days=pl.col("k"))).cast(DAY).alias("day"))
             .filter(pl.col("day") <= last)
         )
         blocked = _blocked_days(days, hours_pairs, covering, facts)
         first_pass = (
-            days.join(blocked, on=["contactId", "day"], how="anti")
-            .group_by("contactId")
+            days.join(blocked, on=[OPEN, "day"], how="anti")
+            .group_by(OPEN)
             .agg(pl.col("day").min().alias("nextEligibleDate"))
         )
         found.append(first_pass)
-        todo = todo.join(first_pass, on="contactId", how="anti")
+        todo = todo.join(first_pass, on=OPEN, how="anti")
     if not found:
-        return pl.DataFrame(schema={"contactId": pl.String(), "nextEligibleDate": DAY})
+        return pl.DataFrame(schema={OPEN: pl.UInt32(), "nextEligibleDate": DAY})
     return pl.concat(found)
 
 
 def _blocked_days(
     days: pl.DataFrame, hours_pairs: pl.DataFrame, covering: pl.DataFrame, facts: pl.DataFrame
 ) -> pl.DataFrame:
-    """(contactId, day) pairs on which the contact is outside contact hours or under a DNI."""
+    """(OPEN, day) pairs on which the contact is outside contact hours or under a DNI (a pair
+    may be listed more than once)."""
     outside = (
-        days.join(hours_pairs, on="contactId", how="inner")
+        days.join(hours_pairs, on=OPEN, how="inner")
         .join(facts.select("zone", "day", "outside"), on=["zone", "day"], how="inner")
         .filter("outside")
-        .select("contactId", "day")
+        .select(OPEN, "day")
     )
     days_of_week = pl.col("daysOfWeek")
     under_dni = (
-        days.join(covering.with_row_index("_dni"), on="contactId", how="inner")
+        days.join(covering, on=OPEN, how="inner")
         .join(facts.select("zone", "day", "localDate", "weekday", "hour"), on=["zone", "day"], how="inner")
         .filter(
             (pl.col("startDate") <= pl.col("localDate"))
@@ -278,25 +280,18 @@ def _blocked_days(
             )
         )
     )
-    windows = (
-        under_dni.select("_dni", "day", "hour", "timesOfDay")
+    # A DNI without hours covers the whole day; one with hours only when one of them holds the hour.
+    times = pl.col("timesOfDay")
+    all_day = times.is_null() | (times.list.len() == 0)
+    in_hours = (
+        under_dni.filter(~all_day)
+        .select(OPEN, "day", "hour", "timesOfDay")
         .explode("timesOfDay")
         .unnest("timesOfDay")
-        .group_by("_dni", "day")
-        .agg(
-            ((pl.col("fromHour") <= pl.col("hour")) & (pl.col("hour") < pl.col("toHour")))
-            .fill_null(False)
-            .any()
-            .alias("inHours")
-        )
+        .filter((pl.col("fromHour") <= pl.col("hour")) & (pl.col("hour") < pl.col("toHour")))
+        .select(OPEN, "day")
     )
-    times = pl.col("timesOfDay")
-    active = (
-        under_dni.join(windows, on=["_dni", "day"], how="left")
-        .filter(times.is_null() | (times.list.len() == 0) | pl.col("inHours").fill_null(False))
-        .select("contactId", "day")
-    )
-    return pl.concat([outside, active]).unique()
+    return pl.concat([outside, under_dni.filter(all_day).select(OPEN, "day"), in_hours])
 
 
 __all__ = ["HORIZON_DAYS", "PERMANENT", "day_facts", "next_eligible"]
