@@ -2,7 +2,7 @@
 
 `screen` answers `canInteract` and every blocking reason for each matched contact, as vectorised
 Polars over the whole batch: per-borrower facts (zones, counts, DNIs, consents) are computed once
-and joined to the contacts. Local times are computed once per time zone (there are a few hundred at
+per borrower, then gathered to each contact by its borrower's number. Local times are computed once per time zone (there are a few hundred at
 most), never per row. Only facts known at the instant count, so a backfill a year later gives the
 same answer as a run on the day.
 
@@ -542,7 +542,7 @@ def _keyed(frame: pl.LazyFrame, keys: pl.DataFrame) -> pl.LazyFrame:
     `personId` the screen's key.
 
     Borrower keys are row numbers, so each row's screen key is read from a table indexed by its
-    borrower key (a gather; a join on the key took 0.28 s for 3.6M contacts, this 0.1 s).
+    borrower key (a gather: 0.15 s for 3.6M contacts, where a join on the key took 0.28 s).
     """
     top = int(keys.get_column(BORROWER_KEY).max() or 0)  # type: ignore[arg-type]
     table = pl.Series(KEY, [], dtype=pl.UInt32()).extend_constant(None, top + 1)
@@ -577,8 +577,8 @@ def _spread(facts: pl.DataFrame, n: int) -> pl.DataFrame:
 def keyed_tables(tables: SourceTables, keys: pl.DataFrame) -> SourceTables:
     """The screened borrowers' rows of every table, their `personId` replaced by the integer key
     (borrowers keep `id` and gain `personId`). `keys`: personId, BORROWER_KEY and KEY of each
-    screened borrower, in key order; borrowers and contacts are joined on their borrower key, the
-    other tables (which validation does not key) on personId."""
+    screened borrower, in key order; borrowers and contacts are keyed by their borrower key, the
+    other tables (which validation does not key) by personId."""
     return replace(
         tables,
         borrowers=_keyed(tables.borrowers, keys),
@@ -639,7 +639,7 @@ def screen(
     )
     if contacts.height == 0:
         return pl.LazyFrame(schema=SCREENING_SCHEMA)
-    # Per-borrower facts are collected, grouped and joined on an integer key, not on personId.
+    # Per-borrower facts are collected, grouped and placed by an integer key, not by personId.
     contacts = realigned(contacts.with_columns(dense_key()))
     keys = _one_per_key(contacts.select("personId", BORROWER_KEY, KEY))
     keyed = keyed_tables(tables, keys)
