@@ -34,8 +34,8 @@ def project(contacts: pl.LazyFrame, borrowers: pl.LazyFrame, settings: list[Colu
         if keyed:
             rows = borrowers.select(BORROWER_KEY, *wanted).collect()
             if is_row_number(rows.get_column(BORROWER_KEY)):
-                # The key is the borrower's row: its fields are gathered, not joined (0.03 s for
-                # 1.1M exported contacts of 1M borrowers, against 0.1 s).
+                # The key is the borrower's row: its fields are gathered, not joined (projecting
+                # 1.1M exported contacts of 1M borrowers took 0.10 s so, 0.16 s by the join).
                 key = pl.col(BORROWER_KEY)
                 at = pl.when(key < rows.height).then(key)
                 return frame.with_columns(
