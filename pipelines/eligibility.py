@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from pipelines.chunks import aligned
 from pipelines.compliance import (
     HOURS_CHANNELS,
     NEVER_COUNTED,
@@ -165,7 +166,9 @@ def next_eligible(
         # Each date goes to its row by position (`OPEN` numbers the open rows): nothing is joined.
         rows = is_open.arg_true().gather(found.get_column(OPEN))
         dates.scatter(rows, found.get_column("nextEligibleDate"))
-    return screening.with_columns(dates)
+    # Cut like the screening rows: a column in one chunk beside them would make the next steps copy
+    # them into one chunk first (pipelines.chunks).
+    return screening.with_columns(aligned(dates, screening.get_column("contactId")))
 
 
 def _search(

@@ -267,12 +267,15 @@ def write_part(
     rows_file = folder / f"rows-{part.name}.arrow"
     screening_file = folder / f"screening-{part.name}.arrow"
     rejected_file = folder / f"rejected-{part.name}.arrow"
-    table = rows.with_columns(keys.alias(SORT_KEY)).to_arrow()
+    # In one chunk first: a frame read and filtered in many small chunks would otherwise give as
+    # many small batches, each a step of the merge and of the warehouse insert (at 4M borrowers
+    # the merge took 1.8 s so, against 1.2 s).
+    table = rows.with_columns(keys.alias(SORT_KEY)).rechunk().to_arrow()
     with ipc.new_file(str(rows_file), table.schema) as writer:
         writer.write_table(table, max_chunksize=BATCH_ROWS)
     if "nextEligibleDate" not in screening.columns:
         screening = screening.with_columns(nextEligibleDate=pl.lit(None, dtype=pl.Date))
-    screening.write_ipc(screening_file, compression="lz4")
+    screening.rechunk().write_ipc(screening_file, compression="lz4")
     rejected.write_ipc(rejected_file, compression="lz4")
     return rows_file, screening_file, rejected_file
 
