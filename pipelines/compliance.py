@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -121,7 +121,14 @@ def channel_expr(check: CheckCanInteractData | None) -> pl.Expr:
     """The exporter's channel, else the default for the contact type."""
     if check is not None and check.channel is not None:
         return pl.lit(check.channel, dtype=S)
-    return pl.col("contactType").replace_strict(DEFAULT_CHANNEL_FOR_TYPE, default=None, return_dtype=S)
+    # One comparison per contact type: a few constants compared cost less than a lookup per row.
+    kind = pl.col("contactType")
+    (first_type, first_channel), *others = DEFAULT_CHANNEL_FOR_TYPE.items()
+    chain: Any = pl.when(kind == first_type).then(pl.lit(first_channel, dtype=S))
+    for contact_type, channel in others:
+        chain = chain.when(kind == contact_type).then(pl.lit(channel, dtype=S))
+    channel_of_type: pl.Expr = chain.otherwise(pl.lit(None, dtype=S)).alias("channel")
+    return channel_of_type
 
 
 def unscreened(matched: pl.LazyFrame) -> pl.LazyFrame:

@@ -291,7 +291,8 @@ def nanp_key_index() -> tuple[pl.Series, pl.Series] | None:
     (90 kB, read in a few ms; building it takes 0.1 s). None when the metadata could not be analysed,
     or when a key is longer than `_INDEX_DIGITS` (then every number is looked up by its own value).
     """
-    keys = sorted(nanp_keys())
+    # The keys as the cached key table holds them: the metadata is analysed only to build it.
+    keys = sorted(set(_nanp_key_table().get_column("key").to_list()))
     if not keys or len(keys) >= 1 << 16 or max(len(k) for k in keys) - 1 > _INDEX_DIGITS:
         return None
     spans = [10 ** (_INDEX_DIGITS - (len(k) - 1)) for k in keys]
