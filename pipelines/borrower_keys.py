@@ -46,21 +46,39 @@ def lookup(people: pl.Series, ids: pl.DataFrame, key: str) -> pl.Series:
     null where none is.
 
     Sorted personIds on both sides (sources usually come sorted by them) are looked up by walking
-    both in order, an as-of join in which each personId meets the greatest id not above it, its own
-    if there is one: at 1M borrowers 0.14 s against 0.19 s by hashing for 3.6M contacts, 0.05 against
-    0.13 s for 1.2M consents. Otherwise by a hash join.
+    both in order (`_sorted_lookup`): at 1M borrowers 0.07 s against 0.19 s by hashing for 3.6M
+    contacts. Otherwise by a hash join.
     """
     known = ids.get_column("personId")
     if people.null_count() == 0 and known.null_count() == 0 and people.is_sorted() and known.is_sorted():
-        table = ids.select(pl.col("personId").set_sorted(), pl.col("personId").alias("_id"), key)
-        found = people.set_sorted().to_frame("personId").join_asof(table, on="personId", strategy="backward")
-        return found.select(
-            pl.when(pl.col("_id") == pl.col("personId")).then(pl.col(key)).alias(key)
-        ).to_series()
+        return _sorted_lookup(people, ids, key)
     return (
         people.to_frame("personId")
         .join(ids.select("personId", key), on="personId", how="left", maintain_order="left")
         .get_column(key)
+    )
+
+
+def _sorted_lookup(people: pl.Series, ids: pl.DataFrame, key: str) -> pl.Series:
+    """`lookup` for sorted personIds without nulls on both sides.
+
+    Each run of equal personIds is looked up once, by its first row: when the runs' personIds are
+    the ids themselves (every borrower has rows) the keys are the ids' own, else an as-of join of
+    the runs with the ids, in which each personId meets the greatest id not above it, its own if
+    there is one. The keys then go to every row of their run by a gather.
+    """
+    starts = people.ne_missing(people.shift(1))
+    heads = people.filter(starts)
+    run = starts.cast(pl.UInt32).cum_sum() - 1
+    known = ids.get_column("personId")
+    if heads.len() == known.len() and heads.equals(known, check_names=False):
+        return ids.get_column(key).gather(run)
+    table = ids.select(pl.col("personId").set_sorted(), pl.col("personId").alias("_id"), key)
+    found = heads.set_sorted().to_frame("personId").join_asof(table, on="personId", strategy="backward")
+    return (
+        found.select(pl.when(pl.col("_id") == pl.col("personId")).then(pl.col(key)).alias(key))
+        .to_series()
+        .gather(run)
     )
 
 

@@ -58,3 +58,13 @@ def test_tables_without_keys_are_keyed_alike() -> None:
         "BR-9": by_person["BR-9"],
         "BR-2": by_person["BR-2"],
     }
+
+
+def test_sorted_runs_take_their_key_whether_or_not_every_id_has_rows() -> None:
+    """Sorted personIds in runs: each run gets its id's key when the runs are the ids themselves
+    (every borrower has rows) and when some id has none."""
+    ids = pl.DataFrame({"personId": ["BR-1", "BR-2", "BR-3"], "k": [7, 8, 9]})
+    every = pl.Series("personId", ["BR-1", "BR-1", "BR-2", "BR-3", "BR-3", "BR-3"])
+    assert lookup(every, ids, "k").to_list() == [7, 7, 8, 9, 9, 9]
+    some = pl.Series("personId", ["BR-1", "BR-1", "BR-15", "BR-3", "BR-3"])
+    assert lookup(some, ids, "k").to_list() == [7, 7, None, 9, 9]
