@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from pipelines.borrower_keys import BORROWER_KEY, has_keys
 from pipelines.chunks import aligned
 from pipelines.compliance import (
     HOURS_CHANNELS,
@@ -182,11 +183,16 @@ def _search(
 ) -> pl.DataFrame:
     """OPEN, nextEligibleDate: the first passing date of each open row that has one (OPEN: the
     row's position in `open_rows`; the day-by-day work is keyed by it rather than by contact id)."""
-    all_contacts = contacts_at(tables.contacts, instant)
+    all_contacts, borrowers = contacts_at(tables.contacts, instant), tables.borrowers
     mine = contacts_at(matched, instant).join(
         open_rows.lazy().select(pl.col("contactId").alias("id")), on="id", how="semi"
     )
-    places = candidate_zones(mine, all_contacts, tables.borrowers).collect()
+    if all(has_keys(frame) for frame in (matched, all_contacts, borrowers)):
+        # Only these borrowers' rows, picked by their integer keys rather than by personId.
+        keys = mine.select(BORROWER_KEY).collect().get_column(BORROWER_KEY).unique().implode()
+        all_contacts = all_contacts.filter(pl.col(BORROWER_KEY).is_in(keys))
+        borrowers = borrowers.filter(pl.col(BORROWER_KEY).is_in(keys))
+    places = candidate_zones(mine, all_contacts, borrowers).collect()
     pending = open_rows.with_row_index(OPEN).join(
         places.select("contactId", "zones", "states"), on="contactId", how="left"
     )
