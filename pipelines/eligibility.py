@@ -184,8 +184,11 @@ def _search(
     """OPEN, nextEligibleDate: the first passing date of each open row that has one (OPEN: the
     row's position in `open_rows`; the day-by-day work is keyed by it rather than by contact id)."""
     all_contacts, borrowers = contacts_at(tables.contacts, instant), tables.borrowers
-    mine = contacts_at(matched, instant).join(
-        open_rows.lazy().select(pl.col("contactId").alias("id")), on="id", how="semi"
+    mine = (
+        contacts_at(matched, instant)
+        .join(open_rows.lazy().select(pl.col("contactId").alias("id")), on="id", how="semi")
+        .collect()
+        .lazy()
     )
     if all(has_keys(frame) for frame in (matched, all_contacts, borrowers)):
         # Only these borrowers' rows, picked by their integer keys rather than by personId.

@@ -25,9 +25,8 @@ followed by free digits. `_nanp_prefix_sets` enumerates those prefixes once, whi
 the shortest prefix that decides its answer (its `phone_key`, a few thousand distinct at most); the
 package is then asked once per key, about any number with that prefix. The keys cut the numbers
 into ranges, so a table indexed by a number's first seven digits gives its key in one gather
-(`nanp_key_index`). Any other number is asked
-about once per distinct value. tests/pipelines/test_timezones.py checks the keys against one
-lookup per number.
+(`nanp_key_index`). Any other number is asked about once per distinct value.
+tests/pipelines/test_timezones.py checks the keys against one lookup per number.
 """
 
 from __future__ import annotations
@@ -275,21 +274,20 @@ def _nanp_prefix_sets() -> tuple[frozenset[str], ...] | None:
 
 # The most leading national digits a key may have for the key index (10**7 entries of 2 bytes).
 _INDEX_DIGITS: Final = 7
-
-
 _INDEX_SCHEMA: Final = pl.Schema({"key": pl.UInt16()})
 
 
 @functools.cache
 def nanp_key_index() -> tuple[pl.Series, pl.Series] | None:
-    """(keys, by_start): every key of a +1 number (`nanp_keys()`, sorted) and, for each
+    """(keys, by_start): every key of a +1 number (the cached key table's, sorted) and, for each
     `_INDEX_DIGITS`-digit start of a national number (at its own position), the position of its key.
 
     The keys are prefix-free and, sorted, cover the starts from 0…0 to 9…9 range by range, so the
     table counts the ranges begun up to each start. A number's key is then one gather, not a string
     test per prefix length. The table (10M entries) is built once per package version and cached
-    (90 kB, read in a few ms; building it takes 0.1 s). None when the metadata could not be analysed,
-    or when a key is longer than `_INDEX_DIGITS` (then every number is looked up by its own value).
+    (90 kB, read in about 20 ms; building it takes 0.1 s). None when the metadata could not be
+    analysed (no keys), or when a key is longer than `_INDEX_DIGITS` (then every number is looked up
+    by its own value).
     """
     # The keys as the cached key table holds them: the metadata is analysed only to build it.
     keys = sorted(set(_nanp_key_table().get_column("key").to_list()))
