@@ -3,9 +3,9 @@
 Validation (pipelines.schemas) already looks up every contact's personId among the borrowers to
 reject the contacts of no borrower; that lookup (`lookup`) is now the one that gives each contact
 its borrower's key (`BORROWER_KEY`, the borrower's row number among the validated borrowers), for
-about the cost of the check it replaced. The screen and the projection then join borrowers and
-contacts on that integer rather than on the text personId (at 1M borrowers: 3.6M contacts and 1M
-borrowers).
+about the cost of the check it replaced. The screen and the projection then find a contact's
+borrower by that integer rather than by the text personId (at 1M borrowers: 3.6M contacts and 1M
+borrowers): since a key is a row number, by a gather from a column indexed by key (`by_key`).
 
 Tables that did not come through validation (explain, tests handing frames to `screen`) are keyed by
 `keyed`, which numbers every borrower id and personId it finds, so a contact whose borrower is
@@ -82,6 +82,23 @@ def _sorted_lookup(people: pl.Series, ids: pl.DataFrame, key: str) -> pl.Series:
     )
 
 
+def is_row_number(keys: pl.Series) -> bool:
+    """Whether `keys` is 0, 1, …, n - 1 in order (as `numbered` gives them)."""
+    if keys.len() == 0:
+        return True
+    if keys.null_count() or keys[0] != 0 or keys[-1] != keys.len() - 1:
+        return False
+    # From 0 to n - 1 in n values, every step at least 1: every step is exactly 1.
+    return keys.len() == 1 or bool(keys.diff().min() >= 1)  # type: ignore[operator]
+
+
+def by_key(values: pl.Series) -> pl.Expr:
+    """`values` (indexed by borrower key: the value of key k at row k) gathered by each row's
+    `BORROWER_KEY`; null where the key is null or past the end."""
+    key = pl.col(BORROWER_KEY)
+    return pl.lit(values).gather(pl.when(key < values.len()).then(key)).alias(values.name)
+
+
 def has_keys(frame: pl.LazyFrame) -> bool:
     return BORROWER_KEY in frame.collect_schema().names()
 
@@ -119,4 +136,13 @@ def keyed(matched: pl.LazyFrame, tables: SourceTables) -> tuple[pl.LazyFrame, So
     )
 
 
-__all__ = ["BORROWER_KEY", "has_keys", "keyed", "keyed_contacts", "lookup", "numbered"]
+__all__ = [
+    "BORROWER_KEY",
+    "by_key",
+    "has_keys",
+    "is_row_number",
+    "keyed",
+    "keyed_contacts",
+    "lookup",
+    "numbered",
+]

@@ -1,4 +1,4 @@
-"""Chunk layout of frames built column by column.
+"""Chunk layout of frames built column by column, and columns built by placing values by position.
 
 A Polars frame whose columns are cut into chunks alike stays as it is through eager selects, drops
 and hstacks. One column chunked otherwise (a rank, a join's or a gather's output: one chunk, beside
@@ -39,4 +39,11 @@ def realigned(frame: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame([aligned(column, like) for column in frame.get_columns()])
 
 
-__all__ = ["aligned", "realigned"]
+def placed(values: pl.Series, at: pl.Series, length: int) -> pl.Series:
+    """A column of `length` rows holding `values[i]` at row `at[i]` and null elsewhere (one scatter,
+    no join): how a few rows' results go back to their rows among many."""
+    column = pl.Series(values.name, [], dtype=values.dtype).extend_constant(None, length)
+    return column.scatter(at, values)
+
+
+__all__ = ["aligned", "placed", "realigned"]

@@ -18,14 +18,14 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Final
+from typing import Final
 from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from pipelines import borrower_keys
-from pipelines.borrower_keys import BORROWER_KEY, lookup
-from pipelines.chunks import aligned, realigned
+from pipelines.borrower_keys import BORROWER_KEY, by_key, lookup
+from pipelines.chunks import aligned, placed, realigned
 from pipelines.columns import sorted_by
 from pipelines.config import CheckCanInteractData, Company, Policy
 from pipelines.errors import ErrorItem, SourceDataError
@@ -123,12 +123,10 @@ def channel_expr(check: CheckCanInteractData | None) -> pl.Expr:
         return pl.lit(check.channel, dtype=S)
     # One comparison per contact type: a few constants compared cost less than a lookup per row.
     kind = pl.col("contactType")
-    (first_type, first_channel), *others = DEFAULT_CHANNEL_FOR_TYPE.items()
-    chain: Any = pl.when(kind == first_type).then(pl.lit(first_channel, dtype=S))
-    for contact_type, channel in others:
-        chain = chain.when(kind == contact_type).then(pl.lit(channel, dtype=S))
-    channel_of_type: pl.Expr = chain.otherwise(pl.lit(None, dtype=S)).alias("channel")
-    return channel_of_type
+    return pl.coalesce(
+        pl.when(kind == contact_type).then(pl.lit(channel, dtype=S))
+        for contact_type, channel in DEFAULT_CHANNEL_FOR_TYPE.items()
+    ).alias("channel")
 
 
 def unscreened(matched: pl.LazyFrame) -> pl.LazyFrame:
@@ -490,7 +488,7 @@ def _contact_outside(outside: dict[str, bool], key_outside: dict[str, bool]) -> 
     number = _lookup(pl.col("_otherNumber"), {k[1:]: v for k, v in key_outside.items() if k.startswith("V")})
     index = nanp_key_index()
     if index is not None:  # +1 numbers: by the position of their key, a gather
-        by_position = pl.Series([key_outside.get(k) for k in index[0].to_list()], dtype=pl.Boolean())
+        by_position = pl.Series([key_outside.get(k) for k in index.keys.to_list()], dtype=pl.Boolean())
         number = pl.coalesce(pl.lit(by_position).gather(pl.col("_nanpKey")), number)
     return {"zoneOutside": _lookup(pl.col("timezone"), outside), "numberOutside": number}
 
@@ -499,7 +497,7 @@ def _phone_keys(contacts: pl.DataFrame) -> list[str]:
     """The distinct `phone_key`s of the contacts' numbers (from `_nanpKey` and `_otherNumber`)."""
     index = nanp_key_index()
     positions = contacts.get_column("_nanpKey").drop_nulls().unique()
-    nanp: list[str] = [] if index is None else index[0].gather(positions).to_list()
+    nanp: list[str] = [] if index is None else index.keys.gather(positions).to_list()
     others = contacts.get_column("_otherNumber").drop_nulls().unique()
     return [*nanp, *("V" + v for v in others.to_list())]
 
@@ -551,12 +549,11 @@ def _keyed(frame: pl.LazyFrame, keys: pl.DataFrame) -> pl.LazyFrame:
     Borrower keys are row numbers, so each row's screen key is read from a table indexed by its
     borrower key (a gather: 0.15 s for 3.6M contacts, where a join on the key took 0.28 s).
     """
-    top = int(keys.get_column(BORROWER_KEY).max() or 0)  # type: ignore[arg-type]
-    table = pl.Series(KEY, [], dtype=pl.UInt32()).extend_constant(None, top + 1)
-    table.scatter(keys.get_column(BORROWER_KEY), keys.get_column(KEY))
-    borrower = pl.col(BORROWER_KEY)
+    borrower = keys.get_column(BORROWER_KEY)
+    top = int(borrower.max() or 0)  # type: ignore[arg-type]
+    screen_key = placed(keys.get_column(KEY), borrower, top + 1)
     return (
-        frame.with_columns(pl.lit(table).gather(pl.when(borrower <= top).then(borrower)).alias("personId"))
+        frame.with_columns(by_key(screen_key).alias("personId"))
         .filter(pl.col("personId").is_not_null())
         .drop(BORROWER_KEY)
     )
@@ -574,11 +571,7 @@ def _spread(facts: pl.DataFrame, n: int) -> pl.DataFrame:
     """The columns of `facts` (one row per borrower key 1 … n, in any order; `personId` the key)
     over n rows in key order, each row at its key - 1; null for a key without a row."""
     at = facts.get_column("personId").cast(pl.Int64) - 1
-    spread = []
-    for column in facts.drop("personId").iter_columns():
-        full = pl.Series(column.name, [], dtype=column.dtype).extend_constant(None, n)
-        spread.append(full.scatter(at, column))
-    return pl.DataFrame(spread, height=n)
+    return pl.DataFrame([placed(column, at, n) for column in facts.drop("personId").iter_columns()], height=n)
 
 
 def keyed_tables(tables: SourceTables, keys: pl.DataFrame) -> SourceTables:

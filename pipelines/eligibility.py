@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from pipelines.borrower_keys import BORROWER_KEY, has_keys
-from pipelines.chunks import aligned
+from pipelines.chunks import aligned, placed
 from pipelines.compliance import (
     HOURS_CHANNELS,
     NEVER_COUNTED,
@@ -56,6 +56,7 @@ PERMANENT: Final = (
 BLOCKS: Final = ((0, 7), (7, 62), (62, HORIZON_DAYS))  # day offsets from T0 tried together
 DAY: Final = pl.Date()
 OPEN: Final = "_open"  # an open row's position among them, the key of the day-by-day search
+FOUND: Final = pl.Schema({OPEN: pl.UInt32(), "nextEligibleDate": DAY})  # what `_search` gives
 
 
 def day_facts(company: Company, first: date, days: int, zones: list[str]) -> pl.DataFrame:
@@ -161,12 +162,12 @@ def next_eligible(
     permanent = pl.col("reasons").list.eval(pl.element().is_in(PERMANENT)).list.any()
     is_open = screening.select(~pl.col("canInteract") & ~permanent).to_series()
     open_rows = screening.select("contactId", "personId", "channel").filter(is_open)
-    dates = pl.Series("nextEligibleDate", [], dtype=DAY).extend_constant(None, screening.height)
+    found = pl.DataFrame(schema=FOUND)
     if open_rows.height:
         found = _search(open_rows, matched, tables, company, check, as_of, instant)
-        # Each date goes to its row by position (`OPEN` numbers the open rows): nothing is joined.
-        rows = is_open.arg_true().gather(found.get_column(OPEN))
-        dates.scatter(rows, found.get_column("nextEligibleDate"))
+    # Each date goes to its row by position (`OPEN` numbers the open rows): nothing is joined.
+    rows = is_open.arg_true().gather(found.get_column(OPEN))
+    dates = placed(found.get_column("nextEligibleDate"), rows, screening.height)
     # Cut like the screening rows: a column in one chunk beside them would make the next steps copy
     # them into one chunk first (pipelines.chunks).
     return screening.with_columns(aligned(dates, screening.get_column("contactId")))
@@ -263,7 +264,7 @@ def _search(
         found.append(first_pass)
         todo = todo.join(first_pass, on=OPEN, how="anti")
     if not found:
-        return pl.DataFrame(schema={OPEN: pl.UInt32(), "nextEligibleDate": DAY})
+        return pl.DataFrame(schema=FOUND)
     return pl.concat(found)
 
 

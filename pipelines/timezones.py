@@ -40,7 +40,7 @@ import os
 from collections.abc import Callable, Iterable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import phonenumbers
 import polars as pl
@@ -277,8 +277,13 @@ _INDEX_DIGITS: Final = 7
 _INDEX_SCHEMA: Final = pl.Schema({"key": pl.UInt16()})
 
 
+class KeyIndex(NamedTuple):
+    keys: pl.Series  # every +1 key, sorted
+    by_start: pl.Series  # for each 7-digit start of a national number, its key's position in `keys`
+
+
 @functools.cache
-def nanp_key_index() -> tuple[pl.Series, pl.Series] | None:
+def nanp_key_index() -> KeyIndex | None:
     """(keys, by_start): every key of a +1 number (the cached key table's, sorted) and, for each
     `_INDEX_DIGITS`-digit start of a national number (at its own position), the position of its key.
 
@@ -306,7 +311,7 @@ def nanp_key_index() -> tuple[pl.Series, pl.Series] | None:
     by_start = _cached("phone-key-index", _INDEX_SCHEMA, build).to_series().rechunk()
     if by_start.len() != 10**_INDEX_DIGITS or by_start.max() != len(keys) - 1:
         by_start = build().cast(_INDEX_SCHEMA).to_series()
-    return pl.Series("keys", keys, dtype=S), by_start
+    return KeyIndex(pl.Series("keys", keys, dtype=S), by_start)
 
 
 def nanp_key_position(value: pl.Expr) -> pl.Expr:
@@ -316,7 +321,7 @@ def nanp_key_position(value: pl.Expr) -> pl.Expr:
     if index is None:
         return pl.lit(None, dtype=pl.UInt16())
     start = value.str.slice(2, _INDEX_DIGITS).str.to_integer(strict=False)
-    return pl.lit(index[1]).gather(pl.when(value.str.contains(NANP_PATTERN)).then(start))
+    return pl.lit(index.by_start).gather(pl.when(value.str.contains(NANP_PATTERN)).then(start))
 
 
 def phone_key(value: pl.Expr) -> pl.Expr:
@@ -326,7 +331,7 @@ def phone_key(value: pl.Expr) -> pl.Expr:
     raw = pl.lit("V") + value
     if index is None:
         return raw
-    return pl.coalesce(pl.lit(index[0]).gather(nanp_key_position(value)), raw)
+    return pl.coalesce(pl.lit(index.keys).gather(nanp_key_position(value)), raw)
 
 
 def zones_for_number(value: str) -> list[str]:
@@ -546,6 +551,7 @@ def candidate_zones(
 
 
 __all__ = [
+    "KeyIndex",
     "NANP_PATTERN",
     "ZIP5_PATTERN",
     "address_places",

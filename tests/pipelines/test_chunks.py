@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 from polars.testing import assert_frame_equal, assert_series_equal
 
-from pipelines.chunks import aligned, realigned
+from pipelines.chunks import aligned, placed, realigned
 
 
 def chunked(values: list[int], sizes: list[int], name: str = "a") -> pl.Series:
@@ -55,3 +55,12 @@ def test_added_columns_are_cut_like_the_frame() -> None:
     assert lengths(out.get_column("k")) == [2, 4]
     assert out.get_column("k").to_list() == [5, 4, 3, 2, 1, 0]
     assert out.columns == ["a", "k"]
+
+
+def test_placed_puts_each_value_at_its_row_and_null_elsewhere() -> None:
+    values = pl.Series("d", [True, False, None], dtype=pl.Boolean)
+    column = placed(values, pl.Series([4, 0, 2], dtype=pl.UInt32), 6)
+    assert column.name == "d"
+    assert column.dtype == pl.Boolean
+    assert column.to_list() == [False, None, None, None, True, None]
+    assert placed(values.head(0), pl.Series([], dtype=pl.UInt32), 3).to_list() == [None, None, None]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipelines.borrower_keys import BORROWER_KEY, keyed_contacts, numbered
-from pipelines.columns import is_row_number, project
+from pipelines.borrower_keys import BORROWER_KEY, is_row_number, keyed_contacts, numbered
+from pipelines.columns import project
 from pipelines.config import ColumnSetting
 
 SETTINGS = [
