@@ -94,7 +94,7 @@ def _writer(frame: pl.DataFrame, settings: FileSettings) -> Callable[[Path], Non
 
         return write_parquet
 
-    guarded = neutralise_formulas(frame) if settings.csvInjectionGuard else frame
+    guarded = spreadsheet_safe(frame, settings)
 
     def write_csv(tmp: Path) -> None:
         guarded.write_csv(
@@ -107,6 +107,11 @@ def _writer(frame: pl.DataFrame, settings: FileSettings) -> Callable[[Path], Non
         )
 
     return write_csv
+
+
+def spreadsheet_safe(frame: pl.DataFrame, settings: FileSettings) -> pl.DataFrame:
+    """The cells a CSV file gets: formulas neutralised unless the exporter turned the guard off."""
+    return neutralise_formulas(frame) if settings.csvInjectionGuard else frame
 
 
 def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
@@ -174,7 +179,7 @@ def write_batches(
     """Write the export file from batches in order (each batch held in memory alone), atomically.
 
     CSV: the batches' text one after the other (the header once), byte for byte what one frame
-    gives. Parquet: one row group per batch, so the same batches give the same bytes. `empty`
+    gives, formulas neutralised the same way (the guard is cell by cell). Parquet: one row group per batch, so the same batches give the same bytes. `empty`
     (the frame's schema, no rows) is what is written when there are no batches. Returns the rows.
     """
     rows = 0
@@ -201,7 +206,7 @@ def write_batches(
         with tmp.open("wb") as fh:
             first = True
             for batch in batches:
-                batch.write_csv(
+                spreadsheet_safe(batch, settings).write_csv(
                     fh,
                     separator=settings.delimiter,
                     include_header=settings.header and first,

@@ -23,6 +23,7 @@ from pipelines import files, job
 from pipelines.config import ExporterBody, FileSettings, Home, is_formula_like, parse
 from pipelines.errors import ConflictError, InvalidInputError, TerminalError
 from pipelines.store import ExporterStore
+from tests import frontdoor
 from tests.worlds import SEED_REQUEST, make_home
 
 AS_OF = date(2026, 12, 1)
@@ -163,6 +164,56 @@ def test_the_guard_can_be_turned_off_and_parquet_is_untouched(tmp_path: Path) ->
         as_of_instant=datetime(2026, 12, 1, 17, tzinfo=UTC),
     )
     assert pl.read_parquet(parquet.path)["value"].to_list() == HOSTILE
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_batches_get_the_same_cells_as_one_frame(tmp_path: Path, guard: bool) -> None:
+    """A partitioned run writes its file batch by batch: the guard applies to every batch."""
+    cells = HOSTILE + SAFE
+    frame = pl.DataFrame({"value": cells, "n": [str(i) for i in range(len(cells))]})
+    whole = write_csv(tmp_path, frame, csvInjectionGuard=guard)
+    target = tmp_path / "batches.csv"
+    batches = [frame.slice(i, 3) for i in range(0, frame.height, 3)]
+    rows = files.write_batches(batches, frame.clear(), target, FileSettings(csvInjectionGuard=guard))
+    assert rows == frame.height
+    assert target.read_bytes().decode("utf-8") == whole
+    assert ("'@SUM(1+1)" in whole) is guard
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_a_run_neutralises_formula_cells_from_the_source(tmp_path: Path, partitions: int) -> None:
+    """Front door: hostile address lines in a source file, through reading, validation, a
+    partitioned run (as the CLI, the API and the flow run it) and a one-piece build."""
+    home = frontdoor.make_home(tmp_path / "home")
+    exporter = frontdoor.add_exporter(
+        home,
+        {
+            "contactMatchingCriteria": {"contactType": ["address"]},
+            "columnSettings": [{"field": "id"}, {"field": "value", "outputName": "line"}],
+            "name": "mail",
+        },
+    )
+    cells = HOSTILE + SAFE
+    borrowers = [frontdoor.borrower(f"B{i}") for i in range(len(cells))]
+    contacts = [
+        frontdoor.address(f"C{i:02d}", "10001", "NY", pid=f"B{i}", value=v) for i, v in enumerate(cells)
+    ]
+    # Parquet: a CSV source with a bare CR inside a quoted cell is refused as unreadable.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name, header in frontdoor.HEADERS.items():
+        rows = {"borrowers": borrowers, "contacts": contacts}.get(name, [])
+        table = {c: [None if r.get(c) is None else str(r[c]) for r in rows] for c in header}
+        pl.DataFrame(table, schema=dict.fromkeys(header, pl.String)).write_parquet(source / f"{name}.parquet")
+    plan = job.plan_run(home, exporter, AS_OF, source=source)
+
+    summary = job.run_export(plan, deliver_enabled=False, partitions=partitions)
+
+    written = Path(summary["file"]).read_bytes().decode("utf-8")
+    expected = ["'" + v for v in HOSTILE] + [v if v.strip() else "" for v in SAFE]
+    assert [row[1] for row in read_cells(written)] == ["line", *expected]
+    one_piece = job.build(plan, job.new_run_id())
+    assert one_piece.file.path.read_bytes().decode("utf-8") == written
 
 
 @pytest.mark.parametrize("name", ["=HYPERLINK(1)", "@SUM(1+1)", "-x", "+cmd"])
