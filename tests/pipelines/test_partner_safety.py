@@ -198,7 +198,7 @@ def test_a_run_neutralises_formula_cells_from_the_source(tmp_path: Path, partiti
     contacts = [
         frontdoor.address(f"C{i:02d}", "10001", "NY", pid=f"B{i}", value=v) for i, v in enumerate(cells)
     ]
-    # Parquet: a CSV source with a bare CR inside a quoted cell is refused as unreadable.
+    # Parquet: the CSV helper ends lines with "\n" and so leaves a cell's CR unquoted (an unreadable file).
     source = tmp_path / "source"
     source.mkdir()
     for name, header in frontdoor.HEADERS.items():
