@@ -58,6 +58,7 @@ from pipelines.errors import (
 )
 from pipelines.files import atomic_write
 from pipelines.progress import ByteProgress as Progress
+from pipelines.warehouse import DELIVERIES_DDL
 
 logger = logging.getLogger(__name__)
 # Progress is called as progress(bytes_sent, total_bytes) while the data file uploads.
@@ -76,20 +77,6 @@ _TEMP_SUFFIX = r"[0-9a-f]{12}"
 # What a network or SFTP failure can raise; anything else (a bug, a callback's error) propagates as is.
 _IO_ERRORS = (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError)
 _CHECK_PREFIX = ".contact-exporter-check"
-
-DELIVERIES_DDL = """
-CREATE TABLE IF NOT EXISTS deliveries (
-    exporterId VARCHAR NOT NULL,
-    asOfDate DATE NOT NULL,
-    sha256 VARCHAR NOT NULL,
-    fileName VARCHAR NOT NULL,
-    remotePath VARCHAR NOT NULL,
-    host VARCHAR NOT NULL,
-    deliveredAt TIMESTAMPTZ NOT NULL,
-    bytes BIGINT NOT NULL,
-    runId VARCHAR
-)
-"""
 
 
 @dataclass(frozen=True)

@@ -290,7 +290,9 @@ def decide(
 
     # Fail closed per borrower; the share of borrowers blocked that way is checked over the whole
     # run (`check_rejected_share`), since a partition sees only its own borrowers.
-    blocked_borrowers, matched_borrowers = rejection.blocked_share(matched.get_column("personId"), owned)
+    blocked_borrowers, matched_borrowers = rejection.blocked_share(
+        matched.get_column("personId"), owned, matched.get_column(BORROWER_KEY)
+    )
     check = exporter.checkCanInteractData
     if check is not None:
         progress(f"screening at {files.iso_utc(plan.as_of_instant)} (noon {company.timezone})")

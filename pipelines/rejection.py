@@ -34,14 +34,23 @@ def blocked_expr(owned: pl.DataFrame | None, person: str = "personId") -> pl.Exp
     return pl.col(person).is_in(ids.unique().implode()).fill_null(True)
 
 
-def blocked_share(persons: pl.Series, owned: pl.DataFrame | None) -> tuple[int, int]:
-    """(blocked, matched): how many of the matched borrowers `persons` have a rejected row."""
+def blocked_share(
+    persons: pl.Series, owned: pl.DataFrame | None, keys: pl.Series | None = None
+) -> tuple[int, int]:
+    """(blocked, matched): how many of the matched borrowers `persons` have a rejected row.
+
+    `keys`, when given, are the persons' borrower keys (one integer per borrower, as validation
+    gives them): the matched borrowers are then counted by key (2.7M contacts: 0.004 s against 0.12 s).
+    """
     persons = persons.drop_nulls()
     if persons.len() == 0:
         return 0, 0
-    # The number of distinct borrowers as the top dense rank: a sort of the ids took a third of the
-    # time of hashing them into a set (2.7M contacts: 0.09 s against 0.3 s).
-    matched = int(persons.rank("dense").max())  # type: ignore[arg-type]
+    if keys is not None and keys.len() == persons.len() and keys.null_count() == 0:
+        matched = keys.n_unique()
+    else:
+        # The top dense rank: a sort of the ids took a third of the time of hashing them into a
+        # set (2.7M contacts: 0.09 s against 0.3 s).
+        matched = int(persons.rank("dense").max())  # type: ignore[arg-type]
     if owned is None or owned.height == 0:
         return 0, matched
     hit = persons.to_frame("personId").filter(blocked_expr(owned)).get_column("personId")

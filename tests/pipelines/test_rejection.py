@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines import rejection
 from pipelines.errors import SourceDataError
@@ -29,6 +31,22 @@ def test_share_counts_matched_borrowers_with_a_rejected_row() -> None:
     assert rejection.blocked_share(persons, None) == (0, 4)
     # a row that names no borrower could be anyone's
     assert rejection.blocked_share(persons, owned(None)) == (4, 4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from(["B1", "B2", "B3", "B10", "B11"]), max_size=12),
+    st.lists(st.sampled_from(["B1", "B3", "B9", None]), max_size=3),
+)
+def test_counting_by_borrower_key_gives_the_same_share(
+    persons: list[str], rejected: list[str | None]
+) -> None:
+    ids = pl.Series(persons, dtype=pl.String)
+    keys = ids.replace_strict({p: k for k, p in enumerate(sorted(set(persons)))}, return_dtype=pl.UInt32)
+    rows = owned(*rejected)
+    assert rejection.blocked_share(ids, rows, keys) == rejection.blocked_share(ids, rows)
+    # keys that cannot stand for the ids (a null, another length) are not used
+    assert rejection.blocked_share(ids, rows, keys.head(1)) == rejection.blocked_share(ids, rows)
 
 
 def test_run_fails_only_above_the_share() -> None:
