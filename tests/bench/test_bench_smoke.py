@@ -40,11 +40,16 @@ def test_harness_writes_a_complete_report(tmp_path: Path, capsys: pytest.Capture
     assert size["defaultRun"]["partitions"] >= 1
     assert set(size["stages"]) >= {"read", "validate", "match", "screen", "project", "write", "warehouse"}
     assert report["reference"]["contacts"] == 100
+    # the like-for-like figure is the screen stage's share of the same ratio
+    assert size["referenceOverScreenPerContact"] == pytest.approx(
+        size["referenceOverPipelinePerContact"] * size["pipelineSeconds"] / size["stages"]["screen"]
+    )
     assert report["lookupCacheBuildSeconds"] > 0
     assert not list((tmp_path / "cache").glob("lookups-*")), "the lookup cache of the run is removed"
     out = capsys.readouterr().out
     assert "pipe/floor" in out
     assert "targets:" in out
+    assert "the screen stage alone" in out
 
 
 def test_a_workers_peak_memory_is_its_own() -> None:
