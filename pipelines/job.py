@@ -13,6 +13,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -356,20 +357,21 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
     decided = decide(plan, progress)
     check_rejected_share(plan, decided.blocked_borrowers, decided.matched_borrowers, lambda: decided.rejected)
     timings = decided.timings
-    t = time.perf_counter()
     exporter, out, screening, rejected = plan.exporter, decided.out, decided.screening, decided.rejected
-    written = files.write_export(
-        out, export_target(plan), exporter.fileSettings, **manifest_fields(plan, run_id)
-    )
-    t = _timed(timings, "write", t)
-
     staging = own_staging(plan, run_id)
-    # Read back once by `record`: Arrow IPC, since Parquet's writer slows down more than linearly
-    # (0.9 s for 2.7M screening rows, 8.2 s for 10.9M; IPC 0.3 s and 1.1 s).
-    screening.write_ipc(staging / "screening.arrow", compression="lz4")
-    rejected.write_ipc(staging / "rejected.arrow", compression="lz4")
-    by_reason = reason_counts(screening)
-    _timed(timings, "stage", t)
+    # The file and the staged rows do not depend on each other: they are written side by side (the
+    # writers release the GIL; at 1M borrowers 0.59 s one after the other, about 0.4 s so). "write"
+    # is the file's time, "stage" the time the staging took beyond it. The thread is waited for
+    # before a failure drops the staging.
+    with staging_dropped_on_failure(plan, run_id), ThreadPoolExecutor(max_workers=1) as side:
+        t = time.perf_counter()
+        staged = side.submit(_stage, staging, screening, rejected)
+        written = files.write_export(
+            out, export_target(plan), exporter.fileSettings, **manifest_fields(plan, run_id)
+        )
+        t = _timed(timings, "write", t)
+        by_reason = staged.result()
+        _timed(timings, "stage", t)
     crash_point("staged")
     progress(f"wrote {written.rows} rows to {written.path}")
     return Built(
@@ -385,6 +387,15 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
         started_at=started_at,
         timings=timings,
     )
+
+
+def _stage(staging: Path, screening: pl.DataFrame, rejected: pl.DataFrame) -> dict[str, int]:
+    """Stage a one-piece build's rows for `record`; the counts by reason."""
+    # Read back once by `record`: Arrow IPC, since Parquet's writer slows down more than linearly
+    # (0.9 s for 2.7M screening rows, 8.2 s for 10.9M; IPC 0.3 s and 1.1 s).
+    screening.write_ipc(staging / "screening.arrow", compression="lz4")
+    rejected.write_ipc(staging / "rejected.arrow", compression="lz4")
+    return reason_counts(screening)
 
 
 STAGING_OWNER = "owner.json"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -139,6 +141,67 @@ def test_crash_before_warehouse_commit_leaves_complete_file_and_failed_run(
     again = run(home, "CE-VOICECOL")
     assert Path(str(again["file"])).read_bytes() == Path(str(good["file"])).read_bytes()
     assert query(home.warehouse, "SELECT status FROM export_runs") == [("succeeded",)]
+
+
+class Slow:
+    """A writer still busy when the other side fails; says when it has finished its work."""
+
+    def __init__(self, real: Callable[..., object], seconds: float = 0.3) -> None:
+        self.real, self.seconds, self.finished = real, seconds, False
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        time.sleep(self.seconds)
+        try:
+            return self.real(*args, **kwargs)
+        finally:
+            self.finished = True
+
+
+def no_space(*_: object, **__: object) -> None:
+    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("failing", ["file", "staging"])
+def test_a_failed_side_of_the_side_by_side_writes_leaves_no_staging(
+    home: Home, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """The file and the staged rows are written side by side: whichever fails, the other is waited
+    for before the error comes out, and then the staging is dropped."""
+    plan = job.plan_run(home, "CE-VOICECOL", AS_OF)
+    if failing == "file":
+        other = Slow(pl.DataFrame.write_ipc)
+        monkeypatch.setattr(pl.DataFrame, "write_ipc", other)
+        monkeypatch.setattr(job.files, "write_export", no_space)
+    else:
+        other = Slow(job.files.write_export)
+        monkeypatch.setattr(job.files, "write_export", other)
+        monkeypatch.setattr(job, "reason_counts", no_space)
+    with pytest.raises(OSError, match="No space"):
+        job.build(plan, "RUN-SIDE")
+    assert other.finished, "the error came out while the other side was still writing"
+    assert not job.staging_dir(plan, "RUN-SIDE").exists()
+
+
+@pytest.mark.parametrize("failing", ["rows", "screening"])
+def test_a_failed_part_write_leaves_no_staging(
+    home: Home, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """A partition writes its rows and its screening rows side by side: the same, per part."""
+    import pyarrow.ipc
+
+    plan = job.plan_run(home, "CE-VOICECOL", AS_OF)
+    if failing == "rows":
+        other = Slow(pl.DataFrame.write_ipc)
+        monkeypatch.setattr(pl.DataFrame, "write_ipc", other)
+        monkeypatch.setattr(pyarrow.ipc, "new_file", no_space)
+    else:
+        other = Slow(pyarrow.ipc.new_file)
+        monkeypatch.setattr(pyarrow.ipc, "new_file", other)
+        monkeypatch.setattr(pl.DataFrame, "write_ipc", no_space)
+    with pytest.raises(OSError, match="No space"):
+        job.build_partitioned(plan, "RUN-PARTS", 2)
+    assert other.finished, "the error came out while the other side was still writing"
+    assert not job.staging_dir(plan, "RUN-PARTS").exists()
 
 
 def test_invalid_interaction_blocks_its_borrower(home: Home) -> None:
