@@ -245,7 +245,13 @@ def _search(
         ]
     )
     todo = first.join(never, on=OPEN, how="anti").filter(pl.col("t0") <= last)
-    found = []
+    # A zone whose contact hours hold the company's noon on every day of the horizon never blocks;
+    # an open row with no other zone and no DNI covering it passes on its first possible date.
+    always = facts.group_by("zone").agg(pl.col("outside").not_().all().alias("always")).filter("always")
+    hours_pairs = hours_pairs.join(always, on="zone", how="anti")
+    constrained = pl.concat([hours_pairs.select(OPEN), covering.select(OPEN)])
+    found = [todo.join(constrained, on=OPEN, how="anti").select(OPEN, pl.col("t0").alias("nextEligibleDate"))]
+    todo = todo.join(constrained, on=OPEN, how="semi")
     for lo, hi in BLOCKS:
         if todo.height == 0:
             break
@@ -263,9 +269,7 @@ def _search(
         )
         found.append(first_pass)
         todo = todo.join(first_pass, on=OPEN, how="anti")
-    if not found:
-        return pl.DataFrame(schema=FOUND)
-    return pl.concat(found)
+    return pl.concat(found).cast(FOUND)
 
 
 def _blocked_days(
