@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow.ipc
 import pytest
 
 from pipelines import job, schemas, sources, warehouse
@@ -161,47 +162,39 @@ def no_space(*_: object, **__: object) -> None:
     raise OSError(28, "No space left on device")
 
 
-@pytest.mark.parametrize("failing", ["file", "staging"])
+@pytest.mark.parametrize(
+    ("partitions", "slow", "failing"),
+    [
+        (None, (pl.DataFrame, "write_ipc"), (job.files, "write_export")),
+        (None, (job.files, "write_export"), (job, "reason_counts")),
+        (2, (pl.DataFrame, "write_ipc"), (pyarrow.ipc, "new_file")),
+        (2, (pyarrow.ipc, "new_file"), (pl.DataFrame, "write_ipc")),
+    ],
+    ids=["file fails", "staging fails", "part rows fail", "part screening fails"],
+)
 def test_a_failed_side_of_the_side_by_side_writes_leaves_no_staging(
-    home: Home, monkeypatch: pytest.MonkeyPatch, failing: str
+    home: Home,
+    monkeypatch: pytest.MonkeyPatch,
+    partitions: int | None,
+    slow: tuple[object, str],
+    failing: tuple[object, str],
 ) -> None:
-    """The file and the staged rows are written side by side: whichever fails, the other is waited
-    for before the error comes out, and then the staging is dropped."""
+    """A one-piece build writes its file beside its staged rows, a partition its rows beside its
+    screening rows: whichever side fails, the other is waited for before the error comes out, and
+    then the staging is dropped."""
     plan = job.plan_run(home, "CE-VOICECOL", AS_OF)
-    if failing == "file":
-        other = Slow(pl.DataFrame.write_ipc)
-        monkeypatch.setattr(pl.DataFrame, "write_ipc", other)
-        monkeypatch.setattr(job.files, "write_export", no_space)
-    else:
-        other = Slow(job.files.write_export)
-        monkeypatch.setattr(job.files, "write_export", other)
-        monkeypatch.setattr(job, "reason_counts", no_space)
+    other = Slow(getattr(*slow))
+    monkeypatch.setattr(*slow, other)
+    monkeypatch.setattr(*failing, no_space)
+    build = (
+        (lambda: job.build(plan, "RUN-SIDE"))
+        if partitions is None
+        else (lambda: job.build_partitioned(plan, "RUN-SIDE", partitions))
+    )
     with pytest.raises(OSError, match="No space"):
-        job.build(plan, "RUN-SIDE")
+        build()
     assert other.finished, "the error came out while the other side was still writing"
     assert not job.staging_dir(plan, "RUN-SIDE").exists()
-
-
-@pytest.mark.parametrize("failing", ["rows", "screening"])
-def test_a_failed_part_write_leaves_no_staging(
-    home: Home, monkeypatch: pytest.MonkeyPatch, failing: str
-) -> None:
-    """A partition writes its rows and its screening rows side by side: the same, per part."""
-    import pyarrow.ipc
-
-    plan = job.plan_run(home, "CE-VOICECOL", AS_OF)
-    if failing == "rows":
-        other = Slow(pl.DataFrame.write_ipc)
-        monkeypatch.setattr(pl.DataFrame, "write_ipc", other)
-        monkeypatch.setattr(pyarrow.ipc, "new_file", no_space)
-    else:
-        other = Slow(pyarrow.ipc.new_file)
-        monkeypatch.setattr(pyarrow.ipc, "new_file", other)
-        monkeypatch.setattr(pl.DataFrame, "write_ipc", no_space)
-    with pytest.raises(OSError, match="No space"):
-        job.build_partitioned(plan, "RUN-PARTS", 2)
-    assert other.finished, "the error came out while the other side was still writing"
-    assert not job.staging_dir(plan, "RUN-PARTS").exists()
 
 
 def test_invalid_interaction_blocks_its_borrower(home: Home) -> None:
