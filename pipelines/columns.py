@@ -18,6 +18,14 @@ def sorted_by(frame: pl.DataFrame, column: str) -> pl.DataFrame:
     return frame.sort(column)
 
 
+def contact_columns(settings: list[ColumnSetting], available: list[str]) -> list[str]:
+    """The columns of `available` (a contacts frame's) that `project` reads: the contact's own
+    fields of `settings`, its id and what finds its borrower (personId, the borrower key)."""
+    fields = [s.field for s in settings if not s.field.startswith(BORROWER_PREFIX)]
+    wanted = {"id", "personId", BORROWER_KEY, *fields}
+    return [c for c in available if c in wanted]
+
+
 def project(contacts: pl.LazyFrame, borrowers: pl.LazyFrame, settings: list[ColumnSetting]) -> pl.LazyFrame:
     """Select `settings` fields (contacts columns or borrower.<column>) under their output names.
 

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from pipelines.borrower_keys import BORROWER_KEY, is_row_number, keyed_contacts, numbered
-from pipelines.columns import project
+from pipelines.columns import contact_columns, project
 from pipelines.config import ColumnSetting
 
 SETTINGS = [
@@ -82,3 +82,29 @@ def test_a_key_past_the_last_borrower_gets_no_fields() -> None:
     )
     out = project(contacts.lazy(), borrowers.lazy(), SETTINGS).collect()
     assert out.get_column("first").to_list() == ["Al", None]
+
+
+def test_the_projection_reads_only_the_contact_columns_it_names() -> None:
+    """`contact_columns` is what the run keeps of the exported contacts: projecting from those alone
+    gives what projecting from every column gives."""
+    borrowers = numbered(
+        pl.DataFrame({"id": ["B1", "B2"], "firstName": ["Al", "Bo"], "lastName": ["A", "B"]})
+    )
+    contacts = keyed_contacts(
+        pl.DataFrame(
+            {
+                "id": ["C1", "C2"],
+                "personId": ["B2", "B1"],
+                "label": ["home", "work"],
+                "value": ["a@x.io", "b@x.io"],
+                "state": ["MA", None],
+            }
+        ),
+        borrowers,
+    )
+    kept = contact_columns(SETTINGS, contacts.columns)
+    assert kept == ["id", "personId", "value", BORROWER_KEY]  # in the frame's order; no label, state
+    for frame in (contacts, contacts.drop(BORROWER_KEY)):
+        names = contact_columns(SETTINGS, frame.columns)
+        narrow = project(frame.select(names).lazy(), borrowers.lazy(), SETTINGS).collect()
+        assert narrow.equals(project(frame.lazy(), borrowers.lazy(), SETTINGS).collect())
