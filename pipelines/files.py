@@ -7,14 +7,19 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 import pyarrow.parquet as pq
 
 from pipelines.config import PLAIN_NUMBER, FileSettings, render_file_name
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,15 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
             digest.update(block)
             size += len(block)
     return digest.hexdigest(), size
+
+
+def side_by_side(here: Callable[[], T], beside: Callable[[], U]) -> tuple[T, U]:
+    """`here()` in this thread while `beside()` runs in another, for writers that release the GIL;
+    both results. Whichever raises, the other has finished before the error comes out, so a caller
+    that then drops what they wrote does not race a writer still at work."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        other = pool.submit(beside)
+        return here(), other.result()
 
 
 def atomic_write(target: Path, write: Callable[[Path], None], *, mode: int = 0o644) -> None:
@@ -179,8 +193,9 @@ def write_batches(
     """Write the export file from batches in order (each batch held in memory alone), atomically.
 
     CSV: the batches' text one after the other (the header once), byte for byte what one frame
-    gives, formulas neutralised the same way (the guard is cell by cell). Parquet: one row group per batch, so the same batches give the same bytes. `empty`
-    (the frame's schema, no rows) is what is written when there are no batches. Returns the rows.
+    gives, formulas neutralised the same way (the guard is cell by cell). Parquet: one row group per
+    batch, so the same batches give the same bytes. `empty` (the frame's schema, no rows) is what is
+    written when there are no batches. Returns the rows.
     """
     rows = 0
 
