@@ -43,11 +43,13 @@ from pipelines.tables import BORROWERS, TABLES
 SORT_KEY: Final = "__contactId"  # the contact id of each projected row in a part file
 BATCH_ROWS: Final = 65_536  # rows per part-file batch and per merged batch (one Parquet row group)
 # Peak memory of one partition per source row (all five tables), and the memory every run has
-# whatever its partitions (interpreter, libraries, lookup tables). Measured on generated data with
-# 1M borrowers (8.9M rows in all): N = 4 peaked at 1.24 GB and N = 8 at 0.78 GB, i.e. about
-# 330 MB + 3.6 GB / N, 410 bytes a row (README "Scaling out"). CSV files are sized by their bytes
-# (counting their rows means reading them): about 4 bytes of memory per byte of CSV text.
-PEAK_PER_ROW: Final = 420
+# whatever its partitions (interpreter, libraries, lookup tables). Measured on generated data
+# (8.9 rows a borrower), peak RSS of the run as `contact-exporter run` makes it, less 512 MiB, per row
+# of the partition: 1M borrowers N = 2 peaked at 1,562 MiB (247 bytes a row), N = 3 at 1,103 (209);
+# 4M borrowers N = 6 at 1,992 (262), N = 7 at 1,694 (243), N = 10 at 1,321 (238). 300 bytes keeps a
+# margin over the worst of them (README "Scaling out"). CSV files are sized by their bytes (counting
+# their rows means reading them): about 4 bytes of memory per byte of CSV text.
+PEAK_PER_ROW: Final = 300
 PEAK_PER_CSV_BYTE: Final = 4.0
 BASELINE_BYTES: Final = 512 << 20
 MAX_AUTO_PARTITIONS: Final = 256
