@@ -155,8 +155,9 @@ def sorted_borrower_ids(path: Path) -> pl.Series:
         )
         if "id" not in scan.collect_schema().names():
             return pl.Series("id", [], pl.String)
-        ids = scan.select(pl.col("id").cast(pl.String)).drop_nulls().unique().sort("id")
-        return ids.collect(engine="streaming").get_column("id")
+        return _distinct_sorted(
+            scan.select(pl.col("id").cast(pl.String)).drop_nulls().collect().get_column("id")
+        )
     if not path.is_file():
         return pl.Series("id", [], pl.String)
     with duck.connect(path, read_only=True) as con:
@@ -168,8 +169,18 @@ def sorted_borrower_ids(path: Path) -> pl.Series:
         ).fetchall()
         if not present[0][0]:
             return pl.Series("id", [], pl.String)
-        query = "SELECT DISTINCT CAST(id AS VARCHAR) AS id FROM borrowers WHERE id IS NOT NULL ORDER BY id"
-        return pl.DataFrame(con.sql(query).to_arrow_table()).get_column("id")
+        con.execute("SET arrow_output_version = '1.5'")
+        con.execute("SET produce_arrow_string_view = true")
+        ids = con.sql("SELECT CAST(id AS VARCHAR) AS id FROM borrowers WHERE id IS NOT NULL").pl()
+        return _distinct_sorted(ids.get_column("id"))
+
+
+def _distinct_sorted(ids: pl.Series) -> pl.Series:
+    """`ids` without repeats, sorted (byte order). Sources usually come sorted by borrower id: then
+    only neighbours are compared (1M ids 0.01 s, where DISTINCT … ORDER BY took 0.13-0.2 s)."""
+    if ids.is_sorted():
+        return ids.filter(ids.ne_missing(ids.shift(1))).alias("id")
+    return ids.unique().sort().alias("id")
 
 
 # ---------------------------------------------------------------- choosing N

@@ -12,6 +12,8 @@ from typing import Any
 import duckdb
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipelines import job, partitions, sources
 from pipelines.config import Home
@@ -113,6 +115,27 @@ def test_partitions_are_ranges_cut_at_the_quantiles_of_the_borrower_ids() -> Non
         )
         assert kept == [*expected.to_list(), None]
         assert part.reports_unowned == (part.index == 0)
+
+
+IDS = st.lists(st.one_of(st.none(), st.text(alphabet="AB-09é\u00ff", max_size=4)), max_size=30)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ids=IDS, presorted=st.booleans())
+def test_sorted_borrower_ids_are_the_distinct_ids_in_byte_order(
+    tmp_path_factory: pytest.TempPathFactory, ids: list[str | None], presorted: bool
+) -> None:
+    """Whatever the source's order (sorted sources take a faster path), DuckDB and Parquet alike."""
+    if presorted:
+        ids = sorted(i for i in ids if i is not None) + [None] * ids.count(None)
+    expected = sorted({i for i in ids if i is not None}, key=lambda i: i.encode())
+    folder = tmp_path_factory.mktemp("ids")
+    frame = pl.DataFrame({"id": ids}, schema={"id": pl.String})
+    frame.write_parquet(folder / "borrowers.parquet")
+    with duckdb.connect(str(folder / "source.duckdb")) as con:
+        con.execute("CREATE TABLE borrowers AS SELECT * FROM frame")
+    for source in (folder, folder / "source.duckdb"):
+        assert partitions.sorted_borrower_ids(source).to_list() == expected, source
 
 
 @pytest.mark.parametrize("exporter_id", ["CE-VOICECOL", "CE-EMAILSVC"])
