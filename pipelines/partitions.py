@@ -23,6 +23,7 @@ N = 1 reads the source as an unpartitioned run does (no filter).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,12 +48,20 @@ BATCH_ROWS: Final = 65_536  # rows per part-file batch and per merged batch (one
 # (8.9 rows a borrower), peak RSS of the run as `contact-exporter run` makes it, less 512 MiB, per row
 # of the partition: 1M borrowers N = 2 peaked at 1,562 MiB (247 bytes a row), N = 3 at 1,103 (209);
 # 4M borrowers N = 6 at 1,992 (262), N = 7 at 1,694 (243), N = 10 at 1,321 (238). 300 bytes keeps a
-# margin over the worst of them (README "Scaling out"). CSV files are sized by their bytes (counting
-# their rows means reading them): about 4 bytes of memory per byte of CSV text.
+# margin over the worst of them (README "Scaling out").
 PEAK_PER_ROW: Final = 300
-PEAK_PER_CSV_BYTE: Final = 4.0
+# CSV files are sized by their bytes (counting their rows means reading them). Every partition
+# reads each CSV file whole (strictly, see sources.read_csv_strict) and then keeps its rows, so it
+# holds the largest file whole for a while whatever N is. Measured on generated CSV: 1M borrowers
+# (919 MB, contacts.csv 407 MB) N = 2 peaked at 1,888 MiB, N = 3 at 1,763; 250k borrowers (230 MB,
+# contacts.csv 102 MB) N = 1 at 957, N = 2 at 805, N = 3 at 687: above 512 MiB, about 2.6 bytes per
+# byte of the largest file plus 0.86 per byte of the partition's share. With a margin:
+PEAK_PER_WHOLE_CSV_BYTE: Final = 3.0
+PEAK_PER_CSV_BYTE: Final = 1.0
 BASELINE_BYTES: Final = 512 << 20
 MAX_AUTO_PARTITIONS: Final = 256
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -229,15 +238,42 @@ def _source_rows(path: Path) -> int | None:
 def auto_partitions(path: Path, memory_budget: int) -> int:
     """N for `--partitions auto`: the run's expected memory over what the budget leaves per part.
 
-        N = ceil(expected / (budget - BASELINE_BYTES)), at least 1, at most MAX_AUTO_PARTITIONS
-        expected = source rows x PEAK_PER_ROW          (DuckDB file, Parquet folder)
-                 = CSV bytes x PEAK_PER_CSV_BYTE       (CSV folder)
+        N = ceil(expected / usable), at least 1, at most MAX_AUTO_PARTITIONS
+        usable = budget - BASELINE_BYTES                 (at least 64 MiB)
+        DuckDB file, Parquet folder:
+            expected = source rows x PEAK_PER_ROW
+        CSV folder (every partition holds its largest file whole for a while):
+            expected = CSV bytes x PEAK_PER_CSV_BYTE
+            usable   = usable - largest CSV file's bytes x PEAK_PER_WHOLE_CSV_BYTE
 
-    (a budget at or below the baseline counts as 64 MiB).
+    When the largest CSV file alone needs more than the budget leaves, no N keeps a partition within
+    it: a warning says so (Parquet partitions read only their rows), and N bounds the rest as if it
+    did not.
     """
     usable = max(memory_budget - BASELINE_BYTES, 64 << 20)
     rows = source_rows(path)
-    expected = rows * PEAK_PER_ROW if rows is not None else source_bytes(path) * PEAK_PER_CSV_BYTE
+    expected: float
+    if rows is not None:
+        expected = rows * PEAK_PER_ROW
+    else:
+        expected = source_bytes(path) * PEAK_PER_CSV_BYTE
+        files = [f for spec in TABLES for f in sources.table_files(path, spec) if f.suffix == ".csv"]
+        biggest = max(files, key=lambda f: f.stat().st_size, default=None)
+        largest = biggest.stat().st_size if biggest is not None else 0
+        whole = largest * PEAK_PER_WHOLE_CSV_BYTE
+        if whole < usable:
+            usable -= int(whole)
+        else:
+            log.warning(
+                "source %s: every partition reads each CSV file whole; the largest, %s (%d MB), "
+                "needs about %d MB, more than the memory budget leaves (%d MB), so a partition may "
+                "exceed the budget; from Parquet files a partition reads only its own rows",
+                path,
+                biggest.name if biggest is not None else "",
+                largest // 10**6,
+                int(whole) // 10**6,
+                usable // 10**6,
+            )
     return max(1, min(MAX_AUTO_PARTITIONS, math.ceil(expected / usable)))
 
 

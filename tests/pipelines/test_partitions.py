@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import zlib
 from dataclasses import replace
 from datetime import date
@@ -228,7 +229,7 @@ def test_merge_streams_sorted_parts_in_fixed_batches(tmp_path: Path) -> None:
 
 
 def test_auto_picks_n_from_the_source_size_and_the_budget(
-    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     rows = partitions.source_rows(home.warehouse)
     whole = sources.open_source(home.warehouse)
@@ -242,12 +243,23 @@ def test_auto_picks_n_from_the_source_size_and_the_budget(
     sources.write_source(whole, parquet, "parquet")
     assert partitions.source_rows(parquet) == rows
     assert partitions.auto_partitions(parquet, budget) == 4
+    # CSV: sized by bytes (sparse files: only their sizes matter here), and every partition holds
+    # the largest file whole: N = ceil(600 MiB x 1 / (1.5 GiB - 400 MiB x 3)) = ceil(600 / 336) = 2
     folder = tmp_path / "csv"
     folder.mkdir()
-    with (folder / "contacts.csv").open("wb") as fh:  # sparse: only its size matters here
-        fh.truncate(1 << 30)
+    for name, size in (("contacts.csv", 200 << 20), ("interactions.csv", 400 << 20)):
+        with (folder / name).open("wb") as fh:
+            fh.truncate(size)
     assert partitions.source_rows(folder) is None
-    assert partitions.auto_partitions(folder, 2 << 30) == 3  # 1 GiB x 4 over 1.5 GiB
+    assert partitions.auto_partitions(folder, 2 << 30) == 2
+    # A largest file that alone needs more than the budget leaves: no N bounds it; said, and the
+    # rest bounded as if it did not (1.2 GiB + 0.2 GiB over 1.5 GiB)
+    with (folder / "interactions.csv").open("wb") as fh:
+        fh.truncate(1200 << 20)
+    with caplog.at_level(logging.WARNING, logger="pipelines.partitions"):
+        assert partitions.auto_partitions(folder, 2 << 30) == 1
+    assert "reads each CSV file whole; the largest, interactions.csv (1258 MB)" in caplog.text
+    assert str(folder) in caplog.text
 
 
 def test_each_partition_holds_only_its_share_of_the_source(
