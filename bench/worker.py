@@ -58,8 +58,7 @@ def floor(home: Path, source: Path, out_dir: Path, rows: int, columns: int, matc
     started = time.perf_counter()
     frames: dict[str, pl.DataFrame] = {}
     with duck.connect(source, read_only=True) as con:
-        con.execute("SET arrow_output_version = '1.5'")
-        con.execute("SET produce_arrow_string_view = true")
+        duck.string_views(con)
         for spec in TABLES:
             relation = con.table(spec.name)
             names = [c for c in relation.columns if spec.name not in needed or c in needed[spec.name]]

@@ -178,8 +178,7 @@ def sorted_borrower_ids(path: Path) -> pl.Series:
         ).fetchall()
         if not present[0][0]:
             return pl.Series("id", [], pl.String)
-        con.execute("SET arrow_output_version = '1.5'")
-        con.execute("SET produce_arrow_string_view = true")
+        duck.string_views(con)
         ids = con.sql("SELECT CAST(id AS VARCHAR) AS id FROM borrowers WHERE id IS NOT NULL").pl()
         return _distinct_sorted(ids.get_column("id"))
 
@@ -204,7 +203,7 @@ def source_format(path: Path) -> str:
 def source_bytes(path: Path) -> int:
     """Bytes on disk of a source: the DuckDB file, or the table files of a folder."""
     if path.is_dir():
-        return sum(f.stat().st_size for spec in TABLES for f in sources.table_files(path, spec))
+        return sum(f.stat().st_size for f in sources.folder_files(path))
     return path.stat().st_size if path.is_file() else 0
 
 
@@ -220,7 +219,7 @@ def source_rows(path: Path) -> int | None:
 
 def _source_rows(path: Path) -> int | None:
     if path.is_dir():
-        files = [f for spec in TABLES for f in sources.table_files(path, spec)]
+        files = sources.folder_files(path)
         if any(f.suffix == ".csv" for f in files):
             return None
         return sum(int(pq.read_metadata(f).num_rows) for f in files)
@@ -252,29 +251,37 @@ def auto_partitions(path: Path, memory_budget: int) -> int:
     """
     usable = max(memory_budget - BASELINE_BYTES, 64 << 20)
     rows = source_rows(path)
-    expected: float
     if rows is not None:
-        expected = rows * PEAK_PER_ROW
-    else:
-        expected = source_bytes(path) * PEAK_PER_CSV_BYTE
-        files = [f for spec in TABLES for f in sources.table_files(path, spec) if f.suffix == ".csv"]
-        biggest = max(files, key=lambda f: f.stat().st_size, default=None)
-        largest = biggest.stat().st_size if biggest is not None else 0
-        whole = largest * PEAK_PER_WHOLE_CSV_BYTE
-        if whole < usable:
-            usable -= int(whole)
-        else:
-            log.warning(
-                "source %s: every partition reads each CSV file whole; the largest, %s (%d MB), "
-                "needs about %d MB, more than the memory budget leaves (%d MB), so a partition may "
-                "exceed the budget; from Parquet files a partition reads only its own rows",
-                path,
-                biggest.name if biggest is not None else "",
-                largest // 10**6,
-                int(whole) // 10**6,
-                usable // 10**6,
-            )
+        return _within(rows * PEAK_PER_ROW, usable)
+    return _within(source_bytes(path) * PEAK_PER_CSV_BYTE, _room_beside_largest_csv(path, usable))
+
+
+def _within(expected: float, usable: int) -> int:
     return max(1, min(MAX_AUTO_PARTITIONS, math.ceil(expected / usable)))
+
+
+def _room_beside_largest_csv(folder: Path, usable: int) -> int:
+    """What `usable` leaves a partition's share once its largest CSV file is held whole; all of it,
+    with a warning, when that file alone needs more."""
+    csv_files = [f for f in sources.folder_files(folder) if f.suffix == ".csv"]
+    if not csv_files:
+        return usable
+    largest = max(csv_files, key=lambda f: f.stat().st_size)
+    size = largest.stat().st_size
+    whole = int(size * PEAK_PER_WHOLE_CSV_BYTE)
+    if whole < usable:
+        return usable - whole
+    log.warning(
+        "source %s: every partition reads each CSV file whole; the largest, %s (%d MB), needs about "
+        "%d MB, more than the memory budget leaves (%d MB), so a partition may exceed the budget; "
+        "from Parquet files a partition reads only its own rows",
+        folder,
+        largest.name,
+        size // 10**6,
+        whole // 10**6,
+        usable // 10**6,
+    )
+    return usable
 
 
 # ---------------------------------------------------------------- split
