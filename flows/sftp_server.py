@@ -13,14 +13,20 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import yaml
+
+with warnings.catch_warnings():
+    # asyncssh 2.24 names cryptography's DSA key classes at import; cryptography 51 deprecates DSA
+    # and warns on that name lookup. Only that import's DSA notice is silenced, nothing later.
+    warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"asyncssh\.")
+    import asyncssh
 
 from pipelines.config import Home
 from pipelines.vocab import SAFE_ID
