@@ -46,6 +46,7 @@ from pipelines.errors import ConflictError, ContactExporterError, WarehouseBusyE
 from pipelines.progress import Progress
 from pipelines.request import DEFAULT_MEMORY_BUDGET, RunRequest
 from pipelines.store import ExporterStore
+from pipelines.table_wide import TableWide
 from pipelines.tables import TABLES, TABLES_BY_NAME, SourceTables
 
 log = logging.getLogger(__name__)
@@ -230,14 +231,18 @@ def decide(
     rows: sources.RowFilter | None = None,
     population_ids: pl.DataFrame | None = None,
     report_unowned: bool = True,
+    table_wide: TableWide | None = None,
 ) -> Decided:
     """Read, validate, select, screen and project: the body of a run, and of each of its partitions.
 
     `rows` reads only some borrowers' rows of the source; `population_ids` replaces reading the
     plan's population file (a partition gets its share of it). Rejected rows that name no borrower
     block every matched contact here; `report_unowned` says whether they are listed in `rejected`
-    (every partition reads them, the first one reports them).
+    (every partition reads them, the first one reports them). `table_wide` carries the answers of
+    the rules that span the whole source (`pipelines.table_wide`); a read of some rows needs it.
     """
+    if rows is not None and table_wide is None:
+        raise ValueError("a partition's read needs the table-wide checks of the whole source")
     timings: dict[str, float] = {}
     t = time.perf_counter()
     exporter, company = plan.exporter, plan.company
@@ -247,7 +252,7 @@ def decide(
     t = _timed(timings, "read", t)
 
     progress("validating source tables")
-    checked = schemas.validate_sources(raw, source=str(plan.source))
+    checked = schemas.validate_sources(raw, source=str(plan.source), table_wide=table_wide)
     rejected, owned = checked.rejected, checked.owned
     if not report_unowned:
         rejected = owned.filter(pl.col("personId").is_not_null()).select(rejected.columns)
@@ -483,7 +488,12 @@ def build_part(plan: RunPlan, run_id: str, part: parts.Part, progress: Progress 
     folder = staging_dir(plan, run_id)
     population_ids = parts.population_of(folder / "split", part) if plan.population_file is not None else None
     decided = decide(
-        plan, progress, rows=part.rows, population_ids=population_ids, report_unowned=part.reports_unowned
+        plan,
+        progress,
+        rows=part.rows,
+        population_ids=population_ids,
+        report_unowned=part.reports_unowned,
+        table_wide=None if part.rows is None else TableWide.load(folder / "split"),
     )
     t = time.perf_counter()
     rows_file, screening_file, rejected_file = parts.write_part(

@@ -37,7 +37,7 @@ import pyarrow.dataset as pads
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from pipelines import duck, sources
+from pipelines import duck, sources, table_wide
 from pipelines.files import side_by_side
 from pipelines.tables import BORROWERS, TABLES
 
@@ -292,9 +292,13 @@ def _population_file(folder: Path, part: Part) -> Path:
 
 
 def split(source: Path, population: pl.DataFrame | None, count: int, folder: Path) -> list[Part]:
-    """Cut the source's borrower ids into `count` ranges; write each part's share of `population`."""
+    """Cut the source's borrower ids into `count` ranges; write each part's share of `population`
+    and, when the parts read only some rows, the table-wide checks over the whole source."""
     cut_ids = cuts(sorted_borrower_ids(source), count) if count > 1 else []
     parts = parts_of(cut_ids, count)
+    if count > 1:
+        # An id repeated in two partitions is seen by neither: answer it once, over every row.
+        table_wide.scan(source).save(folder)
     if population is not None:
         folder.mkdir(parents=True, exist_ok=True)
         which = partition_of(population.get_column("id"), cut_ids)

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import pandera.polars as pa
 import polars as pl
@@ -58,6 +58,9 @@ from pipelines.vocab import (
     one_of,
 )
 
+if TYPE_CHECKING:
+    from pipelines.table_wide import TableWide
+
 log = logging.getLogger(__name__)
 
 # Readers add this List(String) column (only when some value could not be converted to its column's
@@ -65,9 +68,17 @@ log = logging.getLogger(__name__)
 # validation instead of silently becoming null. Validation drops it.
 CAST_ERRORS: Final = "__castErrors"
 
+# A reader of part of a table (a partition) adds this column: each row's 0-based position in the
+# whole table, so that a rejected row without a key is named by where it sits in the source, the
+# same for every N. Validation reads it and drops it.
+SOURCE_ROW: Final = "__sourceRow"
+
 # The check a reader marks (in CAST_ERRORS) on a CSV row whose number of fields is not the header's.
 FIELDS_CHECK: Final = "fields_match_header"
-E164: Final = r"^\+[1-9]\d{1,14}$"
+# Digits are ASCII only: a regex's \d would take any Unicode digit (fullwidth ９６８１３), which no
+# ZIP or number lookup knows, so such a value would find no time zone and be ignored (fail-open).
+E164: Final = r"^\+[1-9][0-9]{1,14}$"
+NON_ASCII_DIGIT: Final = r"[\d&&[^0-9]]"
 EMAIL: Final = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 STATE: Final = r"^[A-Z]{2}$"
 MAX_ERROR_ITEMS: Final = 50
@@ -159,7 +170,7 @@ def _timezone(column: str = "timezone") -> RowCheck:
     return RowCheck(f"{column}_is_iana", column, col.is_null() | col.is_in(list(_zones())))
 
 
-def _common_checks(spec: TableSpec) -> list[RowCheck]:
+def _common_checks(spec: TableSpec, repeated: pl.Series | None = None) -> list[RowCheck]:
     # a CSV row with too few or too many fields: none of its values can be trusted
     checks: list[RowCheck] = [RowCheck(FIELDS_CHECK, None, ~_cast_failed(FIELDS_CHECK))]
     for column in spec.columns:
@@ -181,9 +192,13 @@ def _common_checks(spec: TableSpec) -> list[RowCheck]:
         ident = pl.col("id")
         # on a sorted column a duplicate sits next to its twin: no hashing needed
         apart = (ident != ident.shift(1)).fill_null(True) & (ident != ident.shift(-1)).fill_null(True)
-        checks.append(
-            RowCheck("id_unique", "id", ident.is_null() | ~ident.is_duplicated(), ident.is_null() | apart)
-        )
+        alone, alone_sorted = ~ident.is_duplicated(), apart
+        if repeated is not None:
+            # the ids repeated anywhere in the whole source (pipelines.table_wide): a twin in another
+            # partition rejects this row too
+            elsewhere = ident.cast(pl.String).is_in(repeated.cast(pl.String).implode())
+            alone, alone_sorted = alone & ~elsewhere, alone_sorted & ~elsewhere
+        checks.append(RowCheck("id_unique", "id", ident.is_null() | alone, ident.is_null() | alone_sorted))
     return checks
 
 
@@ -197,6 +212,11 @@ def _contact_checks() -> list[RowCheck]:
         _in_vocab("status", CONTACT_STATUSES),
         RowCheck("value_is_e164_phone", "value", kind.ne_missing("phone") | value.str.contains(E164)),
         RowCheck("value_is_email", "value", kind.ne_missing("email") | value.str.contains(EMAIL)),
+        RowCheck(
+            "postalCode_has_ascii_digits",
+            "postalCode",
+            pl.col("postalCode").is_null() | ~pl.col("postalCode").str.contains(NON_ASCII_DIGIT),
+        ),
         RowCheck(
             "state_is_two_letters", "state", pl.col("state").is_null() | pl.col("state").str.contains(STATE)
         ),
@@ -227,8 +247,11 @@ def _dni_checks() -> list[RowCheck]:
     ]
 
 
-def table_checks(spec: TableSpec) -> tuple[RowCheck, ...]:
-    """Every row check of a table, in report order (the cross-table borrower check excluded)."""
+def table_checks(spec: TableSpec, repeated: pl.Series | None = None) -> tuple[RowCheck, ...]:
+    """Every row check of a table, in report order (the cross-table borrower check excluded).
+
+    `repeated`: the ids the whole source holds more than once (`pipelines.table_wide`), for a table
+    read in part; without it `id_unique` looks only at the rows given."""
     specific: dict[str, list[RowCheck]] = {
         BORROWERS.name: [_timezone()],
         CONTACTS.name: _contact_checks(),
@@ -242,7 +265,7 @@ def table_checks(spec: TableSpec) -> tuple[RowCheck, ...]:
         DO_NOT_INTERACT.name: _dni_checks(),
         CONSENTS.name: [_in_vocab("name", CONSENT_NAMES), _in_vocab("status", CONSENT_STATUSES)],
     }
-    return tuple(_common_checks(spec) + specific[spec.name])
+    return tuple(_common_checks(spec, repeated) + specific[spec.name])
 
 
 def unchecked_columns(spec: TableSpec) -> frozenset[str]:
@@ -293,14 +316,16 @@ def _pandera_check(check: RowCheck) -> pa.Check:
     return pa.Check(run, name=check.name, ignore_na=False)
 
 
-def pandera_schema(spec: TableSpec, borrower_ids: pl.Series | None = None) -> pa.DataFrameSchema:
+def pandera_schema(
+    spec: TableSpec, borrower_ids: pl.Series | None = None, repeated: pl.Series | None = None
+) -> pa.DataFrameSchema:
     """The Pandera model of a table: column types plus every row check of `table_checks()`.
 
     Nullability and uniqueness are named checks (`<column>_not_null`, `id_unique`) so that Pandera's
     failure cases carry the same names as the fast path. Give `borrower_ids` (contacts only) to add
     `personId_references_borrower`.
     """
-    checks = list(table_checks(spec))
+    checks = list(table_checks(spec, repeated))
     if borrower_ids is not None:
         checks.append(borrower_reference_check(borrower_ids))
     by_column: dict[str | None, list[pa.Check]] = {}
@@ -349,9 +374,17 @@ def _conform(frame: pl.DataFrame, spec: TableSpec, source: str) -> pl.DataFrame:
     return realigned(frame.select(*spec.names, *extras))
 
 
-def _row_keys(spec: TableSpec) -> pl.Expr:
-    """The row's key: its id, personId/name/updatedAt for consents, else `row N` (1-based)."""
-    row = pl.format("row {}", pl.col("__row") + 1)
+def _position(frame: pl.DataFrame | pl.LazyFrame) -> pl.Expr:
+    """A row's 0-based position in its whole source table: as the reader gave it for a table read in
+    part (`sources.SOURCE_ROW`), else its position in the frame (the whole table)."""
+    names = frame.collect_schema().names()
+    return pl.col(SOURCE_ROW if SOURCE_ROW in names else "__row").cast(pl.Int64)
+
+
+def _row_keys(spec: TableSpec, position: pl.Expr) -> pl.Expr:
+    """The row's key: its id, personId/name/updatedAt for consents, else `row N` (1-based position
+    in the source table, the same whatever partition read it)."""
+    row = pl.format("row {}", position + 1)
     if spec.key is not None:
         return pl.coalesce(pl.col(spec.key).cast(pl.String), row)
     parts = [
@@ -378,7 +411,7 @@ def _failures_polars(frame: pl.DataFrame, spec: TableSpec, checks: Sequence[RowC
     names = [pl.when(~pl.col(f"__ok{i}")).then(pl.lit(c.name)) for i, c in enumerate(checks)]
     return flagged.select(
         pl.col("__row").cast(pl.Int64),
-        _row_keys(spec).alias("rowKey"),
+        _row_keys(spec, _position(frame)).alias("rowKey"),
         pl.concat_list(names).list.drop_nulls().alias("checks"),
     ).collect()
 
@@ -392,9 +425,13 @@ def _fast_expr(frame: pl.DataFrame, check: RowCheck) -> pl.Expr:
 
 
 def _failures_pandera(
-    frame: pl.DataFrame, spec: TableSpec, borrower_ids: pl.Series | None, source: str
+    frame: pl.DataFrame,
+    spec: TableSpec,
+    borrower_ids: pl.Series | None,
+    source: str,
+    repeated: pl.Series | None = None,
 ) -> pl.DataFrame:
-    schema = pandera_schema(spec, borrower_ids)
+    schema = pandera_schema(spec, borrower_ids, repeated)
     order = {c.name: i for i, c in enumerate(table_checks(spec))}
     order[REFERENCE_CHECK] = len(order)
     try:
@@ -422,7 +459,7 @@ def _failures_pandera(
     keys = (
         frame.lazy()
         .with_row_index("__row")
-        .select(pl.col("__row").cast(pl.Int64), _row_keys(spec).alias("rowKey"))
+        .select(pl.col("__row").cast(pl.Int64), _row_keys(spec, _position(frame)).alias("rowKey"))
     )
     return per_row.lazy().join(keys, on="__row", how="left").select("__row", "rowKey", "checks").collect()
 
@@ -433,22 +470,31 @@ def _failures(
     engine: Engine,
     source: str,
     borrower_ids: pl.Series | None = None,
+    table_wide: TableWide | None = None,
 ) -> pl.DataFrame:
+    repeated = None if table_wide is None else table_wide.repeated_ids(spec.name)
     if engine == "pandera":
-        return _failures_pandera(frame, spec, borrower_ids, source)
-    checks = list(table_checks(spec))
+        return _failures_pandera(frame, spec, borrower_ids, source, repeated)
+    checks = list(table_checks(spec, repeated))
     if borrower_ids is not None:
         checks.append(borrower_key_check())
     return _failures_polars(frame, spec, checks)
 
 
 def validate_sources(
-    tables: SourceTables, *, source: str = "source", engine: Engine = "polars"
+    tables: SourceTables,
+    *,
+    source: str = "source",
+    engine: Engine = "polars",
+    table_wide: TableWide | None = None,
 ) -> ValidatedSources:
     """Validate the five tables at data depth; see the module docstring for the policy.
 
     `source` names the source in error messages. `engine="pandera"` runs the Pandera models and
     reads their failure cases instead of the vectorised path (same checks, same report; slower).
+    `table_wide`: the answers of the rules that span the whole source (`pipelines.table_wide.scan`),
+    required when `tables` hold only part of it (a partition); without it the tables given are taken
+    as the whole source.
     """
     started = time.perf_counter()
     frames = {spec.name: _conform(tables.get(spec.name).collect(), spec, source) for spec in TABLES}
@@ -467,9 +513,9 @@ def validate_sources(
         if spec.name == CONTACTS.name:
             borrowers = kept[BORROWERS.name]
             frame = keyed_contacts(frame, borrowers)
-            found = _failures(frame, spec, engine, source, borrowers.get_column("id"))
+            found = _failures(frame, spec, engine, source, borrowers.get_column("id"), table_wide)
         else:
-            found = _failures(frame, spec, engine, source)
+            found = _failures(frame, spec, engine, source, table_wide=table_wide)
         failures[spec.name] = found
         kept[spec.name] = _drop_rows(frame, found)
         if spec.name == BORROWERS.name:
@@ -478,7 +524,9 @@ def validate_sources(
     owned = pl.concat(
         [_owned(spec, frames[spec.name], failures[spec.name]) for spec in TABLES], how="vertical"
     ).cast(OWNED_SCHEMA)
-    validated = SourceTables(**{name: frame.drop(CAST_ERRORS).lazy() for name, frame in kept.items()})
+    validated = SourceTables(
+        **{name: frame.drop(CAST_ERRORS, SOURCE_ROW, strict=False).lazy() for name, frame in kept.items()}
+    )
     log.info(
         "validated source %s in %.2fs: rejected %s",
         source,

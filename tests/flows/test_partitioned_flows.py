@@ -48,9 +48,15 @@ def run(home: Home, name: str, **options: Any) -> dict[str, Any]:
         screening = con.execute(
             "SELECT contactId, personId, channel, canInteract, reasons FROM screening_results ORDER BY contactId"
         ).fetchall()
+        rejected = con.execute("SELECT tableName, rowKey, checks FROM rejected_rows ORDER BY ALL").fetchall()
     finally:
         con.close()
-    return {"bytes": Path(result["file"]).read_bytes(), "counts": result["counts"], "screening": screening}
+    return {
+        "bytes": Path(result["file"]).read_bytes(),
+        "counts": result["counts"],
+        "screening": screening,
+        "rejected": rejected,
+    }
 
 
 def test_partitions_are_named_task_runs_and_a_failed_one_is_retried_alone(
@@ -128,6 +134,20 @@ def test_a_terminal_error_in_a_partition_is_not_retried(home: Home, monkeypatch:
 def test_partitions_on_a_dask_cluster_give_the_same_bytes(home: Home) -> None:
     from distributed import LocalCluster
 
+    # A contact id used by the first and the last borrower: their rows fall in different partitions,
+    # and only the table-wide check over the whole source sees the twin.
+    con = duckdb.connect(str(home.warehouse))
+    try:
+        first, last = con.execute('SELECT min("personId"), max("personId") FROM contacts').fetchall()[0]
+        twin = con.execute('SELECT min(id) FROM contacts WHERE "personId" = ?', [first]).fetchall()[0][0]
+        con.execute(
+            'UPDATE contacts SET id = ? WHERE id = (SELECT min(id) FROM contacts WHERE "personId" = ?)',
+            [twin, last],
+        )
+    finally:
+        con.close()
+    company = home.root / "configs" / "companies" / "CP-ACME.yaml"
+    company.write_text(company.read_text().replace("maxRejectedShare: 0.01", "maxRejectedShare: 0.5"))
     local = run(home, "local", partitions=1)
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB", dashboard_address=None
@@ -138,3 +158,5 @@ def test_partitions_on_a_dask_cluster_give_the_same_bytes(home: Home) -> None:
     assert ran["partition_task"].all_durations["compute"] > 0, "the workers computed the partitions"
     assert remote == local
     assert local["counts"]["exported"] > 0
+    assert [(t, k) for t, k, _ in local["rejected"]] == [("contacts", twin), ("contacts", twin)]
+    assert twin.encode() not in local["bytes"]

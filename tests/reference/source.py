@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import zoneinfo
+from collections import Counter
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -71,8 +72,11 @@ def check_contact(r: Row) -> tuple[list[str], Row]:
         if _text(r.get(name)) is None or r[name] not in vocab:
             bad.append(name)
     value = _text(r.get("value"))
-    if r.get("contactType") == "phone" and not (value and re.fullmatch(r"\+[1-9]\d{1,14}", value)):
+    # ASCII digits only: a fullwidth number or ZIP is not one any lookup knows
+    if r.get("contactType") == "phone" and not (value and re.fullmatch(r"\+[1-9][0-9]{1,14}", value)):
         bad.append("value")
+    if any(ch.isdigit() and ch not in "0123456789" for ch in r.get("postalCode") or ""):
+        bad.append("postalCode")
     state = (r.get("state") or "").strip().upper() or None
     if state is not None and not re.fullmatch(r"[A-Z]{2}", state):
         bad.append("state")
@@ -128,37 +132,58 @@ def reference_run(
     """(contactId → reasons, or None when the run must fail; rejected (table, rowKey)).
 
     `raw`: each table's rows as written (text cells); `short`: contact ids written as rows cut short
-    (with their personId), which no check can read."""
+    (with their personId), which no check can read (written after the other contacts).
+
+    Whole-table rules: an id held by two rows of a table rejects both; a row without its borrower
+    (personId, or a borrower's id) could be anyone's. A row's key is its id, else `row N` (its place
+    among the table's data rows)."""
     rejected: list[tuple[str, str, str | None]] = []
+
+    def twice(table: str) -> set[str]:
+        seen = Counter(_text(r.get("id")) for r in raw[table])
+        if table == "contacts":
+            seen.update(short)
+        return {i for i, n in seen.items() if i is not None and n > 1}
+
+    def key(r: Row, n: int) -> str:
+        return _text(r.get("id")) or f"row {n + 1}"
+
+    def owner(r: Row, column: str = "personId") -> str | None:
+        return _text(r.get(column))
+
     borrowers = []
-    for r in raw["borrowers"]:
-        if _zone_ok(r.get("timezone")):
+    repeated = twice("borrowers")
+    for n, r in enumerate(raw["borrowers"]):
+        if _zone_ok(r.get("timezone")) and owner(r, "id") and r["id"] not in repeated:
             borrowers.append(
                 {"id": r["id"], "companyId": r["companyId"], "timezone": _text(r.get("timezone"))}
             )
         else:
-            rejected.append(("borrowers", r["id"], r["id"]))
+            rejected.append(("borrowers", key(r, n), owner(r, "id")))
     known = {b["id"] for b in borrowers}
     contacts = []
-    for cid, pid in short.items():
-        rejected.append(("contacts", cid, pid))
-    for r in raw["contacts"]:
+    repeated = twice("contacts")
+    for n, r in enumerate(raw["contacts"]):
         bad, typed = check_contact(r)
-        if bad or r["personId"] not in known:
-            rejected.append(("contacts", r["id"], r["personId"]))
+        if bad or r["personId"] not in known or not owner(r, "id") or r["id"] in repeated:
+            rejected.append(("contacts", key(r, n), owner(r)))
         else:
             contacts.append(typed)
+    for cid, pid in short.items():
+        rejected.append(("contacts", cid, pid))
     interactions = []
-    for r in raw["interactions"]:
-        if check_interaction(r):
-            rejected.append(("interactions", r["id"], r["personId"]))
+    repeated = twice("interactions")
+    for n, r in enumerate(raw["interactions"]):
+        if check_interaction(r) or not owner(r) or not owner(r, "id") or r["id"] in repeated:
+            rejected.append(("interactions", key(r, n), owner(r)))
         else:
             interactions.append(r | {"statusDetails": _text(r.get("statusDetails")), "startedAt": _ts(r["startedAt"]),
                                      "contactId": None, "loanId": None, "theme": None})  # fmt: skip
     dnis = []
-    for r in raw["do_not_interact"]:
-        if check_dni(r):
-            rejected.append(("do_not_interact", r["id"], r["personId"]))
+    repeated = twice("do_not_interact")
+    for n, r in enumerate(raw["do_not_interact"]):
+        if check_dni(r) or not owner(r) or not owner(r, "id") or r["id"] in repeated:
+            rejected.append(("do_not_interact", key(r, n), owner(r)))
         else:
             end = _text(r.get("endDate"))
             days = _text(r.get("daysOfWeek"))
@@ -170,8 +195,10 @@ def reference_run(
                 "timezone": _text(r.get("timezone")), "contactLabels": None, "createdAt": None, "deletedAt": None,
             })  # fmt: skip
     consents = []
-    for r in raw["consents"]:
-        if r["name"] not in CONSENT_NAMES or r["status"] not in ("consented", "revoked"):
+    for n, r in enumerate(raw["consents"]):
+        if not owner(r):
+            rejected.append(("consents", f"row {n + 1}", None))
+        elif r["name"] not in CONSENT_NAMES or r["status"] not in ("consented", "revoked"):
             rejected.append(("consents", f"{r['personId']}/{r['name']}/{r['updatedAt']}", r["personId"]))
         else:
             consents.append(r | {"updatedAt": _ts(r["updatedAt"])})
@@ -189,7 +216,7 @@ def reference_run(
     ]
     owners = {owner for _, _, owner in rejected}
     persons = {c["personId"] for c in matched}
-    blocked = {p for p in persons if p in owners}
+    blocked = persons if None in owners else {p for p in persons if p in owners}
     share = company_config.get("policy", {}).get("maxRejectedShare", 0.01)
     keys = {(t, k) for t, k, _ in rejected}
     if persons and len(blocked) / len(persons) > share:
