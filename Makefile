@@ -27,7 +27,7 @@ step = @t0=$$(date +%s%N); echo "==> $(1)" >&2; $(2) && \
 
 $(UV):
 	$(call step,bootstrapping uv $(UV_VERSION) into $(UV_HOME) (from PyPI),\
-		$(PY) -m venv $(UV_HOME) && $(UV_HOME)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION))
+		$(PY) -m venv $(UV_HOME) && $(UV_HOME)/bin/python -m pip install -qq --disable-pip-version-check uv==$(UV_VERSION))
 
 $(STAMP): pyproject.toml uv.lock | $(UV)
 	$(call step,installing the locked dependency tree into $(VENV) (uv sync --locked),\

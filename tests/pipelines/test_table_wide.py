@@ -268,3 +268,17 @@ def test_check_explain_and_the_batch_agree_on_such_worlds(
         assert got["nextEligibleDate"] == (next_date.isoformat() if next_date else None), contact
         told = explain.explain(exporter, company, source, contact, as_of)
         assert (told["canInteract"], told["reasons"]) == (ok, list(reasons)), contact
+
+
+@given(
+    st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "Ж", "a ", "", "９", "ß"])), max_size=30),
+    st.booleans(),
+)
+def test_repeated_ids_are_those_held_twice_sorted_or_not(ids: list[str | None], sort: bool) -> None:
+    from collections import Counter
+
+    if sort:
+        ids = sorted((i for i in ids if i is not None), key=lambda i: i.encode())
+    got = table_wide.repeated(pl.Series("id", ids, pl.String)).to_list()
+    counts = Counter(i for i in ids if i is not None)
+    assert got == sorted((i for i, n in counts.items() if n > 1), key=lambda i: i.encode())
