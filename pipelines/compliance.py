@@ -16,8 +16,8 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, time
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -31,6 +31,8 @@ from pipelines.config import CheckCanInteractData, Company, Policy
 from pipelines.errors import ErrorItem, SourceDataError
 from pipelines.history import contacts_at
 from pipelines.rejection import blocked_expr
+from pipelines.rules import contact_history
+from pipelines.rules.contact_history import Limit, counted_by, is_conversation
 from pipelines.tables import SourceTables
 from pipelines.timezones import (
     address_places,
@@ -43,14 +45,11 @@ from pipelines.timezones import (
     uses_state_zones,
 )
 from pipelines.vocab import (
-    ATTEMPT_STATUSES,
     CHANNEL_FITS_TYPE,
-    CONVERSATION_DETAIL,
     DEFAULT_CHANNEL_FOR_TYPE,
     EXPORT_CHANNELS,
     REASON_CODES,
     STATUS_DETAILS,
-    VOICE_ATTEMPT_DETAILS,
     one_of,
 )
 
@@ -70,7 +69,6 @@ SCREENING_SCHEMA: Final = pl.Schema(
 
 NOON: Final = time(12)
 HOURS_CHANNELS: Final = ("voice", "text", "email")  # contact hours and time-zone rules
-NEVER_COUNTED: Final = ("scheduled", "canceled")
 CREDENTIALS_THEME: Final = "opsAccountCredentials"  # a DNI theme `all` does not cover it
 
 _CONTACT_COLUMNS: Final = (
@@ -107,14 +105,6 @@ def judged_at(company: Company, as_of: date, at: datetime | None) -> tuple[datet
         return as_of_instant(company, as_of), as_of
     instant = at.astimezone(UTC)
     return instant, instant.astimezone(ZoneInfo(company.timezone)).date()
-
-
-def day_start(day: date, zone: ZoneInfo) -> datetime:
-    """The first instant (UTC) of a calendar date in `zone`.
-
-    A midnight skipped by a clock change maps to the change itself, which is the day's first instant.
-    """
-    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
 
 
 def channel_expr(check: CheckCanInteractData | None) -> pl.Expr:
@@ -195,31 +185,6 @@ def _reject_unknown_zones(zones: pl.DataFrame, table: str, what: str) -> None:
 # ---------------------------------------------------------------- limits
 
 
-@dataclass(frozen=True)
-class _Limit:
-    channels: tuple[str, ...]
-    max_attempts: int
-    since: datetime  # first instant of D-(windowDays-1)
-    state: str | None  # None: the company's own limit; else applies to borrowers with that state
-
-
-def _limits(policy: Policy, as_of: date, zone: ZoneInfo) -> list[_Limit]:
-    out = []
-    for lim in policy.frequencyLimits:
-        since = day_start(as_of - timedelta(days=lim.windowDays - 1), zone)
-        out.append(_Limit(tuple(lim.channels), lim.maxAttempts, since, None))
-    for state, rule in sorted(policy.stateRules.items()):
-        for lim in rule.frequencyLimits:
-            since = day_start(as_of - timedelta(days=lim.windowDays - 1), zone)
-            out.append(_Limit(tuple(lim.channels), lim.maxAttempts, since, state))
-    return out
-
-
-def _conversation_since(policy: Policy, as_of: date, zone: ZoneInfo) -> datetime | None:
-    cooldown = policy.conversationCooldownDays
-    return day_start(as_of - timedelta(days=cooldown - 1), zone) if cooldown > 0 else None
-
-
 def interaction_window(
     company: Company, as_of: date, instant: datetime | None = None
 ) -> tuple[datetime, datetime]:
@@ -227,30 +192,10 @@ def interaction_window(
     `instant`: the moment judged on that date (default: its noon)."""
     zone = ZoneInfo(company.timezone)
     instant = instant or as_of_instant(company, as_of)
-    conversation_since = _conversation_since(company.policy, as_of, zone)
-    starts = [lim.since for lim in _limits(company.policy, as_of, zone)]
+    conversation_since = contact_history.conversation_since(company.policy, as_of, zone)
+    starts = [lim.since for lim in contact_history.limits(company.policy, as_of, zone)]
     since = min(starts + ([conversation_since] if conversation_since else []), default=instant)
     return since, instant
-
-
-def _is_attempt(channels: tuple[str, ...]) -> pl.Expr:
-    """Whether an interaction is an attempt on one of `channels` (COMPLIANCE.md, Counting)."""
-    outbound = pl.col("direction") == "outbound"
-    others = [c for c in channels if c != "voice"]
-    expr = one_of(pl.col("channel"), others) & outbound & one_of(pl.col("status"), ATTEMPT_STATUSES)
-    if "voice" in channels:
-        details = pl.col("statusDetails")
-        voice = (
-            (pl.col("channel") == "voice")
-            & outbound
-            & ~one_of(pl.col("status"), NEVER_COUNTED)
-            & (
-                one_of(details, VOICE_ATTEMPT_DETAILS)
-                | (details.is_null() & one_of(pl.col("status"), ATTEMPT_STATUSES))
-            )
-        )
-        expr = expr | voice
-    return expr.fill_null(False)
 
 
 def interactions_in_window(
@@ -290,21 +235,12 @@ def _reject_unknown_details(rows: pl.DataFrame) -> None:
 
 
 def _interaction_counts(
-    rows: pl.LazyFrame, limits: list[_Limit], conversation_since: datetime | None
+    rows: pl.LazyFrame, limits: list[Limit], conversation_since: datetime | None
 ) -> pl.LazyFrame:
     """personId, n<i> (attempts counted by limit i), conversation: one row per borrower with any."""
-    aggs = [
-        (_is_attempt(lim.channels) & (pl.col("startedAt") >= lim.since)).sum().alias(f"n{i}")
-        for i, lim in enumerate(limits)
-    ]
+    aggs = [counted_by(lim).sum().alias(f"n{i}") for i, lim in enumerate(limits)]
     if conversation_since is not None:
-        conversation = (
-            (pl.col("channel") == "voice")
-            & (pl.col("statusDetails") == CONVERSATION_DETAIL)
-            & ~one_of(pl.col("status"), NEVER_COUNTED)
-            & (pl.col("startedAt") >= conversation_since)
-        ).fill_null(False)
-        aggs.append(conversation.any().alias("conversation"))
+        aggs.append(is_conversation(conversation_since).any().alias("conversation"))
     if not aggs:
         return rows.select("personId").unique()
     return rows.group_by("personId").agg(aggs)
@@ -617,8 +553,8 @@ def screen(
     policy = company.policy
     zone = ZoneInfo(company.timezone)
     instant, as_of = judged_at(company, as_of, at)
-    limits = _limits(policy, as_of, zone)
-    conversation_since = _conversation_since(policy, as_of, zone)
+    limits = contact_history.limits(policy, as_of, zone)
+    conversation_since = contact_history.conversation_since(policy, as_of, zone)
     matched, tables = borrower_keys.keyed(matched, tables)
     matched = contacts_at(matched, instant)
     tables = replace(tables, contacts=contacts_at(tables.contacts, instant))
@@ -744,7 +680,7 @@ def screen(
 
 
 def _reason_flags(
-    columns: list[str], policy: Policy, check: CheckCanInteractData, limits: list[_Limit]
+    columns: list[str], policy: Policy, check: CheckCanInteractData, limits: list[Limit]
 ) -> dict[str, pl.Expr]:
     """One non-null boolean expression per reason code."""
     channel = pl.col("channel")
@@ -789,7 +725,6 @@ __all__ = [
     "SCREENING_SCHEMA",
     "as_of_instant",
     "channel_expr",
-    "day_start",
     "interaction_window",
     "interactions_in_window",
     "judged_at",

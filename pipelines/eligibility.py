@@ -25,20 +25,18 @@ from pipelines.borrower_keys import BORROWER_KEY, has_keys
 from pipelines.chunks import aligned, placed
 from pipelines.compliance import (
     HOURS_CHANNELS,
-    NEVER_COUNTED,
-    _conversation_since,
     _dnis_in_scope,
-    _is_attempt,
-    _limits,
     as_of_instant,
     interactions_in_window,
     judged_at,
 )
 from pipelines.config import CheckCanInteractData, Company
 from pipelines.history import contacts_at
+from pipelines.rules import contact_history
+from pipelines.rules.contact_history import counted_by, is_conversation
 from pipelines.tables import SourceTables
 from pipelines.timezones import candidate_zones
-from pipelines.vocab import CONVERSATION_DETAIL, one_of
+from pipelines.vocab import one_of
 
 HORIZON_DAYS: Final = 366
 # Reasons that no passing of time clears.
@@ -102,7 +100,7 @@ def _first_dates(
     """OPEN, t0: the first date on which every frequency limit and the cool-down are clear."""
     policy = company.policy
     zone = ZoneInfo(company.timezone)
-    limits = _limits(policy, as_of, zone)
+    limits = contact_history.limits(policy, as_of, zone)
     rows = (
         interactions_in_window(tables.interactions, company, as_of, instant)
         .join(pending.lazy().select("personId").unique(), on="personId", how="semi")
@@ -110,7 +108,7 @@ def _first_dates(
     )
     aggs = [
         pl.col("_day")
-        .filter(_is_attempt(lim.channels) & (pl.col("startedAt") >= lim.since))
+        .filter(counted_by(lim))
         .sort(descending=True)
         .slice(lim.max_attempts - 1, 1)
         .first()
@@ -118,15 +116,9 @@ def _first_dates(
         for i, lim in enumerate(limits)
     ]
     cooldown = policy.conversationCooldownDays
-    since = _conversation_since(policy, as_of, zone)
+    since = contact_history.conversation_since(policy, as_of, zone)
     if since is not None:
-        talk = (
-            (pl.col("channel") == "voice")
-            & (pl.col("statusDetails") == CONVERSATION_DETAIL)
-            & ~one_of(pl.col("status"), NEVER_COUNTED)
-            & (pl.col("startedAt") >= since)
-        ).fill_null(False)
-        aggs.append(pl.col("_day").filter(talk).max().alias("talk"))
+        aggs.append(pl.col("_day").filter(is_conversation(since)).max().alias("talk"))
     per_person = (
         rows.group_by("personId").agg(aggs).collect()
         if aggs

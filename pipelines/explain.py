@@ -20,9 +20,10 @@ from pipelines import compliance, eligibility, files, matching, schemas, sources
 from pipelines.config import CheckCanInteractData, Company, Exporter
 from pipelines.errors import ErrorItem, NotFoundError
 from pipelines.history import contacts_at
+from pipelines.rules import contact_history
+from pipelines.rules.contact_history import counted_by, is_conversation
 from pipelines.tables import SourceTables
 from pipelines.timezones import candidate_zones
-from pipelines.vocab import CONVERSATION_DETAIL
 
 
 def _iso(value: Any) -> Any:
@@ -170,12 +171,10 @@ def _evidence(
         .collect()
     )
     limits: list[dict[str, Any]] = []
-    for lim in compliance._limits(policy, as_of, zone):
+    for lim in contact_history.limits(policy, as_of, zone):
         if channel not in lim.channels or (lim.state is not None and lim.state not in states):
             continue
-        counted = interactions.filter(
-            compliance._is_attempt(lim.channels) & (pl.col("startedAt") >= lim.since)
-        )
+        counted = interactions.filter(counted_by(lim))
         limits.append(
             {
                 "channels": list(lim.channels),
@@ -186,17 +185,8 @@ def _evidence(
                 "attempts": _rows(counted.select("id", "channel", "statusDetails", "startedAt")),
             }
         )
-    since = compliance._conversation_since(policy, as_of, zone)
-    talks = (
-        interactions.filter(
-            (pl.col("channel") == "voice")
-            & (pl.col("statusDetails") == CONVERSATION_DETAIL)
-            & ~pl.col("status").is_in(compliance.NEVER_COUNTED)
-            & (pl.col("startedAt") >= since)
-        )
-        if since is not None
-        else interactions.clear()
-    )
+    since = contact_history.conversation_since(policy, as_of, zone)
+    talks = interactions.filter(is_conversation(since)) if since is not None else interactions.clear()
 
     dnis = compliance._dnis_in_scope(tables, persons, company, check, instant).collect()
     facts = compliance.zone_facts(instant, policy, dnis.get_column("zone").to_list())
