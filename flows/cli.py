@@ -520,7 +520,7 @@ def server_start(
     ctx: typer.Context,
     port: Annotated[int | None, typer.Option(help="TCP port on 127.0.0.1. Default: a free one.")] = None,
 ) -> None:
-    """Start the home's Prefect server in the background; runs use it while it is up."""
+    """Start the home's Prefect server in the background; runs use it while it is up (prints its UI's URL)."""
     from flows import localserver, settings
 
     home = home_of(ctx)
@@ -530,7 +530,9 @@ def server_start(
             [ErrorItem("--home", f"{home.root} has no configs/ folder: give the home with --home")],
         )
     settings.apply(home.root)
-    emit(localserver.start(home.root, port=port, say=say))
+    state = localserver.start(home.root, port=port, say=say)
+    say(f"Prefect UI: {state['uiUrl']}")
+    emit(state)
 
 
 @server_app.command("status")

@@ -31,8 +31,11 @@ from pipelines.config import CheckCanInteractData, Company, Policy
 from pipelines.errors import ErrorItem, SourceDataError
 from pipelines.history import contacts_at
 from pipelines.rejection import blocked_expr
-from pipelines.rules import contact_history
+from pipelines.rules import contact_history, registry
+from pipelines.rules.base import Judged, of_persons
+from pipelines.rules.consents import consent_facts
 from pipelines.rules.contact_history import Limit, counted_by, is_conversation
+from pipelines.rules.do_not_interact import dni_blocked, dnis_in_scope
 from pipelines.tables import SourceTables
 from pipelines.timezones import (
     address_places,
@@ -45,12 +48,9 @@ from pipelines.timezones import (
     uses_state_zones,
 )
 from pipelines.vocab import (
-    CHANNEL_FITS_TYPE,
     DEFAULT_CHANNEL_FOR_TYPE,
-    EXPORT_CHANNELS,
     REASON_CODES,
     STATUS_DETAILS,
-    one_of,
 )
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,6 @@ SCREENING_SCHEMA: Final = pl.Schema(
 )
 
 NOON: Final = time(12)
-HOURS_CHANNELS: Final = ("voice", "text", "email")  # contact hours and time-zone rules
-CREDENTIALS_THEME: Final = "opsAccountCredentials"  # a DNI theme `all` does not cover it
 
 _CONTACT_COLUMNS: Final = (
     "id",
@@ -206,17 +204,12 @@ def interactions_in_window(
     return interactions.filter((pl.col("startedAt") >= since) & (pl.col("startedAt") < until))
 
 
-def _of(frame: pl.LazyFrame, persons: pl.LazyFrame | None) -> pl.LazyFrame:
-    """The rows of `frame` that belong to `persons`; None: every row does already (`keyed_tables`)."""
-    return frame if persons is None else frame.join(persons, on="personId", how="semi")
-
-
 def _interactions_in_scope(
     tables: SourceTables, persons: pl.LazyFrame | None, company: Company, as_of: date, instant: datetime
 ) -> pl.LazyFrame:
     """The borrowers' interactions that any window can see (`persons`: see `_of`)."""
     columns = tables.interactions.select(SOURCE_COLUMNS["interactions"])
-    return _of(interactions_in_window(columns, company, as_of, instant), persons)
+    return of_persons(interactions_in_window(columns, company, as_of, instant), persons)
 
 
 def _reject_unknown_details(rows: pl.DataFrame) -> None:
@@ -247,146 +240,6 @@ def _interaction_counts(
 
 
 # ---------------------------------------------------------------- do not interact
-
-
-def _dnis_in_scope(
-    tables: SourceTables,
-    persons: pl.LazyFrame | None,
-    company: Company,
-    check: CheckCanInteractData,
-    instant: datetime,
-) -> pl.LazyFrame:
-    """The borrowers' DNIs that exist at the instant and cover the theme, with their zone
-    (`persons`: see `_of`)."""
-    themes = pl.col("themes")
-    covers_theme = themes.list.contains(check.theme)
-    if check.theme != CREDENTIALS_THEME:
-        covers_theme = covers_theme | themes.list.contains("all")
-    return (
-        _of(tables.do_not_interact, persons)
-        .filter(
-            (pl.col("createdAt").is_null() | (pl.col("createdAt") <= instant))
-            & (pl.col("deletedAt").is_null() | (pl.col("deletedAt") > instant))
-            & covers_theme.fill_null(False)
-        )
-        .select(
-            "id",
-            "personId",
-            "channels",
-            "startDate",
-            "endDate",
-            "daysOfWeek",
-            "timesOfDay",
-            "contactLabels",
-            pl.col("timezone").fill_null(company.timezone).alias("zone"),
-        )
-    )
-
-
-def _dni_blocked(dnis: pl.LazyFrame, facts: pl.DataFrame, contacts: pl.LazyFrame) -> pl.LazyFrame:
-    """contactId, dni=True for every contact an active DNI covers (date, day, hour, channel, label)."""
-    days = pl.col("daysOfWeek")
-    active = (
-        dnis.join(facts.lazy().select("zone", "localDate", "weekday", "hour"), on="zone", how="inner")
-        .filter(
-            (pl.col("startDate") <= pl.col("localDate"))
-            & (pl.col("endDate").is_null() | (pl.col("localDate") <= pl.col("endDate")))
-            & (
-                days.is_null()
-                | (days.list.len() == 0)
-                | days.list.contains(pl.col("weekday")).fill_null(False)
-            )
-        )
-        .with_row_index("_dni")
-    )
-    in_hours = (
-        active.select("_dni", "hour", "timesOfDay")
-        .explode("timesOfDay")
-        .unnest("timesOfDay")
-        .group_by("_dni")
-        .agg(
-            ((pl.col("fromHour") <= pl.col("hour")) & (pl.col("hour") < pl.col("toHour")))
-            .any()
-            .alias("inHours")
-        )
-    )
-    times = pl.col("timesOfDay")
-    channels = pl.col("channels")
-    active = (
-        active.join(in_hours, on="_dni", how="left")
-        .filter(times.is_null() | (times.list.len() == 0) | pl.col("inHours").fill_null(False))
-        .select(
-            "personId",
-            "contactLabels",
-            *[
-                (channels.list.contains("all") | channels.list.contains(ch))
-                .fill_null(False)
-                .alias(f"covers_{ch}")
-                for ch in EXPORT_CHANNELS
-            ],
-        )
-    )
-    covers_channel = pl.lit(False)
-    for ch in EXPORT_CHANNELS:
-        covers_channel = (
-            pl.when(pl.col("channel") == ch).then(pl.col(f"covers_{ch}")).otherwise(covers_channel)
-        )
-    labels = pl.col("contactLabels")
-    return (
-        contacts.select("id", "personId", "label", "channel")
-        .join(active, on="personId", how="inner")
-        .filter(
-            covers_channel.fill_null(False)
-            & (
-                labels.is_null()
-                | (labels.list.len() == 0)
-                | labels.list.contains(pl.col("label")).fill_null(False)
-            )
-        )
-        .select("id")
-        .unique()
-        .with_columns(pl.lit(True).alias("dni"))
-    )
-
-
-# ---------------------------------------------------------------- consents
-
-
-def _consents(tables: SourceTables, persons: pl.LazyFrame | None, instant: datetime) -> pl.LazyFrame:
-    """personId, autodialConsented, electronicRevoked: whether the latest autodialedColl row at the
-    instant says consented and the latest electronicComms row revoked (revoked wins ties; null: no
-    row). Booleans, not the status text, since they are copied to every contact of the borrower.
-    `persons`: see `_of`.
-
-    Both in one pass over the rows, each a plain `max` per borrower (`_latest_is`): 0.05 s for 1.2M
-    consents, where taking each name's row at its `arg_max` took 0.15 s.
-    """
-    return (
-        _of(tables.consents, persons)
-        .filter(pl.col("updatedAt") <= instant)
-        .group_by("personId")
-        .agg(
-            _latest_is("autodialedColl", "consented").alias("autodialConsented"),
-            _latest_is("electronicComms", "revoked").alias("electronicRevoked"),
-        )
-        .filter(pl.col("autodialConsented").is_not_null() | pl.col("electronicRevoked").is_not_null())
-    )
-
-
-def _consent_order() -> pl.Expr:
-    """Later is greater; at the same instant a revocation is greater than a consent. Rows of equal
-    order have the same status (there are two), so which of them is taken does not matter."""
-    return pl.col("updatedAt").dt.epoch("us") * 2 + (pl.col("status") == "revoked").cast(pl.Int64)
-
-
-def _latest_is(name: str, status: str) -> pl.Expr:
-    """Per group: whether the latest row of that consent name has `status` (null: no such row).
-
-    Each row's order with one bit more, set when its status is `status`: the greatest of those
-    belongs to the latest row, and its last bit answers.
-    """
-    code = _consent_order() * 2 + (pl.col("status") == status).cast(pl.Int64)
-    return (pl.when(pl.col("name") == name).then(code).max() & 1) == 1
 
 
 # ---------------------------------------------------------------- contact hours
@@ -586,7 +439,7 @@ def screen(
             address_places(keyed.contacts, None),
             keyed.borrowers.select("id", "personId", pl.col("timezone").alias("zone")).drop_nulls("zone"),
             _interactions_in_scope(keyed, None, company, as_of, instant),
-            _dnis_in_scope(keyed, None, company, check, instant),
+            dnis_in_scope(keyed, None, company, check, instant),
         ]
     )
     # The inputs that need a look before the rules run: zone names and statusDetails values.
@@ -619,7 +472,7 @@ def screen(
     facts_of_borrowers = [
         _person_hours(own, places, outside, _any_outside(states, "state", outside)),
         _interaction_counts(interactions.lazy(), limits, conversation_since),
-        _consents(keyed, None, instant),
+        consent_facts(keyed.consents, instant),
     ]
     rule_states = sorted({lim.state for lim in limits if lim.state is not None})
     if rule_states:
@@ -635,7 +488,7 @@ def screen(
     )
 
     by_key_contacts = contacts.lazy().with_columns(pl.col(KEY).alias("personId"))
-    blocked_by_dni = _dni_blocked(dnis.lazy(), facts, by_key_contacts).collect().get_column("id")
+    blocked_by_dni = dni_blocked(dnis.lazy(), facts, by_key_contacts).collect().get_column("id")
     # Each contact's borrower is at its key - 1: the facts are gathered by position instead of
     # joined, and the contact columns are not copied.
     facts_per_contact = borrower_facts.select(pl.all().gather(pl.lit(contacts.get_column(KEY) - 1)))
@@ -649,7 +502,8 @@ def screen(
         )
     ).lazy()
 
-    flags = _reason_flags(frame.collect_schema().names(), policy, check, limits)
+    judged = Judged(frozenset(frame.collect_schema().names()), policy, check, tuple(limits))
+    flags = registry.flags(judged)
     # Reasons as a bitmask first: building a list per row is slow, and there are few distinct sets.
     codes = sorted(REASON_CODES)
     mask = pl.sum_horizontal([flags[code].cast(pl.UInt32) * (1 << bit) for bit, code in enumerate(codes)])
@@ -677,48 +531,6 @@ def screen(
         result.height - int(result.get_column("canInteract").sum()),
     )
     return result.lazy()
-
-
-def _reason_flags(
-    columns: list[str], policy: Policy, check: CheckCanInteractData, limits: list[Limit]
-) -> dict[str, pl.Expr]:
-    """One non-null boolean expression per reason code."""
-    channel = pl.col("channel")
-    hours_channel = one_of(channel, HOURS_CHANNELS)
-    # Outside contact hours in any zone known: the borrower's, the contact's own, its number's.
-    outside = pl.max_horizontal("pOutside", "zoneOutside", "numberOutside")
-    zone_known = outside.is_not_null()
-    frequency = pl.lit(False)
-    for i, lim in enumerate(limits):
-        applies = one_of(channel, lim.channels)
-        if lim.state is not None:
-            applies = applies & pl.col(f"state_{lim.state}").fill_null(False)
-        count = pl.col(f"n{i}").fill_null(0) if f"n{i}" in columns else pl.lit(0)
-        frequency = frequency | (applies & (count >= lim.max_attempts))
-    conversation = pl.col("conversation").fill_null(False) if "conversation" in columns else pl.lit(False)
-    flags = {
-        "AUTODIAL_CONSENT_MISSING": pl.lit(check.isAutodialed)
-        & one_of(channel, ("voice", "text"))
-        & ~pl.col("autodialConsented").fill_null(False),
-        "CHANNEL_MISMATCH": ~pl.any_horizontal(
-            (channel == ch) & (pl.col("contactType") == kind) for ch, kind in CHANNEL_FITS_TYPE.items()
-        ).fill_null(False),
-        "CONTACT_ARCHIVED": pl.col("status") == "archived",
-        "CONTACT_INVALID": ~pl.col("valid").fill_null(True),
-        "DO_NOT_INTERACT": pl.col("dni").fill_null(False),
-        "ELECTRONIC_CONSENT_REVOKED": one_of(channel, ("email", "text"))
-        & pl.col("electronicRevoked").fill_null(False),
-        "FREQUENCY_LIMIT": frequency,
-        "OUTSIDE_CONTACT_HOURS": hours_channel & outside.fill_null(False),
-        "RECENT_CONVERSATION": (channel == "voice") & conversation,
-        "SOURCE_ROW_REJECTED": pl.col("sourceRejected"),
-        "TEXT_OPT_IN_MISSING": (channel == "text") & ~pl.col("receiveTextMessages").fill_null(False),
-        "THIRD_PARTY_NOT_AUTHORIZED": (pl.col("affiliation") != "self")
-        & ~(pl.col("authorizedThirdParty").fill_null(False) | pl.col("powerOfAttorney").fill_null(False)),
-        "TIMEZONE_UNKNOWN": hours_channel & ~zone_known & pl.lit(policy.unknownTimezone == "block"),
-    }
-    assert set(flags) == set(REASON_CODES)
-    return {code: expr.fill_null(False) for code, expr in flags.items()}
 
 
 __all__ = [

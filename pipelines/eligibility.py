@@ -24,33 +24,21 @@ import polars as pl
 from pipelines.borrower_keys import BORROWER_KEY, has_keys
 from pipelines.chunks import aligned, placed
 from pipelines.compliance import (
-    HOURS_CHANNELS,
-    _dnis_in_scope,
     as_of_instant,
     interactions_in_window,
     judged_at,
 )
 from pipelines.config import CheckCanInteractData, Company
 from pipelines.history import contacts_at
-from pipelines.rules import contact_history
+from pipelines.rules import contact_history, registry
 from pipelines.rules.contact_history import counted_by, is_conversation
+from pipelines.rules.contact_hours import HOURS_CHANNELS
+from pipelines.rules.do_not_interact import dnis_in_scope
 from pipelines.tables import SourceTables
 from pipelines.timezones import candidate_zones
 from pipelines.vocab import one_of
 
 HORIZON_DAYS: Final = 366
-# Reasons that no passing of time clears.
-PERMANENT: Final = (
-    "AUTODIAL_CONSENT_MISSING",
-    "CHANNEL_MISMATCH",
-    "CONTACT_ARCHIVED",
-    "CONTACT_INVALID",
-    "ELECTRONIC_CONSENT_REVOKED",
-    "SOURCE_ROW_REJECTED",
-    "TEXT_OPT_IN_MISSING",
-    "THIRD_PARTY_NOT_AUTHORIZED",
-    "TIMEZONE_UNKNOWN",
-)
 BLOCKS: Final = ((0, 7), (7, 62), (62, HORIZON_DAYS))  # day offsets from T0 tried together
 DAY: Final = pl.Date()
 OPEN: Final = "_open"  # an open row's position among them, the key of the day-by-day search
@@ -151,7 +139,7 @@ def next_eligible(
     """`screening` (as `compliance.screen` returns it) with `nextEligibleDate`, rows in their order.
     `at`: the screen was judged at this instant (its date is the as-of date; later dates at noon)."""
     instant, as_of = judged_at(company, as_of, at)
-    permanent = pl.col("reasons").list.eval(pl.element().is_in(PERMANENT)).list.any()
+    permanent = pl.col("reasons").list.eval(pl.element().is_in(registry.LASTING)).list.any()
     is_open = screening.select(~pl.col("canInteract") & ~permanent).to_series()
     open_rows = screening.select("contactId", "personId", "channel").filter(is_open)
     found = pl.DataFrame(schema=FOUND)
@@ -196,7 +184,7 @@ def _search(
     last = as_of + timedelta(days=HORIZON_DAYS)
 
     persons = pending.select("personId").unique().lazy()
-    dnis = _dnis_in_scope(tables, persons, company, check, instant).collect()
+    dnis = dnis_in_scope(tables, persons, company, check, instant).collect()
     labels = mine.select(pl.col("id").alias("contactId"), "label").collect()
     channels = pl.col("channels")
     covering = (
@@ -303,4 +291,4 @@ def _blocked_days(
     return pl.concat([outside, under_dni.filter(all_day).select(OPEN, "day"), in_hours])
 
 
-__all__ = ["HORIZON_DAYS", "PERMANENT", "day_facts", "next_eligible"]
+__all__ = ["HORIZON_DAYS", "day_facts", "next_eligible"]

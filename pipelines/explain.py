@@ -17,21 +17,14 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from pipelines import compliance, eligibility, files, matching, schemas, sources
-from pipelines.config import CheckCanInteractData, Company, Exporter
+from pipelines.config import CheckCanInteractData, Company, Exporter, Policy
 from pipelines.errors import ErrorItem, NotFoundError
 from pipelines.history import contacts_at
-from pipelines.rules import contact_history
-from pipelines.rules.contact_history import counted_by, is_conversation
+from pipelines.rules import contact_history, registry
+from pipelines.rules.base import Seen, iso, rows
+from pipelines.rules.do_not_interact import dni_blocked, dnis_in_scope
 from pipelines.tables import SourceTables
 from pipelines.timezones import candidate_zones
-
-
-def _iso(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return files.iso_utc(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
 
 
 def explain(
@@ -75,7 +68,7 @@ def explain_tables(
                 "matched": False,
                 "exported": False,
                 "why": "the contact's own source row was rejected by validation",
-                "rejectedRows": _rows(own_rows.drop("personId")),
+                "rejectedRows": rows(own_rows.drop("personId")),
             }
         exists = tables.contacts.filter(pl.col("id") == contact_id).select(pl.len()).collect().item()
         if exists:
@@ -102,7 +95,7 @@ def explain_tables(
             "reasons": [],
             "exported": matched,
             "why": "the exporter has no checkCanInteractData: matched contacts are not screened",
-            "rejectedRows": _rows(mine.drop("personId")),
+            "rejectedRows": rows(mine.drop("personId")),
         }
     screening = compliance.screen(
         contact.lazy(), tables, company, check, as_of, rejected=owned, at=instant
@@ -119,16 +112,12 @@ def explain_tables(
         "canInteract": row["canInteract"],
         "reasons": reasons,
         "exported": matched and row["canInteract"],
-        "nextEligibleDate": _iso(row["nextEligibleDate"]),
+        "nextEligibleDate": iso(row["nextEligibleDate"]),
     }
-    evidence = _evidence(contact, tables, company, check, as_of, instant, str(row["channel"]), mine)
-    out["evidence"] = {code: evidence[code] for code in reasons if code in evidence}
-    out["candidateZones"] = evidence["zones"]
+    seen = _evidence(contact, tables, company, check, as_of, instant, str(row["channel"]), mine)
+    out["evidence"] = registry.evidence(seen, reasons)
+    out["candidateZones"] = seen.zones
     return out
-
-
-def _rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
-    return [{k: _iso(v) for k, v in r.items()} for r in frame.to_dicts()]
 
 
 def _evidence(
@@ -140,108 +129,73 @@ def _evidence(
     instant: datetime,
     channel: str,
     rejected: pl.DataFrame,
-) -> dict[str, Any]:
+) -> Seen:
+    """The rows each rule's evidence is read from, for one contact at the instant."""
     policy = company.policy
     zone = ZoneInfo(company.timezone)
     person = str(contact.item(0, "personId"))
-    c = contact.row(0, named=True)
-    persons = pl.LazyFrame({"personId": [person]})
-    start, end = policy.contactHours.start_time, policy.contactHours.end_time
-
     places = candidate_zones(
         contact.lazy(), contacts_at(tables.contacts, instant), tables.borrowers
     ).collect()
-    zone_names: list[str] = places.item(0, "zones").to_list() if places.height else []
-    states: list[str] = places.item(0, "states").to_list() if places.height else []
-    zones = []
-    for name in zone_names:
-        local = instant.astimezone(ZoneInfo(name))
-        zones.append(
-            {
-                "zone": name,
-                "localTime": local.isoformat(timespec="minutes"),
-                "outsideContactHours": local.time() < start or local.time() > end,
-            }
-        )
-
     interactions = (
         compliance.interactions_in_window(tables.interactions, company, as_of, instant)
         .filter(pl.col("personId") == person)
         .sort("startedAt", "id")
         .collect()
     )
-    limits: list[dict[str, Any]] = []
-    for lim in contact_history.limits(policy, as_of, zone):
-        if channel not in lim.channels or (lim.state is not None and lim.state not in states):
-            continue
-        counted = interactions.filter(counted_by(lim))
-        limits.append(
-            {
-                "channels": list(lim.channels),
-                "maxAttempts": lim.max_attempts,
-                "windowDays": (as_of - lim.since.astimezone(zone).date()).days + 1,
-                "state": lim.state,
-                "counted": counted.height,
-                "attempts": _rows(counted.select("id", "channel", "statusDetails", "startedAt")),
-            }
-        )
-    since = contact_history.conversation_since(policy, as_of, zone)
-    talks = interactions.filter(is_conversation(since)) if since is not None else interactions.clear()
-
-    dnis = compliance._dnis_in_scope(tables, persons, company, check, instant).collect()
-    facts = compliance.zone_facts(instant, policy, dnis.get_column("zone").to_list())
-    framed = contact.select("id", "personId", "label").with_columns(pl.lit(channel).alias("channel"))
-    active = [
-        dni_id
-        for dni_id in dnis.get_column("id").to_list()
-        if compliance._dni_blocked(dnis.filter(pl.col("id") == dni_id).lazy(), facts, framed.lazy())
-        .collect()
-        .height
-    ]
-
     consents = (
-        tables.consents.filter(
-            (pl.col("personId") == person)
-            & (pl.col("updatedAt") <= instant)
-            & pl.col("name").is_in(["autodialedColl", "electronicComms"])
-        )
+        tables.consents.filter((pl.col("personId") == person) & (pl.col("updatedAt") <= instant))
         .sort("name", "updatedAt")
         .collect()
     )
+    return Seen(
+        contact=contact.row(0, named=True),
+        channel=channel,
+        check=check,
+        policy=policy,
+        as_of=as_of,
+        zone=zone,
+        zones=_zones(places.item(0, "zones").to_list() if places.height else [], policy, instant),
+        states=places.item(0, "states").to_list() if places.height else [],
+        interactions=interactions,
+        limits=tuple(contact_history.limits(policy, as_of, zone)),
+        conversation_since=contact_history.conversation_since(policy, as_of, zone),
+        dni_ids=_active_dnis(contact, tables, company, check, instant, channel),
+        consents=consents,
+        rejected=rejected,
+    )
 
-    def consent_rows(name: str) -> list[dict[str, Any]]:
-        return _rows(consents.filter(pl.col("name") == name).select("name", "status", "updatedAt"))
 
-    hours = {"start": policy.contactHours.start, "end": policy.contactHours.end}
-    return {
-        "zones": zones,
-        "AUTODIAL_CONSENT_MISSING": {
-            "isAutodialed": check.isAutodialed,
-            "consents": consent_rows("autodialedColl"),
-        },
-        "CHANNEL_MISMATCH": {"channel": channel, "contactType": c["contactType"]},
-        "CONTACT_ARCHIVED": {"status": c["status"], "archivedAt": _iso(c.get("archivedAt"))},
-        "CONTACT_INVALID": {"valid": c["valid"]},
-        "DO_NOT_INTERACT": {"dniIds": active},
-        "ELECTRONIC_CONSENT_REVOKED": {"consents": consent_rows("electronicComms")},
-        "FREQUENCY_LIMIT": {
-            "limits": [lim for lim in limits if lim["counted"] >= lim["maxAttempts"]],
-            "states": states,
-        },
-        "OUTSIDE_CONTACT_HOURS": {"contactHours": hours, "zones": zones},
-        "RECENT_CONVERSATION": {
-            "cooldownDays": policy.conversationCooldownDays,
-            "conversations": _rows(talks.select("id", "direction", "startedAt")),
-        },
-        "SOURCE_ROW_REJECTED": {"rejectedRows": _rows(rejected.drop("personId"))},
-        "TEXT_OPT_IN_MISSING": {"receiveTextMessages": c["receiveTextMessages"]},
-        "THIRD_PARTY_NOT_AUTHORIZED": {
-            "affiliation": c["affiliation"],
-            "authorizedThirdParty": c["authorizedThirdParty"],
-            "powerOfAttorney": c["powerOfAttorney"],
-        },
-        "TIMEZONE_UNKNOWN": {"zones": [], "unknownTimezone": policy.unknownTimezone},
-    }
+def _zones(names: list[str], policy: Policy, instant: datetime) -> list[dict[str, Any]]:
+    """Each candidate zone with the instant's local time there and whether it is outside hours."""
+    start, end = policy.contactHours.start_time, policy.contactHours.end_time
+    zones = []
+    for name in names:
+        local = instant.astimezone(ZoneInfo(name))
+        zones.append(
+            {"zone": name, "localTime": local.isoformat(timespec="minutes"),
+             "outsideContactHours": local.time() < start or local.time() > end}
+        )  # fmt: skip
+    return zones
+
+
+def _active_dnis(
+    contact: pl.DataFrame,
+    tables: SourceTables,
+    company: Company,
+    check: CheckCanInteractData,
+    instant: datetime,
+    channel: str,
+) -> list[str]:
+    """The ids of the borrower's DNIs that block this contact at the instant, each judged alone."""
+    persons = contact.lazy().select("personId")
+    dnis = dnis_in_scope(tables, persons, company, check, instant).collect()
+    facts = compliance.zone_facts(instant, company.policy, dnis.get_column("zone").to_list())
+    framed = contact.select("id", "personId", "label").with_columns(pl.lit(channel).alias("channel")).lazy()
+    ids: list[str] = dnis.get_column("id").to_list()
+    return [
+        i for i in ids if dni_blocked(dnis.filter(pl.col("id") == i).lazy(), facts, framed).collect().height
+    ]
 
 
 __all__ = ["explain", "explain_tables"]
