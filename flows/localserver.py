@@ -83,7 +83,8 @@ def status(home_root: Path) -> dict[str, Any]:
     if state is None:
         return {"running": False, "stateFile": str(state_path(home_root))}
     up = _alive(state["pid"]) and healthy(state["url"])
-    return {**state, "running": up, "stateFile": str(state_path(home_root))}
+    ui_url = state.get("uiUrl") or state["url"].removesuffix("/api")
+    return {**state, "uiUrl": ui_url, "running": up, "stateFile": str(state_path(home_root))}
 
 
 def _free_port() -> int:
@@ -99,6 +100,32 @@ def _prefect_executable() -> str:
     if not found:
         raise ContactExporterError("the `prefect` command is not installed beside this Python")
     return found
+
+
+# Settings that point the UI and the links runs print at this server. Prefect's `--port` flag only
+# moves the listener: the UI's /ui-settings is built from these, and without them it answers port
+# 4200 whatever the port, which leaves the UI a dead page.
+_ADDRESS_SETTINGS = (
+    "PREFECT_API_URL",
+    "PREFECT_API_KEY",
+    "PREFECT_UI_URL",
+    "PREFECT_UI_API_URL",
+    "PREFECT_SERVER_UI_API_URL",
+    "PREFECT_SERVER_API_HOST",
+    "PREFECT_SERVER_API_PORT",
+)
+
+
+def server_env(base: dict[str, str], prefect_home: Path, port: int) -> dict[str, str]:
+    """The server process' environment: `base` without any address of another server, plus this one's."""
+    env = {k: v for k, v in base.items() if k not in _ADDRESS_SETTINGS}
+    env.setdefault("PREFECT_HOME", str(prefect_home))
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
+    env["PREFECT_SERVER_API_PORT"] = str(port)
+    env["PREFECT_SERVER_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
+    env["PREFECT_UI_URL"] = f"http://127.0.0.1:{port}"
+    return env
 
 
 def start(
@@ -118,9 +145,7 @@ def start(
     folder.mkdir(parents=True, exist_ok=True)
     port = port or _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_API_KEY")}
-    env.setdefault("PREFECT_HOME", str(folder))
-    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env = server_env(dict(os.environ), folder, port)
     log_path = folder / LOG_FILE
     started = time.monotonic()
     with log_path.open("ab") as log:
@@ -134,6 +159,26 @@ def start(
             start_new_session=True,  # outlives this command; stopped by `server stop`
         )
     say(f"starting a Prefect server for {home_root} on {url} (log {log_path})")
+    _wait_until_healthy(process, url, log_path, started, timeout)
+    state = {
+        "pid": process.pid,
+        "url": url,
+        "uiUrl": env["PREFECT_UI_URL"],
+        "port": port,
+        "prefectHome": env["PREFECT_HOME"],
+        "log": str(log_path),
+        "startedAt": datetime.now(UTC).isoformat(timespec="seconds"),
+        "startSeconds": round(time.monotonic() - started, 2),
+    }
+    tmp = state_path(home_root).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
+    tmp.replace(state_path(home_root))
+    return {**state, "running": True, "started": True, "stateFile": str(state_path(home_root))}
+
+
+def _wait_until_healthy(
+    process: subprocess.Popen[bytes], url: str, log_path: Path, started: float, timeout: float
+) -> None:
     while not healthy(url, timeout=1.0):
         if process.poll() is not None:
             raise ContactExporterError(
@@ -145,19 +190,6 @@ def start(
                 f"the Prefect server was not ready after {timeout:.0f}s; see {log_path}"
             )
         time.sleep(0.25)
-    state = {
-        "pid": process.pid,
-        "url": url,
-        "port": port,
-        "prefectHome": env["PREFECT_HOME"],
-        "log": str(log_path),
-        "startedAt": datetime.now(UTC).isoformat(timespec="seconds"),
-        "startSeconds": round(time.monotonic() - started, 2),
-    }
-    tmp = state_path(home_root).with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
-    tmp.replace(state_path(home_root))
-    return {**state, "running": True, "started": True, "stateFile": str(state_path(home_root))}
 
 
 def _terminate(pid: int, timeout: float = STOP_TIMEOUT_SECONDS) -> None:

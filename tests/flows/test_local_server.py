@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from flows import localserver
+from tests import browser
 from tests.worlds import make_home, without_sftp
 
 pytestmark = pytest.mark.integration
@@ -76,3 +79,36 @@ def test_a_dead_servers_state_is_ignored(home: Path) -> None:
     path.write_text(json.dumps({"pid": 2**22 + 7, "url": "http://127.0.0.1:9/api"}))
     assert localserver.running_url(home) is None
     assert localserver.status(home)["running"] is False
+
+
+def _port_other_than_prefects_default() -> int:
+    while (port := localserver._free_port()) == 4200:
+        pass
+    return port
+
+
+def test_the_ui_of_a_server_on_any_port_reaches_its_own_api(home: Path, tmp_path: Path) -> None:
+    port = _port_other_than_prefects_default()
+    started = cli(home, "server", "start", "--port", str(port))
+    assert started.returncode == 0, started.stderr
+    base = f"http://127.0.0.1:{port}"
+    assert f"Prefect UI: {base}" in started.stderr
+    assert json.loads(started.stdout)["uiUrl"] == base
+
+    # The UI asks /ui-settings where its API is; Prefect's default answer is port 4200.
+    with urllib.request.urlopen(base + "/ui-settings", timeout=10) as response:  # noqa: S310 (loopback)
+        ui_settings = json.loads(response.read())
+    assert ui_settings["api_url"] == f"{base}/api"
+
+    run = cli(home, "run", "CE-EMAILSVC", "--as-of", "2026-11-03", "--no-deliver")
+    assert run.returncode == 0, run.stderr[-2000:]
+    link = re.search(r"View at (\S+/runs/flow-run/\S+)", run.stderr)
+    assert link is not None, run.stderr[-2000:]
+    assert link.group(1).startswith(base + "/")
+
+    page = browser.rendered_text(link.group(1))
+    assert "Unable to connect to Prefect server" not in page
+    assert "CE-EMAILSVC 2026-11-03" in page  # the run's name, read from the API by the UI
+    png = browser.screenshot(link.group(1), tmp_path / "prefect-ui.png")
+    assert png.stat().st_size > 20_000  # a blank or error page is a few KB
+    browser.keep(png, "prefect-ui.png")
