@@ -46,8 +46,7 @@ def lookup(people: pl.Series, ids: pl.DataFrame, key: str) -> pl.Series:
     null where none is.
 
     Sorted personIds on both sides (sources usually come sorted by them) are looked up by walking
-    both in order (`_sorted_lookup`): at 1M borrowers 0.07 s against 0.19 s by hashing for 3.6M
-    contacts. Otherwise by a hash join.
+    both in order (`_sorted_lookup`), cheaper than hashing. Otherwise by a hash join.
     """
     known = ids.get_column("personId")
     if people.null_count() == 0 and known.null_count() == 0 and people.is_sorted() and known.is_sorted():

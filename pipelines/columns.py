@@ -11,8 +11,8 @@ BORROWER_PREFIX = "borrower."
 
 
 def sorted_by(frame: pl.DataFrame, column: str) -> pl.DataFrame:
-    """The frame in `column` order, flagged as sorted: checking costs a scan (20 ms for 2.7M ids),
-    sorting already-sorted strings without the flag 0.6 s, and sources usually come sorted."""
+    """The frame in `column` order, flagged as sorted: checking costs one scan, far less than
+    sorting already-sorted strings without the flag, and sources usually come sorted."""
     if frame.get_column(column).is_sorted():
         return frame.with_columns(pl.col(column).set_sorted())
     return frame.sort(column)
@@ -43,8 +43,7 @@ def project(contacts: pl.LazyFrame, borrowers: pl.LazyFrame, settings: list[Colu
         if keyed:
             rows = borrowers.select(BORROWER_KEY, *wanted).collect()
             if is_row_number(rows.get_column(BORROWER_KEY)):
-                # The key is the borrower's row: its fields are gathered, not joined (projecting
-                # 1.1M exported contacts of 1M borrowers took 0.10 s so, 0.16 s by the join).
+                # The key is the borrower's row: its fields are gathered, cheaper than a join.
                 return frame.with_columns(
                     by_key(rows.get_column(c)).alias(BORROWER_PREFIX + c) for c in wanted
                 ).select([pl.col(s.field).alias(s.output) for s in settings])

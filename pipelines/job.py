@@ -259,7 +259,7 @@ def decide(
     # Contacts as they were at the instant (created later: absent; archived later: active).
     contacts_then = history.contacts_at(checked.tables.contacts, plan.as_of_instant)
     # Keep only the columns and interactions this run reads; the rest (and the unvalidated frames)
-    # are freed here. With per-column reading this took the 1M-borrower peak from 3.7 to 2.6 GB.
+    # are freed here: with per-column reading, this is what keeps the peak within the budget.
     tables = narrowed(replace(checked.tables, contacts=contacts_then), columns_needed(exporter))
     if exporter.checkCanInteractData is not None:
         # No name may keep the unfiltered plan (and with it every interaction) alive.
@@ -312,7 +312,7 @@ def decide(
     # screen keeps the order of a matched frame sorted by id: the rows line up one for one.
     guards.check_screening(screening, matched)
     # Only the columns the projection reads go through the filter: the others would be copied for
-    # nothing (at 1M borrowers 0.04-0.09 s for all 15 columns, 0.01-0.03 s for the five it reads).
+    # nothing.
     exported = matched.select(columns.contact_columns(exporter.columnSettings, matched.columns)).filter(
         screening.get_column("canInteract")
     )
@@ -367,9 +367,8 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
     timings = decided.timings
     exporter, out, screening, rejected = plan.exporter, decided.out, decided.screening, decided.rejected
     staging = own_staging(plan, run_id)
-    # The file and the staged rows do not depend on each other: they are written side by side (at
-    # 1M borrowers 0.59 s one after the other, about 0.5 s so). "write" is the file's time, "stage"
-    # the time the staging took beyond it.
+    # The file and the staged rows do not depend on each other: they are written side by side (the
+    # writers release the GIL). "write" is the file's time, "stage" the time the staging took beyond it.
     t = time.perf_counter()
 
     def write_file() -> files.WrittenFile:
@@ -402,7 +401,7 @@ def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
 def _stage(staging: Path, screening: pl.DataFrame, rejected: pl.DataFrame) -> dict[str, int]:
     """Stage a one-piece build's rows for `record`; the counts by reason."""
     # Read back once by `record`: Arrow IPC, since Parquet's writer slows down more than linearly
-    # (0.9 s for 2.7M screening rows, 8.2 s for 10.9M; IPC 0.3 s and 1.1 s).
+    # with the rows.
     screening.write_ipc(staging / "screening.arrow", compression="lz4")
     rejected.write_ipc(staging / "rejected.arrow", compression="lz4")
     return reason_counts(screening)

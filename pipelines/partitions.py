@@ -44,18 +44,16 @@ from pipelines.tables import BORROWERS, TABLES
 SORT_KEY: Final = "__contactId"  # the contact id of each projected row in a part file
 BATCH_ROWS: Final = 65_536  # rows per part-file batch and per merged batch (one Parquet row group)
 # Peak memory of one partition per source row (all five tables), and the memory every run has
-# whatever its partitions (interpreter, libraries, lookup tables). Measured on generated data
-# (8.9 rows a borrower), peak RSS of the run as `contact-exporter run` makes it, less 512 MiB, per row
-# of the partition: 1M borrowers N = 2 peaked at 1,562 MiB (247 bytes a row), N = 3 at 1,103 (209);
-# 4M borrowers N = 6 at 1,992 (262), N = 7 at 1,694 (243), N = 10 at 1,321 (238). 300 bytes keeps a
-# margin over the worst of them (README "Scaling out").
+# whatever its partitions (interpreter, libraries, lookup tables): the peak RSS of a run, less the
+# baseline, per row of its largest partition, with a margin over the worst measured (the
+# measurements are in bench/results and the README's "Scaling out"; a slow test holds the model
+# above the measured peak).
 PEAK_PER_ROW: Final = 300
 # CSV files are sized by their bytes (counting their rows means reading them). Every partition
 # reads each CSV file whole (strictly, see sources.read_csv_strict) and then keeps its rows, so it
-# holds the largest file whole for a while whatever N is. Measured on generated CSV: 1M borrowers
-# (919 MB, contacts.csv 407 MB) N = 2 peaked at 1,888 MiB, N = 3 at 1,763; 250k borrowers (230 MB,
-# contacts.csv 102 MB) N = 1 at 957, N = 2 at 805, N = 3 at 687: above 512 MiB, about 2.6 bytes per
-# byte of the largest file plus 0.86 per byte of the partition's share. With a margin:
+# holds the largest file whole for a while whatever N is: bytes of memory per byte of the largest
+# file, plus per byte of the partition's share, each with a margin over the measured (README "CSV
+# sources and partitions"):
 PEAK_PER_WHOLE_CSV_BYTE: Final = 3.0
 PEAK_PER_CSV_BYTE: Final = 1.0
 BASELINE_BYTES: Final = 512 << 20
@@ -185,7 +183,7 @@ def sorted_borrower_ids(path: Path) -> pl.Series:
 
 def _distinct_sorted(ids: pl.Series) -> pl.Series:
     """`ids` without repeats, sorted (byte order). Sources usually come sorted by borrower id: then
-    only neighbours are compared (1M ids 0.01 s, where DISTINCT … ORDER BY took 0.13-0.2 s)."""
+    only neighbours are compared, far cheaper than sorting or hashing them."""
     if ids.is_sorted():
         return ids.filter(ids.ne_missing(ids.shift(1))).alias("id")
     return ids.unique().sort().alias("id")
@@ -332,8 +330,7 @@ def write_part(
         screening = screening.with_columns(nextEligibleDate=pl.lit(None, dtype=pl.Date))
 
     # Each in one chunk first: a frame read and filtered in many small chunks would otherwise give
-    # as many small batches, each a step of the merge and of the warehouse insert (at 4M borrowers
-    # the merge took 1.8 s so, against 1.2 s).
+    # as many small batches, each a step of the merge and of the warehouse insert.
     def write_rows() -> None:
         table = rows.with_columns(keys.alias(SORT_KEY)).rechunk().to_arrow()
         with ipc.new_file(str(rows_file), table.schema) as writer:

@@ -40,7 +40,7 @@ def blocked_share(
     """(blocked, matched): how many of the matched borrowers `persons` have a rejected row.
 
     `keys`, when given, are the persons' borrower keys (one integer per borrower, as validation
-    gives them): the matched borrowers are then counted by key (2.7M contacts: 0.004 s against 0.12 s).
+    gives them): the matched borrowers are then counted by key, cheaper than by id.
     """
     persons = persons.drop_nulls()
     if persons.len() == 0:
@@ -48,8 +48,7 @@ def blocked_share(
     if keys is not None and keys.len() == persons.len() and keys.null_count() == 0:
         matched = keys.n_unique()
     else:
-        # The top dense rank: a sort of the ids took a third of the time of hashing them into a
-        # set (2.7M contacts: 0.09 s against 0.3 s).
+        # The top dense rank: a sort of the ids is cheaper than hashing them into a set.
         matched = int(persons.rank("dense").max())  # type: ignore[arg-type]
     if owned is None or owned.height == 0:
         return 0, matched

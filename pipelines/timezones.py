@@ -290,7 +290,7 @@ def nanp_key_index() -> KeyIndex | None:
     The keys are prefix-free and, sorted, cover the starts from 0…0 to 9…9 range by range, so the
     table counts the ranges begun up to each start. A number's key is then one gather, not a string
     test per prefix length. The table (10M entries) is built once per package version and cached
-    (90 kB, read in about 20 ms; building it takes 0.1 s). None when the metadata could not be
+    (small and quick to read). None when the metadata could not be
     analysed (no keys), or when a key is longer than `_INDEX_DIGITS` (then every number is looked up
     by its own value).
     """
