@@ -471,7 +471,7 @@ def sftp_check(
 
 @deployments_app.command("list")
 def deployments_list(ctx: typer.Context) -> None:
-    """Show the deployments `serve` would register: name, flow, cron, time zone, parameters."""
+    """Show the scheduled deployments: name (prefect.yaml), servedName (`serve`), flow, cron, time zone, parameters."""
     from flows.deployments import deployment_specs
 
     emit([spec.as_dict() for spec in deployment_specs(home_of(ctx))])
@@ -507,12 +507,12 @@ def deployments_generate(
 
 @deployments_app.command("serve")
 def deployments_serve(ctx: typer.Context) -> None:
-    """Register the deployments with the Prefect API (PREFECT_API_URL) and run their schedules here."""
+    """Register the deployments as `<name>-served` with the Prefect API and run their schedules here."""
     from flows import deployments, settings
 
     home = home_of(ctx)
     settings.apply(home.root)
-    deployments.serve(home)
+    deployments.serve(home, say=say)
 
 
 @server_app.command("start")

@@ -5,12 +5,17 @@ Two ways to run them:
 - `contact-exporter deployments generate` writes `<home>/prefect.yaml` from the same configs, so that
   `prefect deploy --all` (run in the home) creates every deployment on a work pool, for Prefect workers;
 - `contact-exporter deployments serve` registers them with the Prefect API in PREFECT_API_URL and runs
-  them from this process (no work pool needed).
+  them from this process (no work pool needed), under names ending in `-served`.
 `contact-exporter deployments list` shows what would be registered.
+
+Both ways can meet on one Prefect server. Prefect keys a deployment by flow and name, and `serve`
+pauses its deployments when it stops: under the same names it would take over the work-pool
+deployments and leave them paused. Hence the suffix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from pipelines.config import Home
 from pipelines.store import ExporterStore
 
 TAG = "contact-exporters"
+SERVED_SUFFIX = "-served"
 DEFAULT_WORK_POOL = "contact-exporters"
 # Importable entrypoints (module paths): a worker runs them wherever the package is installed.
 ENTRYPOINTS = {
@@ -49,9 +55,15 @@ class DeploymentSpec:
     parameters: dict[str, Any]
     tags: tuple[str, ...] = ()
 
+    @property
+    def served_name(self) -> str:
+        """The name `deployments serve` registers: never one of prefect.yaml's (`name`)."""
+        return self.name + SERVED_SUFFIX
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "servedName": self.served_name,
             "flow": self.flow,
             "cron": self.cron,
             "timezone": self.timezone,
@@ -111,7 +123,7 @@ def build_deployments(home: Home) -> list[Any]:
     }
     return [
         flows[spec.flow].to_deployment(
-            name=spec.name,
+            name=spec.served_name,
             schedules=[Cron(spec.cron, timezone=spec.timezone)],
             parameters=spec.parameters,
             tags=list(spec.tags),
@@ -120,10 +132,37 @@ def build_deployments(home: Home) -> list[Any]:
     ]
 
 
-def serve(home: Home) -> None:
+def scheduled_twins(home: Home) -> list[str]:
+    """Work-pool deployments (prefect.yaml's names) of this home that are scheduled on the API now.
+
+    Served beside them, each exporter would run twice at its hour (the ledger still delivers once).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    twins: list[str] = []
+    with get_client(sync_client=True) as client:
+        for spec in deployment_specs(home):
+            try:
+                found = client.read_deployment_by_name(f"{spec.flow}/{spec.name}")
+            except ObjectNotFound:
+                continue
+            if not found.paused and any(schedule.active for schedule in found.schedules):
+                twins.append(f"{spec.flow}/{spec.name}")
+    return twins
+
+
+def serve(home: Home, say: Callable[[str], None] = lambda _m: None) -> None:
     from prefect import serve as prefect_serve
 
-    prefect_serve(*build_deployments(home))
+    twins = scheduled_twins(home)
+    if twins:
+        say(
+            f"{len(twins)} work-pool deployment(s) of this home are scheduled too ({', '.join(twins)}): "
+            "served beside them each runs twice at its hour; pause one side"
+        )
+    # Prefect pauses served deployments when serve stops: only the `-served` ones, never prefect.yaml's.
+    prefect_serve(*build_deployments(home), pause_on_shutdown=True)
 
 
 def without_home(parameters: dict[str, Any]) -> dict[str, Any]:

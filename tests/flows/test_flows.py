@@ -293,13 +293,13 @@ def test_deployments_carry_schedules_and_parameters(home: Home) -> None:
         "home": str(home.root),
     }
     deployments = {d.name: d for d in build_deployments(home)}
-    assert set(deployments) == set(specs)
-    voice = deployments["daily-ce-voicecol"]
+    assert set(deployments) == {s.served_name for s in specs.values()}
+    voice = deployments["daily-ce-voicecol-served"]
     assert voice.parameters == {"request": {"exporter_id": "CE-VOICECOL", "home": str(home.root)}}
     (schedule,) = voice.schedules
     assert schedule.schedule.cron == "0 6 * * *"
     assert schedule.schedule.timezone == "America/New_York"
-    campaign = deployments["campaign-collections-daily"]
+    campaign = deployments["campaign-collections-daily-served"]
     assert campaign.schedules[0].schedule.cron == "0 7 * * 1-5"
 
 

@@ -3,15 +3,19 @@ a home creates every scheduled deployment on a real (test) Prefect server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from flows.deployments import deployment_specs, prefect_yaml, without_home
+from flows.deployments import SERVED_SUFFIX, deployment_specs, prefect_yaml, without_home
 from pipelines.config import Home
 from pipelines.errors import InvalidInputError
 from tests.worlds import REPO, make_home
@@ -113,3 +117,98 @@ def test_prefect_deploy_all_creates_every_scheduled_deployment(tmp_path: Path) -
         assert schedule.active
         assert schedule.schedule.cron == spec.cron  # type: ignore[union-attr]
         assert schedule.schedule.timezone == spec.timezone  # type: ignore[union-attr]
+
+
+def test_served_names_are_apart_from_the_prefect_yaml_names() -> None:
+    specs = deployment_specs(Home(REPO))
+    in_yaml = {d["name"] for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
+    served = {spec.served_name for spec in specs}
+    assert in_yaml == {spec.name for spec in specs}
+    assert served == {name + SERVED_SUFFIX for name in in_yaml}
+    assert not served & in_yaml
+
+
+def _deploy_all(home: Home, env: dict[str, str]) -> None:
+    (home.root / "prefect.yaml").write_text(prefect_yaml(home), encoding="utf-8")
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("prefect")), "--no-prompt", "deploy", "--all"],
+        cwd=home.root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+
+
+def _wait_for(names: set[str], timeout: float = 180) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            found = {d.name: d for d in client.read_deployments() if d.name in names}
+        if set(found) == names:
+            return dict(found)
+        time.sleep(0.5)
+    raise AssertionError(f"not registered within {timeout:.0f}s: {sorted(names - set(found))}")
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
+def test_stopping_serve_never_pauses_the_work_pool_deployments(tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.settings import PREFECT_API_URL
+
+    home = make_home(tmp_path / "home", borrowers=20)
+    # the session's server is shared with the `prefect deploy` test, which may have made the pool
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name="contact-exporters", type="process"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+    _deploy_all(home, env)
+    specs = deployment_specs(home)
+    pool_names = {spec.name for spec in specs}
+
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "flows", "--home", str(home.root), "deployments", "serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    polling = threading.Event()
+
+    def read() -> None:
+        assert serving.stdout is not None
+        for line in serving.stdout:
+            lines.append(line)
+            if "being served and polling" in line:
+                polling.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        served = _wait_for({spec.served_name for spec in specs})
+        assert polling.wait(timeout=120), "".join(lines)
+        time.sleep(2)  # the runner is polling: stopped now, it stops as it would after a day of work
+    finally:
+        serving.send_signal(signal.SIGINT)  # Ctrl-C, as a person stops it
+        serving.wait(timeout=120)
+        reader.join(timeout=10)
+    output = "".join(lines)
+    assert "work-pool deployment(s) of this home are scheduled too" in output  # each would run twice
+
+    with get_client(sync_client=True) as client:
+        after = {d.name: d for d in client.read_deployments()}
+    for name in pool_names:
+        assert after[name].work_pool_name == "contact-exporters"
+        assert not after[name].paused, f"{name} was paused by stopping serve"
+        assert all(schedule.active for schedule in after[name].schedules)
+    for name in served:
+        assert after[name].work_pool_name is None
+        assert after[name].paused, output  # serve's own deployments stop with it
