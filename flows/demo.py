@@ -22,8 +22,8 @@ DEMO_SEED = 20261127
 EXPLORE_QUERIES = (
     "SELECT exporterId, campaignId, asOfDate, status, matched, screenedOut, exported, deliveryStatus "
     "FROM run_summary ORDER BY asOfDate",
-    "SELECT reason, count(*) AS contacts FROM blocked_contacts, unnest(reasons) AS r(reason) "
-    "GROUP BY reason ORDER BY contacts DESC",
+    "SELECT coalesce(campaignId, 'daily') AS run, reason, count(*) AS contacts "
+    "FROM blocked_contacts, unnest(reasons) AS r(reason) GROUP BY ALL ORDER BY contacts DESC, reason",
     "SELECT * FROM rejected_by_check",
 )
 
@@ -57,6 +57,11 @@ def prepare_home(home: Home, borrowers: int, say: Callable[[str], None]) -> Home
     return demo
 
 
+def largest_first(by_reason: dict[str, int]) -> list[tuple[str, int]]:
+    """Reason counts, the reason blocking the most contacts first (ties by code)."""
+    return sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))
+
+
 def describe(result: dict[str, Any]) -> list[str]:
     counts = result["counts"]
     lines = [
@@ -68,7 +73,8 @@ def describe(result: dict[str, Any]) -> list[str]:
     ]
     if counts["byReason"]:
         lines.append(
-            "    blocked by reason: " + ", ".join(f"{k} {v:,}" for k, v in counts["byReason"].items())
+            "    blocked by reason: "
+            + ", ".join(f"{code} {n:,}" for code, n in largest_first(counts["byReason"]))
         )
     lines.append(f"    file: {result['file']}")
     lines.append(f"    delivery: {result['delivery']}")

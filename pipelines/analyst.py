@@ -3,9 +3,10 @@
 `install(con)` runs with every write to the warehouse (from `warehouse.create_tables`). It keeps
 - `reason_codes`: every code a contact can be blocked for, what it means, the rule in COMPLIANCE.md and
   the regulation behind it where one applies;
-- three views: `blocked_contacts` (the latest successful run of each exporter, campaign and as-of
-  date; one row per blocked contact), `run_summary` (one row per run) and `rejected_by_check` (rejected
-  source rows per failed check);
+- four views: `blocked_contacts` (the latest successful run of each exporter, campaign and as-of
+  date; one row per blocked contact), `run_summary` (one row per run), `rejected_by_check` (rejected
+  source rows per failed check) and `company_days` (each company's today and yesterday in its own
+  time zone, so "yesterday" never means the UTC day);
 - a comment on every table, view and column, so `DESCRIBE`, `duckdb_columns()` and any SQL client
   explain the warehouse without the README.
 
@@ -125,13 +126,16 @@ REASON_CODES_DDL = """CREATE TABLE IF NOT EXISTS reason_codes (
     code VARCHAR PRIMARY KEY, meaning VARCHAR NOT NULL, rule VARCHAR NOT NULL, regulation VARCHAR,
     clearsWithTime BOOLEAN NOT NULL)"""
 
+# Company dates without a time zone database (every DuckDB client reads the views): asOfInstant is
+# noon of asOfDate in the company's zone, so (asOfDate 12:00 - asOfInstant) is the company's UTC
+# offset that day, and the date of an instant there is floor((epoch + offset) / 1 day) after 1970-01-01.
 VIEWS: Final[dict[str, str]] = {
     # The latest successful run of each (exporterId, asOfDate, campaignId): a rerun replaces a daily
     # run's rows, but a failed run leaves the earlier rows, and a campaign run sits beside the daily one.
     "blocked_contacts": """SELECT s.exporterId, s.asOfDate, latest.campaignId, s.runId, s.contactId,
-        s.personId, s.channel, s.reasons, s.nextEligibleDate
+        s.personId, s.channel, s.reasons, s.nextEligibleDate, latest.companyId
     FROM screening_results AS s JOIN (
-        SELECT runId, campaignId FROM export_runs WHERE status = 'succeeded'
+        SELECT runId, companyId, campaignId FROM export_runs WHERE status = 'succeeded'
         QUALIFY row_number() OVER (
             PARTITION BY exporterId, asOfDate, campaignId ORDER BY finishedAt DESC, runId DESC) = 1
     ) AS latest ON latest.runId = s.runId
@@ -140,7 +144,10 @@ VIEWS: Final[dict[str, str]] = {
         e.population, e.matched, e.screenedOut, e.exported,
         round(100.0 * e.screenedOut / nullif(e.matched, 0), 1) AS screenedOutPct,
         coalesce(rj.rejectedRows, 0) AS rejectedRows, e.deliveryStatus, e.deliveredAt,
-        round(epoch(e.finishedAt) - epoch(e.startedAt), 1) AS seconds, e.error, e.filePath
+        round(epoch(e.finishedAt) - epoch(e.startedAt), 1) AS seconds, e.error, e.filePath,
+        e.startedAt, e.finishedAt,
+        DATE '1970-01-01' + CAST(floor((epoch(e.startedAt) + epoch(e.asOfDate + INTERVAL 12 HOUR)
+            - epoch(e.asOfInstant)) / 86400) AS INTEGER) AS companyStartDate
     FROM export_runs AS e
     LEFT JOIN (SELECT runId, count(*) AS rejectedRows FROM rejected_rows GROUP BY runId) AS rj
         ON rj.runId = e.runId""",
@@ -149,6 +156,15 @@ VIEWS: Final[dict[str, str]] = {
     FROM (SELECT runId, tableName, rowKey, unnest(checks) AS checkName FROM rejected_rows) AS c
     JOIN export_runs AS e ON e.runId = c.runId
     GROUP BY e.exporterId, e.asOfDate, e.campaignId, c.runId, c.tableName, c.checkName""",
+    # The offset of each company's latest as-of date stands for today's (see the comments below).
+    "company_days": """SELECT companyId, utcOffsetMinutes, today, CAST(today - 1 AS DATE) AS yesterday,
+        latestAsOfDate
+    FROM (SELECT companyId, utcOffsetMinutes, latestAsOfDate,
+            DATE '1970-01-01' + CAST(floor((epoch(now()) + 60 * utcOffsetMinutes) / 86400) AS INTEGER) AS today
+        FROM (SELECT companyId, max(asOfDate) AS latestAsOfDate, arg_max(CAST(round(
+                (epoch(asOfDate + INTERVAL 12 HOUR) - epoch(asOfInstant)) / 60) AS BIGINT), asOfDate)
+                AS utcOffsetMinutes
+            FROM export_runs WHERE companyId IS NOT NULL AND asOfInstant IS NOT NULL GROUP BY companyId))""",
 }
 
 _RUN = "the run: export_runs.runId"
@@ -210,17 +226,23 @@ COMMENTS: Final[dict[str, tuple[str, dict[str, str]]]] = {
     ),
     "deliveries": (
         "The SFTP delivery ledger: one row per file delivered; a file already delivered for "
-        "(exporterId, asOfDate, sha256) is not sent again unless --redeliver.",
+        "(exporterId, asOfDate, sha256) is not sent again unless --redeliver. Never replaced by a rerun.",
         {
             "exporterId": _EXPORTER,
-            "asOfDate": _AS_OF,
+            "asOfDate": _AS_OF + " (the company's date the file is for)",
             "sha256": "SHA-256 of the bytes delivered",
             "fileName": "the file's name",
             "remotePath": "where the file was placed on the server",
             "host": "the SFTP server",
             "deliveredAt": "when the delivery finished (UTC)",
             "bytes": "size of the file delivered",
-            "runId": _RUN,
+            "runId": "the run that uploaded the file, or the rerun that since replaced that run's rows "
+            "(a rerun of an (exporterId, asOfDate, campaignId) takes over its deliveries): always an "
+            "export_runs.runId",
+            "campaignId": _CAMPAIGN,
+            "sftpSettingId": "the SFTP destination: configs/sftp/<sftpSettingId>.yaml; null when the "
+            "run did not name it",
+            "rows": "data rows in the file delivered (its manifest's rows)",
         },
     ),
     "reason_codes": (
@@ -236,9 +258,12 @@ COMMENTS: Final[dict[str, tuple[str, dict[str, str]]]] = {
     ),
     "blocked_contacts": (
         "Blocked contacts of the latest successful run of each (exporterId, asOfDate, campaignId): "
-        "one row per contact with all its reasons and the date it may be contacted again.",
+        "one row per contact with all its reasons and the date it may be contacted again. A contact "
+        "can be blocked in the daily run and in a campaign run of the same date: filter "
+        "campaignId IS NULL for daily runs only.",
         {
             "exporterId": _EXPORTER,
+            "companyId": "the exporter's company",
             "asOfDate": _AS_OF,
             "campaignId": _CAMPAIGN,
             "runId": _RUN,
@@ -267,7 +292,11 @@ COMMENTS: Final[dict[str, tuple[str, dict[str, str]]]] = {
             "rejectedRows": "source rows rejected by validation in this run",
             "deliveryStatus": "delivered, already_delivered, skipped or failed",
             "deliveredAt": "when the file was delivered (UTC)",
+            "startedAt": "when the run started (UTC)",
+            "finishedAt": "when the run finished (UTC)",
             "seconds": "time the run took, from startedAt to finishedAt",
+            "companyStartDate": "the company's date when the run started (startedAt in the company "
+            "time zone, at its offset on asOfDate); asOfDate is the date the run is for",
             "error": "why a failed run failed",
             "filePath": "the file written",
         },
@@ -283,6 +312,20 @@ COMMENTS: Final[dict[str, tuple[str, dict[str, str]]]] = {
             "checkName": "the validation check that failed",
             "rowCount": "rows of the table failing this check in the run",
             "exampleRowKey": "one such row's key (the smallest), to look it up",
+        },
+    ),
+    "company_days": (
+        "Each company's today and yesterday in its own time zone (not UTC): join on companyId and filter "
+        "asOfDate = yesterday for \"yesterday's runs\". The offset is the one of the company's latest "
+        "as-of date; within an hour of midnight after a daylight-saving change, before the next run, "
+        "today can be the neighbouring date.",
+        {
+            "companyId": "the company: configs/companies/<companyId>.yaml",
+            "utcOffsetMinutes": "the company's offset from UTC on latestAsOfDate, in minutes "
+            "(-300 for New York in winter)",
+            "today": "today's date in the company time zone, when the query runs",
+            "yesterday": "the day before today, in the company time zone",
+            "latestAsOfDate": "the latest as-of date of any run of the company",
         },
     ),
 }

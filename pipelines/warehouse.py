@@ -1,7 +1,8 @@
 """Warehouse output tables (CONTRACT.md §6) in a DuckDB file.
 
 A rerun of the same (exporterId, asOfDate, campaignId) replaces its earlier rows in one transaction; a failed run
-is recorded beside the earlier successful rows and leaves them intact.
+is recorded beside the earlier successful rows and leaves them intact. The delivery ledger is never
+replaced (it is the history of what was sent); a rerun takes over the deliveries of the run it replaces.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ DDL = (
 
 # The delivery ledger (CONTRACT.md §7), written by pipelines.delivery. Kept here with the other
 # tables: the warehouse step creates it without importing the SFTP client (0.15 s of paramiko).
+# The ledger's own columns are written with the upload; campaignId, rows and sftpSettingId are
+# filled in from the run's record when the run's delivery status is recorded (`complete_deliveries`).
 DELIVERIES_DDL = """
 CREATE TABLE IF NOT EXISTS deliveries (
     exporterId VARCHAR NOT NULL,
@@ -44,7 +47,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
     host VARCHAR NOT NULL,
     deliveredAt TIMESTAMPTZ NOT NULL,
     bytes BIGINT NOT NULL,
-    runId VARCHAR
+    runId VARCHAR,
+    campaignId VARCHAR,
+    sftpSettingId VARCHAR,
+    rows BIGINT
 )
 """
 
@@ -54,6 +60,11 @@ MIGRATIONS = (
     "ALTER TABLE export_runs ADD COLUMN IF NOT EXISTS deliveryStatus VARCHAR",
     "ALTER TABLE export_runs ADD COLUMN IF NOT EXISTS deliveryError VARCHAR",
     "ALTER TABLE screening_results ADD COLUMN IF NOT EXISTS nextEligibleDate DATE",
+)
+DELIVERIES_MIGRATIONS = (
+    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS campaignId VARCHAR",
+    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS sftpSettingId VARCHAR",
+    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS rows BIGINT",
 )
 
 RUN_COLUMNS = (
@@ -100,7 +111,7 @@ def to_arrow(frame: pl.DataFrame) -> Any:
 
 def create_tables(con: duckdb.DuckDBPyConnection) -> None:
     """The output tables, created or brought up to the current columns, and the analysts' objects."""
-    for ddl in (*DDL, *MIGRATIONS, DELIVERIES_DDL):
+    for ddl in (*DDL, *MIGRATIONS, DELIVERIES_DDL, *DELIVERIES_MIGRATIONS):
         con.execute(ddl)
     analyst.install(con, (*DDL, DELIVERIES_DDL))
 
@@ -161,6 +172,7 @@ def record_success(
                 "AND campaignId IS NOT DISTINCT FROM ?)",
                 [run.exporterId, run.asOfDate, *key],
             )
+            _hand_deliveries_over(con, run.runId, key)
             con.execute(
                 "DELETE FROM export_runs WHERE exporterId = ? AND asOfDate = ? AND campaignId IS NOT DISTINCT FROM ?",
                 key,
@@ -176,6 +188,38 @@ def record_success(
         except BaseException:
             con.execute("ROLLBACK")
             raise
+
+
+def _hand_deliveries_over(con: duckdb.DuckDBPyConnection, run_id: str, key: list[Any]) -> None:
+    """Point the deliveries of the runs this one replaces at this run.
+
+    Their export_runs rows are about to go: without this, a rerun leaves the ledger naming a run no
+    table holds. Each delivery's campaignId and rows are taken from its own run first, so they still
+    describe the bytes that were sent.
+    """
+    con.execute(
+        "UPDATE deliveries SET campaignId = e.campaignId, rows = coalesce(deliveries.rows, e.exported) "
+        "FROM export_runs AS e WHERE deliveries.runId = e.runId AND e.exporterId = ? AND e.asOfDate = ? "
+        "AND e.campaignId IS NOT DISTINCT FROM ?",
+        key,
+    )
+    con.execute(
+        "UPDATE deliveries SET runId = ? WHERE runId IN (SELECT runId FROM export_runs "
+        "WHERE exporterId = ? AND asOfDate = ? AND campaignId IS NOT DISTINCT FROM ?)",
+        [run_id, *key],
+    )
+
+
+def complete_deliveries(
+    con: duckdb.DuckDBPyConnection, run_id: str, sftp_setting_id: str | None = None
+) -> None:
+    """Fill a run's ledger rows with what the upload itself does not know: campaign, rows, setting."""
+    con.execute(
+        "UPDATE deliveries SET campaignId = e.campaignId, rows = coalesce(deliveries.rows, e.exported), "
+        "sftpSettingId = coalesce(?, deliveries.sftpSettingId) "
+        "FROM export_runs AS e WHERE deliveries.runId = e.runId AND e.runId = ?",
+        [sftp_setting_id, run_id],
+    )
 
 
 def record_failure(path: Path, run: RunRecord, rejected: pl.DataFrame | None = None) -> None:
@@ -199,9 +243,18 @@ def mark_delivered(path: Path, run_id: str, delivered_at: datetime) -> None:
 
 
 def record_delivery_status(
-    path: Path, run_id: str, status: str, *, delivered_at: datetime | None = None, error: str | None = None
+    path: Path,
+    run_id: str,
+    status: str,
+    *,
+    delivered_at: datetime | None = None,
+    error: str | None = None,
+    sftp_setting_id: str | None = None,
 ) -> None:
-    """Set a run's deliveryStatus and deliveryError; deliveredAt only changes when a time is given."""
+    """Set a run's deliveryStatus and deliveryError; deliveredAt only changes when a time is given.
+
+    The run's rows in the delivery ledger get their campaignId, rows and sftpSettingId here.
+    """
     with duck.connect(path) as con:
         create_tables(con)
         con.execute(
@@ -209,3 +262,4 @@ def record_delivery_status(
             "deliveredAt = coalesce(?, deliveredAt) WHERE runId = ?",
             [status, error, delivered_at, run_id],
         )
+        complete_deliveries(con, run_id, sftp_setting_id)
