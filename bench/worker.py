@@ -122,7 +122,7 @@ def pipeline(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
     guards = switch_guards()
     started = time.perf_counter()
     plan = job.plan_run(Home(home), EXPORTER_ID, AS_OF, source=source, warehouse_path=warehouse)
-    built = job.build(plan, job.new_run_id())
+    built = job.build_partitioned(plan, job.new_run_id(), partitions=1)
     job.record(built)
     seconds = time.perf_counter() - started
     return {

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -20,6 +20,10 @@ from pipelines.config import PLAIN_NUMBER, FileSettings, render_file_name
 
 T = TypeVar("T")
 U = TypeVar("U")
+
+
+# Rows per Parquet row group of an export file (and per batch of a merge of parts).
+ROW_GROUP_ROWS: Final = 65_536
 
 
 @dataclass(frozen=True)
@@ -101,13 +105,6 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _writer(frame: pl.DataFrame, settings: FileSettings) -> Callable[[Path], None]:
-    if settings.format == "parquet":
-
-        def write_parquet(tmp: Path) -> None:
-            frame.write_parquet(tmp, compression="zstd", statistics=False)
-
-        return write_parquet
-
     guarded = spreadsheet_safe(frame, settings)
 
     def write_csv(tmp: Path) -> None:
@@ -175,7 +172,11 @@ def write_export(
     as_of_instant: datetime,
 ) -> WrittenFile:
     """Write the export file, then its manifest `<file>.manifest.json`, each atomically."""
-    atomic_write(target, _writer(frame, settings))
+    if settings.format == "parquet":
+        # In row groups as a merge of parts writes them, so a file's bytes never depend on N.
+        write_batches(frame.iter_slices(ROW_GROUP_ROWS), frame.clear(), target, settings)
+    else:
+        atomic_write(target, _writer(frame, settings))
     return write_manifest(
         target,
         frame.height,

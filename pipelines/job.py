@@ -358,55 +358,6 @@ def manifest_fields(plan: RunPlan, run_id: str) -> dict[str, Any]:
     }
 
 
-def build(plan: RunPlan, run_id: str, progress: Progress = _quiet) -> Built:
-    """One run in one piece: decide, write the file and stage results for `record`."""
-    started_at = datetime.now(UTC)
-    clean_leftovers(plan, run_id)
-    decided = decide(plan, progress)
-    check_rejected_share(plan, decided.blocked_borrowers, decided.matched_borrowers, lambda: decided.rejected)
-    timings = decided.timings
-    exporter, out, screening, rejected = plan.exporter, decided.out, decided.screening, decided.rejected
-    staging = own_staging(plan, run_id)
-    # The file and the staged rows do not depend on each other: they are written side by side (the
-    # writers release the GIL). "write" is the file's time, "stage" the time the staging took beyond it.
-    t = time.perf_counter()
-
-    def write_file() -> files.WrittenFile:
-        written = files.write_export(
-            out, export_target(plan), exporter.fileSettings, **manifest_fields(plan, run_id)
-        )
-        _timed(timings, "write", t)
-        return written
-
-    with staging_dropped_on_failure(plan, run_id):
-        written, by_reason = files.side_by_side(write_file, lambda: _stage(staging, screening, rejected))
-    timings["stage"] = round(time.perf_counter() - t - timings["write"], 4)
-    crash_point("staged")
-    progress(f"wrote {written.rows} rows to {written.path}")
-    return Built(
-        run_id=run_id,
-        plan=plan,
-        file=written,
-        staging=staging,
-        population=decided.population,
-        matched=screening.height,
-        exported=out.height,
-        by_reason=by_reason,
-        rejected=rejected.height,
-        started_at=started_at,
-        timings=timings,
-    )
-
-
-def _stage(staging: Path, screening: pl.DataFrame, rejected: pl.DataFrame) -> dict[str, int]:
-    """Stage a one-piece build's rows for `record`; the counts by reason."""
-    # Read back once by `record`: Arrow IPC, since Parquet's writer slows down more than linearly
-    # with the rows.
-    screening.write_ipc(staging / "screening.arrow", compression="lz4")
-    rejected.write_ipc(staging / "rejected.arrow", compression="lz4")
-    return reason_counts(screening)
-
-
 STAGING_OWNER = "owner.json"
 # Temporary names files.atomic_write gives (and DuckDB's log beside one): `.<name>.<12 hex>.tmp[.wal]`.
 _LOCAL_TEMP = re.compile(r"\..+\.[0-9a-f]{12}\.tmp(\.wal)?")
@@ -495,9 +446,13 @@ def build_part(plan: RunPlan, run_id: str, part: parts.Part, progress: Progress 
         table_wide=None if part.rows is None else TableWide.load(folder / "split"),
     )
     t = time.perf_counter()
-    rows_file, screening_file, rejected_file = parts.write_part(
-        folder, part, decided.out, decided.keys, decided.screening, decided.rejected
-    )
+    written = None
+    if part.count == 1:
+        written, (rows_file, screening_file, rejected_file) = _write_whole(plan, run_id, part, decided)
+    else:
+        rows_file, screening_file, rejected_file = parts.write_part(
+            folder, part, decided.out, decided.keys, decided.screening, decided.rejected
+        )
     _timed(decided.timings, "stage", t)
     progress(f"partition {part.label}: {decided.out.height} rows")
     return parts.PartResult(
@@ -513,6 +468,29 @@ def build_part(plan: RunPlan, run_id: str, part: parts.Part, progress: Progress 
         blocked_borrowers=decided.blocked_borrowers,
         matched_borrowers=decided.matched_borrowers,
         timings=decided.timings,
+        file=written,
+    )
+
+
+def _write_whole(
+    plan: RunPlan, run_id: str, part: parts.Part, decided: Decided
+) -> tuple[files.WrittenFile, tuple[Path | None, Path, Path]]:
+    """A part that is the whole run writes the export file straight from its rows, beside its
+    screening rows: there is nothing to merge, and a rows part written to be read back would only
+    cost time. The rejected share is checked first, as the merge would, so a broken feed writes no
+    file."""
+    check_rejected_share(plan, decided.blocked_borrowers, decided.matched_borrowers, lambda: decided.rejected)
+    folder = staging_dir(plan, run_id)
+
+    def write_file() -> files.WrittenFile:
+        target = export_target(plan)
+        return files.write_export(
+            decided.out, target, plan.exporter.fileSettings, **manifest_fields(plan, run_id)
+        )
+
+    return files.side_by_side(
+        write_file,
+        lambda: parts.write_part(folder, part, None, decided.keys, decided.screening, decided.rejected),
     )
 
 
@@ -536,12 +514,8 @@ def merge(
         lambda: parts.rejected_rows([r.rejected_file for r in results]),
     )
     t = time.perf_counter()
-    exporter = plan.exporter
-    target = export_target(plan)
-    row_files = [r.rows_file for r in results]
-    empty = parts.empty_part(row_files[0])
-    rows = files.write_batches(parts.merged_batches(row_files), empty, target, exporter.fileSettings)
-    written = files.write_manifest(target, rows, empty.columns, **manifest_fields(plan, run_id))
+    whole = results[0].file if len(results) == 1 else None
+    written = whole if whole is not None else _merged_file(plan, run_id, results)
     by_reason: dict[str, int] = {}
     for result in results:
         for reason, n in result.by_reason.items():
@@ -562,6 +536,15 @@ def merge(
         started_at=started_at,
         timings=timings,
     )
+
+
+def _merged_file(plan: RunPlan, run_id: str, results: list[parts.PartResult]) -> files.WrittenFile:
+    """The export file as a k-way merge of the parts' sorted rows."""
+    target = export_target(plan)
+    row_files = [r.rows_file for r in results if r.rows_file is not None]
+    empty = parts.empty_part(row_files[0])
+    rows = files.write_batches(parts.merged_batches(row_files), empty, target, plan.exporter.fileSettings)
+    return files.write_manifest(target, rows, empty.columns, **manifest_fields(plan, run_id))
 
 
 def build_partitioned(
@@ -651,12 +634,9 @@ def record(built: Built) -> None:
     t = time.perf_counter()
     plan = built.plan
     screening: pl.DataFrame | Any
-    if (built.staging / "screening.arrow").exists():
-        screening = pl.read_ipc(built.staging / "screening.arrow")
-        rejected = pl.read_ipc(built.staging / "rejected.arrow")
-    else:  # a partitioned run: the parts' rows, scanned by the insert rather than loaded
-        screening = parts.screening_dataset(sorted(built.staging.glob("screening-*.arrow")))
-        rejected = parts.rejected_rows(sorted(built.staging.glob("rejected-*.arrow")))
+    # the parts' rows, scanned by the insert rather than loaded
+    screening = parts.screening_dataset(sorted(built.staging.glob("screening-*.arrow")))
+    rejected = parts.rejected_rows(sorted(built.staging.glob("rejected-*.arrow")))
     warehouse.record_success(
         plan.warehouse,
         warehouse.RunRecord(

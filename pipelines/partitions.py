@@ -38,11 +38,11 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from pipelines import duck, sources, table_wide
-from pipelines.files import side_by_side
+from pipelines.files import ROW_GROUP_ROWS, WrittenFile, side_by_side
 from pipelines.tables import BORROWERS, TABLES
 
 SORT_KEY: Final = "__contactId"  # the contact id of each projected row in a part file
-BATCH_ROWS: Final = 65_536  # rows per part-file batch and per merged batch (one Parquet row group)
+BATCH_ROWS: Final = ROW_GROUP_ROWS  # rows per part-file batch and per merged batch (one Parquet row group)
 # Peak memory of one partition per source row (all five tables), and the memory every run has
 # whatever its partitions (interpreter, libraries, lookup tables): the peak RSS of a run, less the
 # baseline, per row of its largest partition, with a margin over the worst measured (the
@@ -100,7 +100,7 @@ class PartResult:
     """What a partition leaves in the staging folder, and the counts the merge adds up."""
 
     part: Part
-    rows_file: Path
+    rows_file: Path | None  # None: the part is the whole run and wrote the export file itself (`file`)
     screening_file: Path
     rejected_file: Path
     population: int
@@ -111,6 +111,7 @@ class PartResult:
     blocked_borrowers: int = 0  # matched borrowers blocked by SOURCE_ROW_REJECTED
     matched_borrowers: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    file: WrittenFile | None = None  # the export file, when the part is the whole run
 
 
 # ---------------------------------------------------------------- the partition function
@@ -316,12 +317,13 @@ def population_of(folder: Path, part: Part) -> pl.DataFrame:
 def write_part(
     folder: Path,
     part: Part,
-    rows: pl.DataFrame,
+    rows: pl.DataFrame | None,
     keys: pl.Series,
     screening: pl.DataFrame,
     rejected: pl.DataFrame,
-) -> tuple[Path, Path, Path]:
-    """Write a partition's projected rows (with their contact id, sorted), screening and rejected rows."""
+) -> tuple[Path | None, Path, Path]:
+    """Write a partition's projected rows (with their contact id, sorted), screening and rejected rows.
+    Without `rows` (a part that is the whole run writes the export file itself), only the latter two."""
     folder.mkdir(parents=True, exist_ok=True)
     rows_file = folder / f"rows-{part.name}.arrow"
     screening_file = folder / f"screening-{part.name}.arrow"
@@ -332,6 +334,8 @@ def write_part(
     # Each in one chunk first: a frame read and filtered in many small chunks would otherwise give
     # as many small batches, each a step of the merge and of the warehouse insert.
     def write_rows() -> None:
+        if rows is None:
+            return
         table = rows.with_columns(keys.alias(SORT_KEY)).rechunk().to_arrow()
         with ipc.new_file(str(rows_file), table.schema) as writer:
             writer.write_table(table, max_chunksize=BATCH_ROWS)
@@ -341,7 +345,7 @@ def write_part(
         rejected.write_ipc(rejected_file, compression="lz4")
 
     side_by_side(write_rows, write_screening)
-    return rows_file, screening_file, rejected_file
+    return (None if rows is None else rows_file), screening_file, rejected_file
 
 
 def screening_dataset(files: Sequence[Path]) -> pads.Dataset:

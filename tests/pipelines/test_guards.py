@@ -93,8 +93,8 @@ def rejected(home: Home) -> list[tuple[str, str | None, list[str]]]:
 def blocked_ids(home: Home, exporter_id: str = "CE-VOICECOL") -> tuple[pl.Series, pl.Series]:
     """The contacts a clean run blocks and allows (from a run in another home's warehouse)."""
     plan = job.plan_run(home, exporter_id, AS_OF, warehouse_path=home.root / "clean.duckdb")
-    built = job.build(plan, "RUN-CLEAN")
-    screening = pl.read_ipc(built.staging / "screening.arrow")
+    built = job.build_partitioned(plan, "RUN-CLEAN", partitions=1)
+    screening = pl.read_ipc(next(built.staging.glob("screening-*.arrow")))
     built.file.path.unlink()
     built.file.manifest_path.unlink()
     for p in built.staging.iterdir():

@@ -165,8 +165,8 @@ def no_space(*_: object, **__: object) -> None:
 @pytest.mark.parametrize(
     ("partitions", "slow", "failing"),
     [
-        (None, (pl.DataFrame, "write_ipc"), (job.files, "write_export")),
-        (None, (job.files, "write_export"), (job, "reason_counts")),
+        (1, (pl.DataFrame, "write_ipc"), (job.files, "write_export")),
+        (1, (job.files, "write_export"), (pl.DataFrame, "write_ipc")),
         (2, (pl.DataFrame, "write_ipc"), (pyarrow.ipc, "new_file")),
         (2, (pyarrow.ipc, "new_file"), (pl.DataFrame, "write_ipc")),
     ],
@@ -175,24 +175,19 @@ def no_space(*_: object, **__: object) -> None:
 def test_a_failed_side_of_the_side_by_side_writes_leaves_no_staging(
     home: Home,
     monkeypatch: pytest.MonkeyPatch,
-    partitions: int | None,
+    partitions: int,
     slow: tuple[object, str],
     failing: tuple[object, str],
 ) -> None:
-    """A one-piece build writes its file beside its staged rows, a partition its rows beside its
-    screening rows: whichever side fails, the other is waited for before the error comes out, and
-    then the staging is dropped."""
+    """A run in one partition writes its file beside its screening rows, a partition of several its
+    rows beside its screening rows: whichever side fails, the other is waited for before the error
+    comes out, and then the staging is dropped."""
     plan = job.plan_run(home, "CE-VOICECOL", AS_OF)
     other = Slow(getattr(*slow))
     monkeypatch.setattr(*slow, other)
     monkeypatch.setattr(*failing, no_space)
-    build = (
-        (lambda: job.build(plan, "RUN-SIDE"))
-        if partitions is None
-        else (lambda: job.build_partitioned(plan, "RUN-SIDE", partitions))
-    )
     with pytest.raises(OSError, match="No space"):
-        build()
+        job.build_partitioned(plan, "RUN-SIDE", partitions)
     assert other.finished, "the error came out while the other side was still writing"
     assert not job.staging_dir(plan, "RUN-SIDE").exists()
 
