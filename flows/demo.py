@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flows import settings
+from flows.failures import shown
 from pipelines.config import Home
 from pipelines.request import RunRequest
 
@@ -111,6 +112,7 @@ def run_demo(
     say("SFTP server stopped")
 
     delivered = sorted(p for p in (sftp_root / "upload").glob("*") if p.is_file())
+    cli = f".venv/bin/contact-exporter --home {shlex.quote(shown(demo.root))}"
     lines = ["", "What ran:"]
     for result in results:
         lines += describe(result)
@@ -119,7 +121,13 @@ def run_demo(
     lines += [
         "",
         "Explore the results (read-only; any DuckDB client works too):",
-        *[f"  .venv/bin/contact-exporter --home {demo.root} sql {shlex.quote(q)}" for q in EXPLORE_QUERIES],
+        *[f"  {cli} sql {shlex.quote(q)}" for q in EXPLORE_QUERIES],
+        "",
+        "Run it yourself on the same sample data (the demo's home holds the source and the configs):",
+        f"  {cli} exporters list",
+        f"  {cli} run CE-EMAILSVC --as-of {results[-1]['asOfDate']} --no-deliver",
+        f"  {cli} campaigns run collections-daily --as-of {results[0]['asOfDate']} --no-deliver",
+        f"  {cli} server start    # a Prefect server and its UI for the runs of this home",
         "",
         f"demo finished in {time.perf_counter() - started:.1f}s; run `make demo` again: nothing is delivered twice "
         "(add --redeliver to the demo command to send again).",

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ContactExporterError, InvalidInputError
+from pipelines.errors import ContactExporterError, InvalidInputError, SourceDataError
 
 MAX_MESSAGE = 600
+DEMO_HOME = Path("data") / "demo"  # flows/demo.py builds its home there
+NO_SOURCE = ("does not exist", "required table is missing")
 
 
 @dataclass
@@ -41,6 +43,25 @@ def home_line() -> str | None:
     return f"home: {CURRENT.home} ({CURRENT.home_origin}{state})"
 
 
+def shown(path: Path) -> str:
+    """A path as a person would type it here: relative to the working folder when under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def demo_hint(exc: BaseException) -> str | None:
+    """After `make demo` the sample source is in the demo's home: say so when a home has none."""
+    if not isinstance(exc, SourceDataError) or not any(e.message in NO_SOURCE for e in exc.errors):
+        return None
+    home = CURRENT.home or Path.cwd()
+    demo = home / DEMO_HOME
+    if not (demo / "configs").is_dir():
+        return None
+    return f"the demo's sample data is in its own home: add --home {shown(demo)}"
+
+
 def _clip(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
@@ -55,7 +76,7 @@ def failure_lines(exc: BaseException) -> list[str]:
         hint = "run again with --debug for the traceback"
     what = str(exc) if isinstance(exc, ContactExporterError) else f"unexpected {type(exc).__name__}: {exc}"
     lines = ["error: " + _clip(what)]
-    second = [part for part in (home_line(), hint) if part]
+    second = [part for part in (home_line(), hint, demo_hint(exc)) if part]
     if second:
         lines.append("; ".join(second))
     return lines

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -48,6 +51,20 @@ def test_demo_delivers_and_records(tmp_path: Path) -> None:
         con.close()
     assert not [p for p in upload.iterdir() if p.name.endswith(".part")]
     assert any("Explore the results" in m for m in messages)
+    # the follow-up commands it prints name the demo's home, and work as printed
+    printed = "\n".join(messages)
+    demo_home = (tmp_path / "data" / "demo").resolve()
+    assert f"--home {demo_home} sql " in printed
+    [listing] = [line.strip() for line in printed.splitlines() if line.strip().endswith(" exporters list")]
+    assert listing == f".venv/bin/contact-exporter --home {demo_home} exporters list"
+    listed = subprocess.run(
+        [sys.executable, "-m", "flows", *shlex.split(listing)[1:]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "CE-VOICECOL" in listed.stdout
 
     # a second demo delivers nothing again
     again = run_demo(Home(tmp_path), borrowers=400, redeliver=False, say=messages.append)
