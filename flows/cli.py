@@ -320,10 +320,21 @@ def explain(
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="As-of date, YYYY-MM-DD (judged at its noon).")
     ] = None,
-    at: Annotated[str | None, typer.Option("--at", help="Or an instant, e.g. 2026-06-15T14:05:00Z.")] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Or an instant, e.g. 2026-06-15T14:05:00Z (evaluated now).")
+    ] = None,
     source: Source = None,
+    warehouse: Annotated[
+        Path | None,
+        typer.Option("--warehouse", help="Warehouse holding the run (default data/warehouse.duckdb)."),
+    ] = None,
+    recompute: Annotated[
+        bool, typer.Option("--recompute", help="Evaluate the source now instead of reading the day's run.")
+    ] = False,
 ) -> None:
-    """Why a contact is or is not exported on a date: decision, evidence per reason, next eligible date."""
+    """Why a contact was or was not exported on a date: the decision the day's run recorded (runId,
+    reasons, next eligible date) with the evidence for each reason, and whether the source has
+    changed since; --recompute (or --at) evaluates the source now instead."""
     from pipelines import explain as explain_mod
     from pipelines import job
 
@@ -331,8 +342,15 @@ def explain(
         raise InvalidInputError("arguments", [ErrorItem("--as-of", "give --as-of or --at (one of them)")])
     moment = parse_instant(at, "--at") if at is not None else None
     day = moment.date() if moment is not None else date_arg(str(as_of), "--as-of")
-    plan = job.plan_run(home_of(ctx), exporter_id, day, source=source)
-    emit(explain_mod.explain(plan.exporter, plan.company, plan.source, contact_id, plan.as_of, moment))
+    plan = job.plan_run(home_of(ctx), exporter_id, day, source=source, warehouse_path=warehouse)
+    if recompute or moment is not None:
+        emit(explain_mod.explain(plan.exporter, plan.company, plan.source, contact_id, plan.as_of, moment))
+        return
+    emit(
+        explain_mod.explain_recorded(
+            plan.exporter, plan.company, plan.source, plan.warehouse, contact_id, day
+        )
+    )
 
 
 def parse_instant(value: str | None, option: str) -> datetime:
@@ -577,6 +595,27 @@ def sql(
             "arguments", [ErrorItem("--warehouse", f"{path} does not exist: run an export first")]
         )
     sqlcmd.main_sql(path, query, fmt, limit)
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run (export_runs.runId; see run_summary).")],
+    warehouse: Annotated[
+        Path | None, typer.Option(help="DuckDB file. Default data/warehouse.duckdb.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the page. Default: report.html beside the run's file.")
+    ] = None,
+) -> None:
+    """Write a run's report as an HTML page (counts, blocked by reason, rejected rows, delivery)."""
+    from pipelines import report as run_report
+
+    home = home_of(ctx)
+    path = home.path(warehouse) if warehouse else home.warehouse
+    target = run_report.write_report(path, run_id, home.path(out) if out else None)
+    say(f"report of {run_id}: {target}")
+    emit({"runId": run_id, "file": str(target)})
 
 
 @app.command("demo")

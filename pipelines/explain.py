@@ -11,12 +11,13 @@ time zones with the local time of the instant in each, and the consent records. 
 from __future__ import annotations
 
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from pipelines import compliance, eligibility, files, matching, schemas, sources
+from pipelines import compliance, duck, eligibility, files, matching, schemas, sources
 from pipelines.config import CheckCanInteractData, Company, Exporter, Policy
 from pipelines.errors import ErrorItem, NotFoundError
 from pipelines.history import contacts_at
@@ -39,6 +40,74 @@ def explain(
     `source` (a source path)."""
     checked = schemas.validate_sources(sources.open_source(source), source=str(source))
     return explain_tables(exporter, company, checked.tables, checked.owned, contact_id, as_of, at)
+
+
+def recorded_decision(
+    warehouse: Path, exporter_id: str, as_of: date, contact_id: str
+) -> dict[str, Any] | None:
+    """What the latest succeeded daily run of (exporter, as-of date) recorded for the contact:
+    runId, matched, and when matched its channel, canInteract, reasons and nextEligibleDate. None
+    when no such run is recorded (or no warehouse exists)."""
+    if not Path(warehouse).is_file():
+        return None
+    with duck.connect(Path(warehouse), read_only=True) as con:
+        if "export_runs" not in sources.duckdb_tables(con):
+            return None
+        runs = con.execute(
+            "SELECT runId, finishedAt FROM export_runs WHERE exporterId = ? AND asOfDate = ? "
+            "AND campaignId IS NULL AND status = 'succeeded' ORDER BY finishedAt DESC LIMIT 1",
+            [exporter_id, as_of],
+        ).fetchall()
+        if not runs:
+            return None
+        run_id, finished = runs[0]
+        found = con.execute(
+            "SELECT channel, canInteract, reasons, nextEligibleDate FROM screening_results "
+            "WHERE runId = ? AND contactId = ?",
+            [run_id, contact_id],
+        ).fetchall()
+    out: dict[str, Any] = {"runId": run_id, "finishedAt": iso(finished), "matched": bool(found)}
+    if found:
+        channel, ok, reasons, next_date = found[0]
+        out |= {
+            "channel": channel,
+            "canInteract": ok,
+            "reasons": list(reasons),
+            "nextEligibleDate": iso(next_date),
+        }
+    return out
+
+
+def explain_recorded(
+    exporter: Exporter,
+    company: Company,
+    source: Any,
+    warehouse: Path,
+    contact_id: str,
+    as_of: date,
+) -> dict[str, Any]:
+    """The decision the day's run recorded for the contact (what was sent), with the evidence read
+    from the source now, and whether the source, evaluated now, would decide otherwise."""
+    recorded = recorded_decision(warehouse, exporter.id, as_of, contact_id)
+    if recorded is None:
+        raise NotFoundError(
+            "export_runs",
+            [ErrorItem("/asOfDate", f"no succeeded run of {exporter.id} on {as_of.isoformat()} is recorded in "
+                       f"{warehouse}; run it first, or add --recompute to evaluate the source now")],
+        )  # fmt: skip
+    now = explain(exporter, company, source, contact_id, as_of)
+    decided = ("matched", "canInteract", "reasons", "nextEligibleDate")
+    changed = any(now.get(k) != recorded.get(k) for k in decided if k in recorded)
+    out = now | {k: recorded[k] for k in decided if k in recorded} | {"recorded": recorded}
+    out["exported"] = bool(recorded["matched"] and recorded.get("canInteract"))
+    out["sourceChanged"] = changed
+    if changed:
+        out["now"] = {k: now.get(k) for k in decided}
+        out["note"] = (
+            f"the source has changed since run {recorded['runId']}: evaluated now the decision would differ "
+            "(see `now`); the evidence shown is the source as it is now"
+        )
+    return out
 
 
 def explain_tables(
@@ -198,4 +267,4 @@ def _active_dnis(
     ]
 
 
-__all__ = ["explain", "explain_tables"]
+__all__ = ["explain", "explain_recorded", "explain_tables", "recorded_decision"]
