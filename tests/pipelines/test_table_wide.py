@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pipelines import job, table_wide
 from pipelines.config import Home
 from pipelines.errors import SourceDataError
-from tests.frontdoor import COMPANY, HEADERS, add_exporter, csv_text, make_home
+from tests.frontdoor import COMPANY, HEADERS, add_exporter, make_home, write_csv_source, write_source
 from tests.reference.source import reference_run
 
 pytestmark = pytest.mark.slow
@@ -88,27 +88,10 @@ def world(rnd: random.Random, as_of: date) -> dict[str, list[Row]]:
 
 
 def write(folder: Path, raw: dict[str, list[Row]], fmt: str) -> Path:
-    text = folder / "csv"
-    text.mkdir(parents=True)
-    for name, header in HEADERS.items():
-        (text / f"{name}.csv").write_text(csv_text(header, raw[name]), encoding="utf-8")
+    """The world as CSV files, Parquet files or a DuckDB file (the latter two typed from the CSV)."""
     if fmt == "csv":
-        return text
-    frames = {name: pl.read_csv(text / f"{name}.csv", infer_schema=False) for name in HEADERS}
-    if fmt == "parquet":
-        out = folder / "parquet"
-        out.mkdir()
-        for name, frame in frames.items():
-            frame.write_parquet(out / f"{name}.parquet")
-        return out
-    path = folder / "source.duckdb"
-    con = duckdb.connect(str(path))
-    try:
-        for name, frame in frames.items():
-            con.from_arrow(frame.to_arrow()).create(name)
-    finally:
-        con.close()
-    return path
+        return write_csv_source(folder / "csv", **raw)
+    return write_source(folder / ("source.duckdb" if fmt == "duckdb" else "parquet"), fmt, **raw)
 
 
 def outcome(home: Home, exporter: str, as_of: date, source: Path, partitions: int | str) -> Any:
