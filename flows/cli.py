@@ -17,6 +17,7 @@ import typer
 from typer import TyperException
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
+from flows.runs_cli import runs_app
 from pipelines.config import Home
 from pipelines.errors import ContactExporterError, ErrorItem, InvalidInputError
 
@@ -44,6 +45,7 @@ server_app = typer.Typer(
 )
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(server_app, name="server")
+app.add_typer(runs_app, name="runs")
 
 
 def emit(payload: Any) -> None:

@@ -19,7 +19,7 @@ import polars as pl
 
 from pipelines import compliance, duck, eligibility, files, matching, schemas, sources
 from pipelines.config import CheckCanInteractData, Company, Exporter, Policy
-from pipelines.errors import ErrorItem, NotFoundError
+from pipelines.errors import NotFoundError
 from pipelines.history import contacts_at
 from pipelines.rules import contact_history, registry
 from pipelines.rules.base import Seen, iso, rows
@@ -91,10 +91,9 @@ def explain_recorded(
     recorded = recorded_decision(warehouse, exporter.id, as_of, contact_id)
     if recorded is None:
         raise NotFoundError(
-            "export_runs",
-            [ErrorItem("/asOfDate", f"no succeeded run of {exporter.id} on {as_of.isoformat()} is recorded in "
-                       f"{warehouse}; run it first, or add --recompute to evaluate the source now")],
-        )  # fmt: skip
+            f"no succeeded run of {exporter.id} on {as_of.isoformat()} is recorded in {warehouse}; "
+            "run it first, or add --recompute to evaluate the source now"
+        )
     now = explain(exporter, company, source, contact_id, as_of)
     decided = ("matched", "canInteract", "reasons", "nextEligibleDate")
     changed = any(now.get(k) != recorded.get(k) for k in decided if k in recorded)
@@ -146,7 +145,7 @@ def explain_tables(
                 "exported": False,
                 "why": "the contact was created after the instant",
             }
-        raise NotFoundError("contacts", [ErrorItem("/contactId", f"no contact {contact_id} in the source")])
+        raise NotFoundError(f"contact {contact_id!r} not found: no such contact in the source")
     person = str(contact.item(0, "personId"))
     population = matching.company_population(tables.borrowers, company.id)
     matched = (

@@ -758,13 +758,21 @@ def deliver(
         raise
     if result.delivered and result.delivered_at is not None:
         warehouse.record_delivery_status(
-            plan.warehouse, built.run_id, "delivered", delivered_at=result.delivered_at
+            plan.warehouse,
+            built.run_id,
+            "delivered",
+            delivered_at=result.delivered_at,
+            sftp_setting_id=plan.exporter.sftpSettingId,
         )
         return Delivery(
             True, f"delivered to {plan.sftp.host}:{result.remote_path}", result.delivered_at, "delivered"
         )
     warehouse.record_delivery_status(
-        plan.warehouse, built.run_id, "already_delivered", delivered_at=result.delivered_at
+        plan.warehouse,
+        built.run_id,
+        "already_delivered",
+        delivered_at=result.delivered_at,
+        sftp_setting_id=plan.exporter.sftpSettingId,
     )
     return Delivery(False, result.skipped_reason or "not delivered", result.delivered_at, "already_delivered")
 
@@ -780,7 +788,12 @@ def _not_sent(built: Built, status: str, detail: str, error: str | None = None) 
             plan.warehouse, plan.exporter_id, plan.as_of, built.file.sha256, built.file.path.name
         )
         warehouse.record_delivery_status(
-            plan.warehouse, built.run_id, status, delivered_at=earlier, error=error
+            plan.warehouse,
+            built.run_id,
+            status,
+            delivered_at=earlier,
+            error=error,
+            sftp_setting_id=plan.exporter.sftpSettingId,
         )
     except Exception:  # never mask the delivery error (or a finished export) with a bookkeeping one
         log.exception("could not record delivery status %s for run %s", status, built.run_id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,7 +14,7 @@ import duckdb
 import pytest
 
 from flows.sftp_server import local_sftp_server
-from pipelines import job, warehouse
+from pipelines import job
 from pipelines.config import Home
 from tests.worlds import make_home
 
@@ -69,15 +68,9 @@ def test_every_delivery_names_a_recorded_run_with_its_campaign_and_rows(day: Day
     ]
 
 
-def test_a_delivery_status_names_the_sftp_setting(tmp_path: Path, day: Day) -> None:
-    db = tmp_path / "w.duckdb"
-    db.write_bytes(day.home.warehouse.read_bytes())
-    warehouse.record_delivery_status(db, day.campaign["runId"], "delivered", sftp_setting_id="partner")
-    with duckdb.connect(str(db), read_only=True) as con:
-        settings = con.execute(
-            "SELECT campaignId, sftpSettingId FROM deliveries ORDER BY 1 NULLS FIRST"
-        ).fetchall()
-    assert settings == [(None, None), (CAMPAIGN, "partner")]
+def test_a_delivery_names_the_sftp_setting_of_its_run(day: Day) -> None:
+    settings = fetch(day.home, "SELECT campaignId, sftpSettingId FROM deliveries ORDER BY 1 NULLS FIRST")
+    assert settings == [(None, "partner"), (CAMPAIGN, "partner")]
 
 
 def test_run_summary_has_start_finish_and_the_company_date(day: Day) -> None:

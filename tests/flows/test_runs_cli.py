@@ -1,0 +1,55 @@
+"""`runs list | show | diff` over real runs recorded in a warehouse, as a user types them."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+from tests.flows.test_cli import cli
+from tests.frontdoor import add_exporter, borrower, make_home, phone, run, write_csv_source
+
+AS_OF = date(2026, 4, 7)
+DNI = {"id": "N1", "personId": "B2", "channels": '["voice"]', "themes": '["all"]', "startDate": "2026-04-01"}
+
+
+def test_runs_list_show_and_diff_tell_what_changed_and_why(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home", maxRejectedShare=1.0)
+    exporter_id = add_exporter(home)
+    people = {
+        "borrowers": [borrower("B1"), borrower("B2")],
+        "contacts": [phone("C1", "B1"), phone("C2", "B2")],
+    }
+    source = write_csv_source(tmp_path / "src", **people)
+    first = run(home, exporter_id, AS_OF, source)
+    write_csv_source(tmp_path / "src", **people, do_not_interact=[DNI])
+    second = run(home, exporter_id, AS_OF, source)
+
+    listed = cli(home.root, "runs", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    runs = json.loads(listed.stdout)
+    assert [r["runId"] for r in runs] == [second["runId"]], "a rerun of the same date replaces the first"
+    table = cli(home.root, "runs", "list")
+    assert second["runId"] in table.stdout
+    assert "exported" in table.stdout.splitlines()[0]
+
+    shown = json.loads(cli(home.root, "runs", "show", second["runId"], "--json").stdout)
+    assert shown["blockedByReason"] == [{"reason": "DO_NOT_INTERACT", "contacts": 1}]
+    assert shown["exported"] == 1
+
+    # the first run's screening rows were replaced; diff against a run of another day instead
+    third = run(home, exporter_id, date(2026, 4, 8), write_csv_source(tmp_path / "src", **people))
+    diff = json.loads(cli(home.root, "runs", "diff", second["runId"], third["runId"], "--json").stdout)
+    assert diff["changes"]["newlyAllowed"]["contacts"] == 1
+    assert diff["changes"]["newlyAllowed"]["reasons"] == {"DO_NOT_INTERACT": 1}
+    assert diff["changes"]["newlyAllowed"]["first"][0]["contactId"] == "C2"
+    text = cli(home.root, "runs", "diff", second["runId"], third["runId"]).stdout
+    assert "newlyAllowed: 1 contacts (reasons: DO_NOT_INTERACT 1)" in text
+    assert first["runId"] != second["runId"]
+
+
+def test_an_unknown_run_is_named(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    missing = cli(home.root, "runs", "show", "RUN-NOPE")
+    assert missing.returncode == 2
+    assert "no warehouse" in missing.stderr or "RUN-NOPE" in missing.stderr
