@@ -212,6 +212,10 @@ Source = Annotated[
     typer.Option(help="DuckDB file or folder of Parquet/CSV tables. Default data/warehouse.duckdb."),
 ]
 NoDeliver = Annotated[bool, typer.Option("--no-deliver", help="Write the file(s) but do not send them.")]
+DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Print the plan (population, partitions, file, delivery); write nothing."),
+]
 PartitionsOpt = Annotated[
     str,
     typer.Option(
@@ -251,6 +255,7 @@ def run(
     partitions: PartitionsOpt = "auto",
     memory_budget: MemoryBudget = "2GiB",
     dask: DaskAddress = None,
+    dry_run: DryRun = False,
 ) -> None:
     """Run one exporter for one as-of date (screened at noon, company time) through the Prefect flow."""
     from flows import runs
@@ -268,7 +273,7 @@ def run(
         memory_budget=memory_budget,
         dask_address=dask,
     )
-    emit(runs.run_exporter(home_of(ctx), request))
+    emit(runs.dry_run(home_of(ctx), request) if dry_run else runs.run_exporter(home_of(ctx), request))
 
 
 @app.command("backfill")
@@ -281,6 +286,7 @@ def backfill(
     no_deliver: NoDeliver = False,
     partitions: PartitionsOpt = "auto",
     memory_budget: MemoryBudget = "2GiB",
+    dry_run: DryRun = False,
 ) -> None:
     """Run an exporter for every date from START to END; one failed date does not stop the others."""
     from flows import runs
@@ -294,6 +300,19 @@ def backfill(
         partitions=partitions,
         memory_budget=memory_budget,
     )
+    if dry_run:
+        from datetime import timedelta
+
+        if last < first:
+            raise InvalidInputError("arguments", [ErrorItem("--end", f"end {last} is before start {first}")])
+        days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+        emit(
+            {
+                "dryRun": True,
+                "dates": [runs.dry_run(home_of(ctx), request.model_copy(update={"as_of": d})) for d in days],
+            }
+        )
+        return
     result = runs.run_backfill(home_of(ctx), request, first, last)
     for line in backfill_table(result.get("dates", [])):
         typer.echo(line, err=True)
@@ -404,6 +423,7 @@ def campaigns_run(
     partitions: PartitionsOpt = "auto",
     memory_budget: MemoryBudget = "2GiB",
     dask: DaskAddress = None,
+    dry_run: DryRun = False,
 ) -> None:
     """Run a campaign: its query picks the borrowers, its exporter does the rest."""
     from flows import runs
@@ -420,7 +440,9 @@ def campaigns_run(
         memory_budget=memory_budget,
         dask_address=dask,
     )
-    emit(runs.run_campaign(home, campaign_id, request))
+    emit(
+        runs.dry_run(home, request, campaign_id) if dry_run else runs.run_campaign(home, campaign_id, request)
+    )
 
 
 # ---------------------------------------------------------------- data, servers, demo

@@ -35,6 +35,21 @@ def _opt(path: Path | None, home: Home) -> str | None:
     return str(home.path(path)) if path else None
 
 
+def dry_run(home: Home, request: RunRequest, campaign_id: str | None = None) -> dict[str, Any]:
+    """The plan of a run, checked as a run would check it, without starting Prefect or writing."""
+    from pipelines import job, preflight
+
+    request = request.model_copy(update={"home": str(home.root), "campaign_id": campaign_id})
+    if campaign_id is not None and request.source is None:
+        request = request.model_copy(update={"source": home.campaign(campaign_id).source})
+    plan = job.plan_request(request)
+    preflight.check_plan(plan, deliver=request.deliver)
+    out = job.dry_run(plan, request.partitions, request.memory_budget, request.deliver)
+    if campaign_id is not None:
+        out["population"] = f"the borrowers campaign {campaign_id}'s query picks when it runs"
+    return out
+
+
 def run_exporter(home: Home, request: RunRequest) -> dict[str, Any]:
     # Validate configuration before Prefect starts: a typo costs milliseconds, not a server start.
     from pipelines import job, preflight

@@ -402,6 +402,32 @@ def staging_dir(plan: RunPlan, run_id: str) -> Path:
     return plan.home.root / "data" / "runs" / run_id
 
 
+def dry_run(plan: RunPlan, partitions: int | str, memory_budget: int, deliver: bool) -> dict[str, Any]:
+    """What a run of `plan` would do, read from the configs and the source's size only (nothing is
+    written, no borrower row is read): its population, partitions, target file and delivery."""
+    sftp = plan.sftp
+    if sftp is None or not deliver:
+        target = "none: " + ("no sftpSettingId, the file stays local" if sftp is None else "--no-deliver")
+    else:
+        target = f"sftp://{sftp.username}@{sftp.host}:{sftp.port}{sftp.remoteDir.rstrip('/')}/"
+    return {
+        "dryRun": True,
+        "exporterId": plan.exporter_id,
+        "companyId": plan.company.id,
+        "campaignId": plan.campaign_id,
+        "asOfDate": plan.as_of.isoformat(),
+        "asOfInstant": files.iso_utc(plan.as_of_instant),
+        "source": str(plan.source),
+        "population": str(plan.population_file)
+        if plan.population_file
+        else f"every borrower of {plan.company.id}",
+        "partitions": partition_count(plan, partitions, memory_budget),
+        "file": str(export_target(plan)),
+        "warehouse": str(plan.warehouse),
+        "delivery": target,
+    }
+
+
 def partition_count(plan: RunPlan, partitions: int | str, memory_budget: int) -> int:
     """N for a run: the number asked for, or `auto` from the source's size and the memory budget."""
     if isinstance(partitions, int):

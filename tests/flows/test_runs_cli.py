@@ -53,3 +53,24 @@ def test_an_unknown_run_is_named(tmp_path: Path) -> None:
     missing = cli(home.root, "runs", "show", "RUN-NOPE")
     assert missing.returncode == 2
     assert "no warehouse" in missing.stderr or "RUN-NOPE" in missing.stderr
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    exporter_id = add_exporter(home)
+    source = write_csv_source(tmp_path / "src", borrowers=[borrower("B1")], contacts=[phone("C1", "B1")])
+    out = cli(home.root, "run", exporter_id, "--as-of", "2026-04-07", "--source", str(source), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["dryRun"] is True
+    assert plan["partitions"] == 1
+    assert plan["file"].endswith(f"{exporter_id}/2026-04-07/{exporter_id}_20260407.csv")
+    assert plan["delivery"].startswith("none: no sftpSettingId")
+    assert not (home.root / "data").exists(), "a dry run writes nothing"
+    days = cli(home.root, "backfill", exporter_id, "--start", "2026-04-06", "--end", "2026-04-08",
+               "--source", str(source), "--dry-run")  # fmt: skip
+    assert [d["asOfDate"] for d in json.loads(days.stdout)["dates"]] == [
+        "2026-04-06",
+        "2026-04-07",
+        "2026-04-08",
+    ]
