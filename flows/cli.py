@@ -11,17 +11,20 @@ import os
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer import TyperException
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from flows.runs_cli import runs_app
-from pipelines.config import Home
 from pipelines.errors import ContactExporterError, ErrorItem, InvalidInputError
 
+if TYPE_CHECKING:  # configs (pydantic models) are imported when a command reads them, not for --help
+    from pipelines.config import Home
+
 app = typer.Typer(
+    rich_markup_mode=None,
     name="contact-exporter",
     help="Select borrowers' contact records, screen them at company noon, write files and deliver them by SFTP.",
     no_args_is_help=True,
@@ -29,17 +32,24 @@ app = typer.Typer(
     add_completion=False,
 )
 exporters_app = typer.Typer(
-    help="Create, list, get and update contact exporters (configs/exporters/).", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Create, list, get and update contact exporters (configs/exporters/).",
+    no_args_is_help=True,
 )
-campaigns_app = typer.Typer(help="Run campaigns (configs/campaigns/).", no_args_is_help=True)
-sftp_app = typer.Typer(help="SFTP destinations (configs/sftp/).", no_args_is_help=True)
+campaigns_app = typer.Typer(
+    rich_markup_mode=None, help="Run campaigns (configs/campaigns/).", no_args_is_help=True
+)
+sftp_app = typer.Typer(rich_markup_mode=None, help="SFTP destinations (configs/sftp/).", no_args_is_help=True)
 deployments_app = typer.Typer(
-    help="Scheduled Prefect deployments (configs/schedules.yaml, campaigns).", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Scheduled Prefect deployments (configs/schedules.yaml, campaigns).",
+    no_args_is_help=True,
 )
 app.add_typer(exporters_app, name="exporters")
 app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(sftp_app, name="sftp")
 server_app = typer.Typer(
+    rich_markup_mode=None,
     help="A local Prefect server for this home, reused by every run (instead of a temporary one per run).",
     no_args_is_help=True,
 )
@@ -121,6 +131,7 @@ def _global(
     ] = False,
 ) -> None:
     from flows.failures import CURRENT, configure_logging
+    from pipelines.config import Home
 
     CURRENT.debug = debug
     configure_logging(verbose=verbose, debug=debug)

@@ -6,15 +6,19 @@ import json
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pipelines.config import Home
 from pipelines.errors import ErrorItem, InvalidInputError
 
+if TYPE_CHECKING:
+    from pipelines.config import Home
+
 runs_app = typer.Typer(
-    help="Recorded runs in the warehouse: list them, show one, and diff two.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Recorded runs in the warehouse: list them, show one, and diff two.",
+    no_args_is_help=True,
 )
 Warehouse = Annotated[
     Path | None,

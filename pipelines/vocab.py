@@ -6,9 +6,10 @@ import functools
 import re
 import zoneinfo
 from collections.abc import Iterable
-from typing import Final, Literal, get_args
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
 # A config id (company, SFTP setting, campaign): safe as a file name, at most 128 characters.
 SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -35,6 +36,8 @@ def one_of(expr: pl.Expr, values: Iterable[str]) -> pl.Expr:
     wanted = list(dict.fromkeys(values))
     if not wanted or len(wanted) > COMPARED_UP_TO:
         return expr.is_in(wanted)
+    import polars as pl  # here, not at import: the CLI's --help and configs never need Polars
+
     return pl.any_horizontal(expr == value for value in wanted)
 
 
