@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -403,19 +403,40 @@ def screen(
     statusDetails or time zone names), since skipping them could let a blocked contact through.
     The work is done here; the LazyFrame returned is over the finished result.
     """
-    policy = company.policy
-    zone = ZoneInfo(company.timezone)
     instant, as_of = judged_at(company, as_of, at)
-    limits = contact_history.limits(policy, as_of, zone)
-    conversation_since = contact_history.conversation_since(policy, as_of, zone)
     matched, tables = borrower_keys.keyed(matched, tables)
-    matched = contacts_at(matched, instant)
     tables = replace(tables, contacts=contacts_at(tables.contacts, instant))
+    contacts = _prepared(contacts_at(matched, instant), check)
+    if contacts.height == 0:
+        return pl.LazyFrame(schema=SCREENING_SCHEMA)
+    # Per-borrower facts are collected, grouped and placed by an integer key, not by personId.
+    contacts = realigned(contacts.with_columns(dense_key()))
+    keys = _one_per_key(contacts.select("personId", BORROWER_KEY, KEY))
+    keyed = keyed_tables(tables, keys)
+    seen = _borrower_rows(keyed, contacts, company, check, as_of, instant)
+    zones = _zones_seen(seen, contacts, instant, company.policy)
+    limits = contact_history.limits(company.policy, as_of, ZoneInfo(company.timezone))
+    facts = _borrower_facts(seen, zones, keyed, keys.height, company, as_of, instant, limits)
+    frame = _contact_frame(contacts, facts, seen, zones, rejected)
+    result = _decided(
+        frame, Judged(frozenset(frame.collect_schema().names()), company.policy, check, tuple(limits))
+    )
+    log.info(
+        "screened %d contacts of %d borrowers as of %s: %d blocked",
+        result.height,
+        keys.height,
+        as_of.isoformat(),
+        result.height - int(result.get_column("canInteract").sum()),
+    )
+    return result.lazy()
 
-    # A phone's number is keyed by the position of its +1 key (`_nanpKey`); any other number
-    # (`_otherNumber`) is looked up by its value.
+
+def _prepared(matched: pl.LazyFrame, check: CheckCanInteractData) -> pl.DataFrame:
+    """The matched contacts' columns the rules read, with the exporter's channel. A phone's number
+    is keyed by the position of its +1 key (`_nanpKey`); any other number (`_otherNumber`) is
+    looked up by its value."""
     phone = pl.col("contactType") == "phone"
-    contacts = realigned(
+    return realigned(
         matched.select(*_CONTACT_COLUMNS, BORROWER_KEY)
         .with_columns(
             channel_expr(check).alias("channel"),
@@ -426,14 +447,28 @@ def screen(
         )
         .collect()
     )
-    if contacts.height == 0:
-        return pl.LazyFrame(schema=SCREENING_SCHEMA)
-    # Per-borrower facts are collected, grouped and placed by an integer key, not by personId.
-    contacts = realigned(contacts.with_columns(dense_key()))
-    keys = _one_per_key(contacts.select("personId", BORROWER_KEY, KEY))
-    keyed = keyed_tables(tables, keys)
 
-    # The borrowers' own addresses, read once for both time zones and state rules.
+
+@dataclass(frozen=True)
+class _BorrowerRows:
+    """The screened borrowers' rows the rules read (personId is the screen's integer key)."""
+
+    places: pl.DataFrame  # their own addresses, read once for both time zones and state rules
+    own: pl.DataFrame  # id, personId, zone: the borrower rows with a zone
+    interactions: pl.DataFrame
+    dnis: pl.DataFrame
+
+
+def _borrower_rows(
+    keyed: SourceTables,
+    contacts: pl.DataFrame,
+    company: Company,
+    check: CheckCanInteractData,
+    as_of: date,
+    instant: datetime,
+) -> _BorrowerRows:
+    """Collect the rows, then look at the values the rules cannot judge (unknown zone names or
+    statusDetails): skipping them could let a blocked contact through, so they fail the screen."""
     places, own, interactions, dnis = pl.collect_all(
         [
             address_places(keyed.contacts, None),
@@ -442,95 +477,123 @@ def screen(
             dnis_in_scope(keyed, None, company, check, instant),
         ]
     )
-    # The inputs that need a look before the rules run: zone names and statusDetails values.
     _reject_unknown_zones(own.select("id", "zone"), "borrowers", "borrower")
     _reject_unknown_zones(
         contacts.select("id", pl.col("timezone").alias("zone")).drop_nulls("zone"), "contacts", "contact"
     )
     _reject_unknown_zones(dnis.select("id", "zone"), "do_not_interact", "DNI")
     _reject_unknown_details(interactions)
+    return _BorrowerRows(places, own, interactions, dnis)
 
+
+@dataclass(frozen=True)
+class _Zones:
+    """Every zone the screen meets, with the instant's local facts there (`zone_facts`)."""
+
+    facts: pl.DataFrame
+    outside: dict[str, bool]  # zone -> the instant is outside contact hours there
+    by_key: pl.DataFrame  # phone key -> zone
+    states: pl.DataFrame  # state -> zone
+
+
+def _zones_seen(seen: _BorrowerRows, contacts: pl.DataFrame, instant: datetime, policy: Policy) -> _Zones:
+    """Local times are computed once per zone (a few hundred at most), never per row."""
     by_key = phone_key_zones(_phone_keys(contacts))
     states = state_zone_table()
-    zones = {
-        z
-        for column in (
-            own.get_column("zone"),
-            places.get_column("zipZone"),
-            states.get_column("zone"),
-            contacts.get_column("timezone"),
-            by_key.get_column("zone"),
-            dnis.get_column("zone"),
-        )
-        for z in column.drop_nulls().unique().to_list()
-    }
-    facts = zone_facts(instant, policy, zones)
+    columns = (
+        seen.own.get_column("zone"),
+        seen.places.get_column("zipZone"),
+        states.get_column("zone"),
+        contacts.get_column("timezone"),
+        by_key.get_column("zone"),
+        seen.dnis.get_column("zone"),
+    )
+    names = {z for column in columns for z in column.drop_nulls().unique().to_list()}
+    facts = zone_facts(instant, policy, names)
     outside = dict(
         zip(facts.get_column("zone").to_list(), facts.get_column("outside").to_list(), strict=True)
     )
+    return _Zones(facts, outside, by_key, states)
 
-    facts_of_borrowers = [
-        _person_hours(own, places, outside, _any_outside(states, "state", outside)),
-        _interaction_counts(interactions.lazy(), limits, conversation_since),
+
+def _borrower_facts(
+    seen: _BorrowerRows,
+    zones: _Zones,
+    keyed: SourceTables,
+    borrowers: int,
+    company: Company,
+    as_of: date,
+    instant: datetime,
+    limits: list[Limit],
+) -> pl.DataFrame:
+    """One row per borrower key 1 … n, in key order: hours, attempt counts, the conversation,
+    consents and rule states, each table's rows placed at key - 1 (no join, no sort)."""
+    since = contact_history.conversation_since(company.policy, as_of, ZoneInfo(company.timezone))
+    per_borrower = [
+        _person_hours(
+            seen.own, seen.places, zones.outside, _any_outside(zones.states, "state", zones.outside)
+        ),
+        _interaction_counts(seen.interactions.lazy(), limits, since),
         consent_facts(keyed.consents, instant),
     ]
     rule_states = sorted({lim.state for lim in limits if lim.state is not None})
     if rule_states:
-        facts_of_borrowers.append(
-            person_states(places.lazy())
+        per_borrower.append(
+            person_states(seen.places.lazy())
             .filter(pl.col("state").is_in(rule_states))
             .group_by("personId")
             .agg([(pl.col("state") == st).any().alias(f"state_{st}") for st in rule_states])
         )
-    # One row per key 1 … n, in key order: each table's rows placed at key - 1 (no join, no sort).
-    borrower_facts = pl.concat(
-        [_spread(f, keys.height) for f in pl.collect_all(facts_of_borrowers)], how="horizontal"
-    )
+    return pl.concat([_spread(f, borrowers) for f in pl.collect_all(per_borrower)], how="horizontal")
 
+
+def _contact_frame(
+    contacts: pl.DataFrame,
+    borrower_facts: pl.DataFrame,
+    seen: _BorrowerRows,
+    zones: _Zones,
+    rejected: pl.DataFrame | None,
+) -> pl.LazyFrame:
+    """Each contact with its borrower's facts and its own (DNI, rejected rows, its zones' hours)."""
     by_key_contacts = contacts.lazy().with_columns(pl.col(KEY).alias("personId"))
-    blocked_by_dni = dni_blocked(dnis.lazy(), facts, by_key_contacts).collect().get_column("id")
+    blocked_by_dni = dni_blocked(seen.dnis.lazy(), zones.facts, by_key_contacts).collect().get_column("id")
     # Each contact's borrower is at its key - 1: the facts are gathered by position instead of
     # joined, and the contact columns are not copied.
     facts_per_contact = borrower_facts.select(pl.all().gather(pl.lit(contacts.get_column(KEY) - 1)))
     # Every column cut alike before the flags combine them (pipelines.chunks): one column chunked
     # otherwise makes each flag copy its columns first.
-    frame = realigned(
+    return realigned(
         realigned(contacts.hstack(facts_per_contact)).with_columns(
             pl.col("id").is_in(blocked_by_dni.implode()).alias("dni"),
             blocked_expr(rejected).alias("sourceRejected"),
-            **_contact_outside(outside, _any_outside(by_key, "key", outside)),
+            **_contact_outside(zones.outside, _any_outside(zones.by_key, "key", zones.outside)),
         )
     ).lazy()
 
-    judged = Judged(frozenset(frame.collect_schema().names()), policy, check, tuple(limits))
+
+def _decided(frame: pl.LazyFrame, judged: Judged) -> pl.DataFrame:
+    """contactId, personId, channel, canInteract, reasons (sorted), sorted by contactId.
+
+    Reasons as a bitmask first: building a list per row is slow, and there are few distinct sets;
+    each row's list is then gathered from one list per mask present, by the mask itself."""
     flags = registry.flags(judged)
-    # Reasons as a bitmask first: building a list per row is slow, and there are few distinct sets.
     codes = sorted(REASON_CODES)
     mask = pl.sum_horizontal([flags[code].cast(pl.UInt32) * (1 << bit) for bit, code in enumerate(codes)])
     decided = frame.select(
         pl.col("id").alias("contactId"), "personId", "channel", mask.alias("_mask")
     ).collect()
-    # Each row's list is gathered from one list per mask present (a few dozen), by the mask itself.
     masks = decided.get_column("_mask")
     by_mask: list[list[str] | None] = [None] * (int(masks.max() or 0) + 1)  # type: ignore[arg-type]
     for m in masks.unique().to_list():
         by_mask[m] = [c for bit, c in enumerate(codes) if m >> bit & 1]
     # Cut like the other columns, so that adding it copies none of them (pipelines.chunks).
     reasons = aligned(pl.Series("reasons", by_mask, dtype=REASONS).gather(masks), masks)
-    result = sorted_by(
+    return sorted_by(
         decided.select("contactId", "personId", "channel", (pl.col("_mask") == 0).alias("canInteract"))
         .with_columns(reasons)
         .cast(SCREENING_SCHEMA),
         "contactId",
     )
-    log.info(
-        "screened %d contacts of %d borrowers as of %s: %d blocked",
-        result.height,
-        keys.height,
-        as_of.isoformat(),
-        result.height - int(result.get_column("canInteract").sum()),
-    )
-    return result.lazy()
 
 
 __all__ = [
