@@ -245,91 +245,103 @@ def decide(
         raise ValueError("a partition's read needs the table-wide checks of the whole source")
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    exporter, company = plan.exporter, plan.company
-
-    progress(f"reading source {plan.source}")
-    raw = sources.open_source(plan.source, rows, skip=unread_columns(exporter))
-    t = _timed(timings, "read", t)
-
-    progress("validating source tables")
-    checked = schemas.validate_sources(raw, source=str(plan.source), table_wide=table_wide)
-    rejected, owned = checked.rejected, checked.owned
-    if not report_unowned:
-        rejected = owned.filter(pl.col("personId").is_not_null()).select(rejected.columns)
-    # Contacts as they were at the instant (created later: absent; archived later: active).
-    contacts_then = history.contacts_at(checked.tables.contacts, plan.as_of_instant)
-    # Keep only the columns and interactions this run reads; the rest (and the unvalidated frames)
-    # are freed here: with per-column reading, this is what keeps the peak within the budget.
-    tables = narrowed(replace(checked.tables, contacts=contacts_then), columns_needed(exporter))
-    if exporter.checkCanInteractData is not None:
-        # No name may keep the unfiltered plan (and with it every interaction) alive.
-        tables = replace(
-            tables,
-            interactions=compliance.interactions_in_window(tables.interactions, company, plan.as_of)
-            .collect()
-            .lazy(),
-        )
-    del raw, checked
+    progress(f"reading and validating source {plan.source}")
+    tables, rejected, owned = _validated(plan, rows, table_wide, report_unowned, timings)
     t = _timed(timings, "validate", t)
+    timings["validate"] = round(timings["validate"] - timings["read"], 4)  # the read is its own stage
 
-    if plan.population_file is not None:
-        ids = (
-            population_ids if population_ids is not None else sources.read_ids(plan.population_file)
-        ).lazy()
-        pop = population.restrict_to_company(ids, tables.borrowers, company.id)
-    else:
-        pop = matching.company_population(tables.borrowers, company.id)
-    pop_df = pop.collect()
-    # Borrower ids are unique and every validated contact has its borrower: when the population is
-    # the whole table (a source of one company), filtering contacts by it would change nothing.
-    everyone = pop_df.height == tables.borrowers.select(pl.len()).collect().item()
-    matched = columns.sorted_by(
-        matching.match_contacts(
-            tables.contacts, None if everyone else pop_df.lazy(), exporter.contactMatchingCriteria
-        ).collect(),
-        "id",
-    )
-    guards.check_matched(matched, exporter.contactMatchingCriteria)
+    population_count, matched = _matched(plan, tables, population_ids)
     t = _timed(timings, "match", t)
-    progress(f"population {pop_df.height} borrowers, {matched.height} matching contacts")
+    progress(f"population {population_count} borrowers, {matched.height} matching contacts")
 
     # Fail closed per borrower; the share of borrowers blocked that way is checked over the whole
     # run (`check_rejected_share`), since a partition sees only its own borrowers.
     blocked_borrowers, matched_borrowers = rejection.blocked_share(
         matched.get_column("personId"), owned, matched.get_column(BORROWER_KEY)
     )
-    check = exporter.checkCanInteractData
-    if check is not None:
-        progress(f"screening at {files.iso_utc(plan.as_of_instant)} (noon {company.timezone})")
-        screening = compliance.screen(
-            matched.lazy(), tables, company, check, plan.as_of, rejected=owned
-        ).collect()
-        screening = eligibility.next_eligible(screening, matched.lazy(), tables, company, check, plan.as_of)
-    else:
-        screening = compliance.unscreened(matched.lazy()).collect()
+    screening = _screened(plan, matched, tables, owned, progress)
     t = _timed(timings, "screen", t)
 
     # screen keeps the order of a matched frame sorted by id: the rows line up one for one.
     guards.check_screening(screening, matched)
+    settings = plan.exporter.columnSettings
     # Only the columns the projection reads go through the filter: the others would be copied for
     # nothing.
-    exported = matched.select(columns.contact_columns(exporter.columnSettings, matched.columns)).filter(
+    exported = matched.select(columns.contact_columns(settings, matched.columns)).filter(
         screening.get_column("canInteract")
     )
     del matched
-    out = columns.project(exported.lazy(), tables.borrowers, exporter.columnSettings).collect()
-    guards.check_export(out, exported.get_column("id"), screening, exporter.columnSettings)
-    t = _timed(timings, "project", t)
+    out = columns.project(exported.lazy(), tables.borrowers, settings).collect()
+    guards.check_export(out, exported.get_column("id"), screening, settings)
+    _timed(timings, "project", t)
+    keys = exported.get_column("id")
     return Decided(
-        out,
-        exported.get_column("id"),
-        screening,
-        rejected,
-        pop_df.height,
-        timings,
-        blocked_borrowers,
-        matched_borrowers,
+        out, keys, screening, rejected, population_count, timings, blocked_borrowers, matched_borrowers
     )
+
+
+def _validated(
+    plan: RunPlan,
+    rows: sources.RowFilter | None,
+    table_wide: TableWide | None,
+    report_unowned: bool,
+    timings: dict[str, float],
+) -> tuple[SourceTables, pl.DataFrame, pl.DataFrame]:
+    """The source read and validated, narrowed to what the run reads, as of the instant; the
+    rejected rows to report, and every rejected row with its borrower (for the fail-closed rule)."""
+    t = time.perf_counter()
+    raw = sources.open_source(plan.source, rows, skip=unread_columns(plan.exporter))
+    _timed(timings, "read", t)
+    checked = schemas.validate_sources(raw, source=str(plan.source), table_wide=table_wide)
+    rejected, owned = checked.rejected, checked.owned
+    if not report_unowned:
+        rejected = owned.filter(pl.col("personId").is_not_null()).select(rejected.columns)
+    # Contacts as they were at the instant (created later: absent; archived later: active).
+    contacts_then = history.contacts_at(checked.tables.contacts, plan.as_of_instant)
+    # Keep only the columns and interactions this run reads; the rest (and the unvalidated frames,
+    # freed when this returns) is what keeps the peak within the budget with per-column reading.
+    tables = narrowed(replace(checked.tables, contacts=contacts_then), columns_needed(plan.exporter))
+    if plan.exporter.checkCanInteractData is not None:
+        # No name may keep the unfiltered plan (and with it every interaction) alive.
+        window = compliance.interactions_in_window(tables.interactions, plan.company, plan.as_of)
+        tables = replace(tables, interactions=window.collect().lazy())
+    return tables, rejected, owned
+
+
+def _matched(
+    plan: RunPlan, tables: SourceTables, population_ids: pl.DataFrame | None
+) -> tuple[int, pl.DataFrame]:
+    """(the population's size, the matching contacts sorted by id)."""
+    company, exporter = plan.company, plan.exporter
+    if plan.population_file is not None:
+        given = population_ids if population_ids is not None else sources.read_ids(plan.population_file)
+        pop = population.restrict_to_company(given.lazy(), tables.borrowers, company.id)
+    else:
+        pop = matching.company_population(tables.borrowers, company.id)
+    pop_df = pop.collect()
+    # Borrower ids are unique and every validated contact has its borrower: when the population is
+    # the whole table (a source of one company), filtering contacts by it would change nothing.
+    everyone = pop_df.height == tables.borrowers.select(pl.len()).collect().item()
+    found = matching.match_contacts(
+        tables.contacts, None if everyone else pop_df.lazy(), exporter.contactMatchingCriteria
+    )
+    matched = columns.sorted_by(found.collect(), "id")
+    guards.check_matched(matched, exporter.contactMatchingCriteria)
+    return pop_df.height, matched
+
+
+def _screened(
+    plan: RunPlan, matched: pl.DataFrame, tables: SourceTables, owned: pl.DataFrame, progress: Progress
+) -> pl.DataFrame:
+    """A screening row per matched contact (unscreened exporters: every one allowed)."""
+    check, company = plan.exporter.checkCanInteractData, plan.company
+    if check is None:
+        return compliance.unscreened(matched.lazy()).collect()
+    progress(f"screening at {files.iso_utc(plan.as_of_instant)} (noon {company.timezone})")
+    screening = compliance.screen(
+        matched.lazy(), tables, company, check, plan.as_of, rejected=owned
+    ).collect()
+    return eligibility.next_eligible(screening, matched.lazy(), tables, company, check, plan.as_of)
 
 
 def check_rejected_share(
