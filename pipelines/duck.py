@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 from filelock import FileLock, Timeout
 
-from pipelines.errors import TransientError, WarehouseBusyError
+from pipelines.errors import ErrorItem, InvalidInputError, TransientError, WarehouseBusyError
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,6 @@ def busy_wait_seconds() -> float:
     try:
         value = float(raw)
     except ValueError:
-        from pipelines.errors import ErrorItem, InvalidInputError
-
         raise InvalidInputError(
             "environment", [ErrorItem(BUSY_WAIT_ENV, f"{raw!r} is not a number of seconds")]
         ) from None
@@ -73,6 +71,38 @@ def busy_wait_seconds() -> float:
 
 def _held_elsewhere(exc: duckdb.Error) -> bool:
     return isinstance(exc, duckdb.IOException) and "Could not set lock" in str(exc)
+
+
+# What DuckDB says of a file that is not a whole database: empty or another kind of file, a block
+# whose checksum fails, a file cut short.
+_DAMAGED = ("not a valid DuckDB database file", "Corrupt database file", "Could not read enough bytes")
+
+
+class UnopenableDatabaseError(InvalidInputError, duckdb.IOException):
+    """A DuckDB file that cannot be opened, named with what to do (exit 2). It is a DuckDB error too:
+    a source's reader turns it into its own source error as it does any DuckDB error."""
+
+
+def unopenable(path: Path, exc: duckdb.Error) -> UnopenableDatabaseError:
+    """The error for a database file DuckDB cannot open: the file, why, and what to do."""
+    said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if any(sign in said for sign in _DAMAGED):
+        size = path.stat().st_size if path.is_file() else 0
+        what = "is empty" if size == 0 else f"is not a whole DuckDB database ({size:,} bytes; DuckDB: {said})"
+        action = (
+            "restore it from a backup, or move it aside and run again (a missing warehouse is created "
+            "anew, without the runs the old one held)"
+        )
+    elif _held_elsewhere(exc):
+        held = _HELD_BY.search(said)
+        what = f"is open for writing in {f'process {held.group(1)}' if held else 'another process'}"
+        action = "run again once that process has closed it"
+    else:
+        what = f"cannot be opened ({said})"
+        action = "check that the file and its folder may be read and written"
+    return UnopenableDatabaseError(
+        str(path), [ErrorItem("", f"{what}; {action}")], message=f"DuckDB file {path} {what}: {action}"
+    )
 
 
 def open_for_writing(path: Path, wait_seconds: float | None = None) -> duckdb.DuckDBPyConnection:
@@ -86,7 +116,7 @@ def open_for_writing(path: Path, wait_seconds: float | None = None) -> duckdb.Du
             return open_file(path)
         except duckdb.Error as exc:
             if not _held_elsewhere(exc):
-                raise
+                raise unopenable(path, exc) from None
             held = _HELD_BY.search(str(exc))
             holder = f"process {held.group(1)}" if held else "another process"
             if time.monotonic() >= deadline:
@@ -129,16 +159,24 @@ def file_lock(path: Path, *, timeout: float = LOCK_TIMEOUT_SECONDS, optional: bo
                 lock.release()
 
 
+def _open_to_read(path: Path) -> duckdb.DuckDBPyConnection:
+    try:
+        return open_file(path, read_only=True)
+    except duckdb.Error as exc:
+        raise unopenable(path, exc) from None
+
+
 @contextmanager
 def connect(
     path: Path, *, read_only: bool = False, timeout: float = LOCK_TIMEOUT_SECONDS
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open `path` under the process lock and the file lock; close it on exit."""
+    """Open `path` under the process lock and the file lock; close it on exit. A file DuckDB cannot
+    open raises UnopenableDatabaseError."""
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     # A read-only source on a read-only mount cannot hold a lock file; reading needs none there.
     with file_lock(path, timeout=timeout, optional=read_only):
-        con = open_file(path, read_only=True) if read_only else open_for_writing(path)
+        con = _open_to_read(path) if read_only else open_for_writing(path)
         con.execute("SET enable_progress_bar = false")  # it would print to stdout, our JSON channel
         try:
             yield con

@@ -214,6 +214,37 @@ def test_invalid_json_is_400(client: httpx.Client, raw: bytes) -> None:
     assert "data" not in result
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_a_body_in_another_encoding_than_utf8_is_400(client: httpx.Client, encoding: str) -> None:
+    raw = json.dumps(seed(name="Caf\u00e9")).encode(encoding)
+    response = client.post(BASE, content=raw, headers={"Content-Type": "application/json"})
+    result = _assert_envelope_status(response, 400)
+    assert "is not UTF-8 text" in result["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "pointer"),
+    [
+        (BASE, json.dumps(seed(name="HUGE")), "/name"),
+        (
+            "/campaign-workers/compliance-checks",
+            json.dumps({"exporterId": "CE-X", "contactIds": ["HUGE"]}),
+            "/contactIds/0",
+        ),
+    ],
+)
+def test_an_integer_too_long_to_read_is_400_naming_its_path(
+    client: httpx.Client, path: str, body: str, pointer: str
+) -> None:
+    raw = body.replace('"HUGE"', "9" * 5000).encode()
+    result = _assert_envelope_status(
+        client.post(path, content=raw, headers={"Content-Type": "application/json"}), 400
+    )
+    assert result["errors"] == [
+        {"path": pointer, "message": "is an integer of 5,000 digits; at most 4,300 are read"}
+    ]
+
+
 def test_duplicate_external_id_is_409(client: httpx.Client) -> None:
     first = _assert_envelope_status(client.post(BASE, json=seed(externalId="dup-1")), 200)
     result = _assert_envelope_status(client.post(BASE, json=seed(externalId="dup-1")), 409)
@@ -375,6 +406,8 @@ def test_health_needs_no_key_and_openapi_needs_it(server: Server, client: httpx.
     health = httpx.get(server.url + "/health", timeout=30)
     assert health.status_code == 200
     assert health.json() == {"status": 200, "message": "ok"}
+    head = httpx.head(server.url + "/health", timeout=30)  # what probes and load balancers send
+    assert (head.status_code, head.content) == (200, b"")
     assert httpx.get(server.url + "/openapi.json", timeout=30).status_code == 401
     assert httpx.post(server.url + "/health", timeout=30).status_code == 401
     schema = client.get("/openapi.json").json()

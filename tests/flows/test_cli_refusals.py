@@ -45,6 +45,10 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ).encode(),
             b"/checkCanInteractData/isAutodialed",
         ),
+        (
+            json.dumps({**SEED_REQUEST, "name": "HUGE"}).replace('"HUGE"', "9" * 5000).encode(),
+            b"/name: is an integer of 5,000 digits",
+        ),
     ],
 )
 def test_bad_bodies_exit_2_with_a_message(home: Path, raw: bytes, message: bytes) -> None:
@@ -84,6 +88,35 @@ def test_campaign_config_with_a_string_timeout_is_refused(home: Path) -> None:
     out = cli(home, "campaigns", "run", "slow", "--as-of", "2026-11-03", "--no-deliver")
     assert out.returncode == 2, out.stderr
     assert b"/timeoutSeconds" in out.stderr
+
+
+def test_campaign_config_with_a_timeout_too_long_to_read_is_refused(home: Path) -> None:
+    campaigns = home / "configs" / "campaigns"
+    (campaigns / "endless.yaml").write_text(
+        "exporterId: CE-VOICECOL\nquery: SELECT id FROM borrowers\ntimeoutSeconds: " + "9" * 5000 + "\n"
+    )
+    out = cli(home, "campaigns", "run", "endless", "--as-of", "2026-11-03", "--no-deliver")
+    assert out.returncode == 2, out.stderr
+    assert b"/timeoutSeconds: is an integer of 5,000 digits" in out.stderr
+    assert b"unexpected" not in out.stderr
+
+
+@pytest.mark.parametrize("damage", ["empty", "damaged"])
+def test_a_damaged_warehouse_is_named_with_what_to_do(home: Path, tmp_path: Path, damage: str) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    good = (home / "data" / "warehouse.duckdb").read_bytes()
+    # damaged: the header of a real database, then blocks that fail their checksum
+    warehouse.write_bytes(b"" if damage == "empty" else good[:4096] + bytes(len(good) - 4096))
+    run = cli(
+        home, "run", "CE-VOICECOL", "--as-of", "2026-11-03", "--no-deliver", "--warehouse", str(warehouse)
+    )
+    sql = cli(home, "sql", "--warehouse", str(warehouse), "SELECT count(*) FROM export_runs")
+    for out in (run, sql):
+        assert out.returncode == 2, out.stderr
+        first = out.stderr.decode().splitlines()[0]
+        assert first.startswith(f"error: DuckDB file {warehouse} is ")
+        assert "restore it from a backup, or move it aside" in first
+        assert b"unexpected" not in out.stderr
 
 
 def test_exporters_list_skips_an_unreadable_file_with_a_warning(tmp_path: Path) -> None:

@@ -149,3 +149,54 @@ def test_unreadable_yaml_is_invalid_input(tmp_path: Path, raw: bytes, message: s
 def test_unreadable_json_is_invalid_input(raw: bytes, message: str) -> None:
     with pytest.raises(BadRequestError, match=message):
         safeload.load_json(raw, "body.json")
+
+
+HUGE = b"7" * 5000  # Python refuses to convert an integer of more than 4,300 digits
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        (
+            b'{"name": "x", "columnSettings": [{"field": "id", "outputName": ' + HUGE + b"}]}",
+            "/columnSettings/0/outputName",
+        ),
+        (b'{"a": -' + HUGE + b"}", "/a"),
+        ('{"\u00e9/~": '.encode() + HUGE + b"}", "/\u00e9~1~0"),
+    ],
+)
+def test_an_integer_too_long_to_read_in_json_is_named_by_its_path(raw: bytes, path: str) -> None:
+    with pytest.raises(BadRequestError) as info:
+        safeload.load_json(raw, "body.json")
+    assert info.value.exit_code == 2
+    assert [(e.path, e.message) for e in info.value.errors] == [
+        (path, "is an integer of 5,000 digits; at most 4,300 are read")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        (b"exporterId: CE-X\nquery: SELECT 1 AS id\ntimeoutSeconds: " + HUGE + b"\n", "/timeoutSeconds"),
+        (b"exporterId: CE-X\nquery: SELECT 1 AS id\ntimeoutSeconds: 1_" + HUGE + b"\n", "/timeoutSeconds"),
+        (b"exporterId: CE-X\nquery: SELECT 1 AS id\ntimeoutSeconds: 0x" + HUGE + b"\n", "/timeoutSeconds"),
+        (b"exporterId: CE-X\nquery: SELECT 1 AS id\nx: [1, " + HUGE + b"]\n", "/x/1"),
+    ],
+)
+def test_an_integer_too_long_to_read_in_yaml_is_named_by_its_path(
+    tmp_path: Path, raw: bytes, path: str
+) -> None:
+    write(tmp_path, "configs/campaigns/daily.yaml", raw)
+    with pytest.raises(BadRequestError) as info:
+        Home(tmp_path).campaign("daily")
+    assert info.value.exit_code == 2
+    assert [e.path for e in info.value.errors] == [path]
+    assert "digits" in info.value.errors[0].message
+
+
+def test_an_integer_of_4300_digits_is_read_and_then_bounded_by_the_model(tmp_path: Path) -> None:
+    raw = b"exporterId: CE-X\nquery: SELECT 1 AS id\ntimeoutSeconds: " + b"9" * 4300 + b"\n"
+    write(tmp_path, "configs/campaigns/daily.yaml", raw)
+    with pytest.raises(InvalidInputError) as info:
+        Home(tmp_path).campaign("daily")
+    assert [e.path for e in info.value.errors] == ["/timeoutSeconds"]
