@@ -200,6 +200,21 @@ def unreadable_file(file: Path, table: str, exc: BaseException) -> SourceDataErr
     )
 
 
+def _lines_as_polars_reads(lines: Iterable[str]) -> Iterator[str]:
+    """The file's lines (split at LF) for the csv module to count fields in, ending records where
+    Polars ends them: at LF or CRLF outside quotes, never at a lone CR.
+
+    The csv module ends a record at a lone CR outside quotes; Polars keeps that CR in the field (as
+    does the csv module inside quotes). Python's own csv.writer leaves a field holding a lone CR
+    unquoted when its line end is LF, so such files exist. Only the field count is taken from this
+    reading, so a CR that is not part of a line end is replaced by a space."""
+    for line in lines:
+        if "\r" in line:
+            end = "\r\n" if line.endswith("\r\n") else ""
+            line = line[: len(line) - len(end)].replace("\r", " ") + end
+        yield line
+
+
 def read_csv_strict(file: Path, table: str) -> pl.DataFrame:
     """A CSV table as text, every row with exactly the header's number of fields.
 
@@ -224,8 +239,9 @@ def read_csv_strict(file: Path, table: str) -> pl.DataFrame:
                 raise unreadable("it does not end with a line end (the file looks cut short)")
     counts: list[int] = []
     try:
-        with file.open(newline="", encoding="utf8") as text:
-            counts = [len(row) for row in csv.reader(text, strict=True)]
+        # Split at LF only, as Polars does: see _lines_as_polars_reads.
+        with file.open(newline="\n", encoding="utf8") as text:
+            counts = [len(row) for row in csv.reader(_lines_as_polars_reads(text), strict=True)]
         frame = pl.read_csv(file, infer_schema=False, encoding="utf8", truncate_ragged_lines=True)
     except csv.Error as exc:
         raise unreadable(f"{exc} (an unterminated quote?)") from None

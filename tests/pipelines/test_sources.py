@@ -368,3 +368,24 @@ def test_csv_file_cut_short_is_a_source_error(tmp_path: Path, text: str, why: st
         open_source(folder)
     assert caught.value.exit_code == 2
     assert "contacts.csv" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("nickname", "line_end"),
+    [('"Pat\rSmith"', "\n"), ('"Pat\rSmith"', "\r\n"), ("Pat\rSmith", "\n"), ("Pat\rSmith", "\r\n")],
+    ids=["quoted", "quoted-crlf", "unquoted", "unquoted-crlf"],
+)
+def test_csv_field_holding_a_lone_cr_is_read_as_it_is(tmp_path: Path, nickname: str, line_end: str) -> None:
+    """A CR inside quotes is RFC 4180; Python's csv.writer leaves such a field unquoted when its lines
+    end in LF. Either way it is one record with the CR in its field, not a file cut short."""
+    row = f"CT-1,BR-1,phone,personal,self,primary,+14155550123,,true,,{nickname}"
+    folder = write_csv_folder(tmp_path / "src")
+    lines = [HEADERS["contacts"], row, ROWS["contacts"][1]]
+    (folder / "contacts.csv").write_bytes((line_end.join(lines) + line_end).encode("utf-8"))
+
+    result = validate_sources(open_source(folder))
+
+    assert result.owned.filter(pl.col("tableName") == "contacts").height == 0
+    contacts = result.tables.contacts.collect()
+    assert contacts.get_column("id").to_list() == ["CT-1", "CT-2"]
+    assert contacts.get_column("nickname").to_list()[0] == "Pat\rSmith"
