@@ -31,6 +31,7 @@ from pipelines.compliance import (
 from pipelines.config import CheckCanInteractData, Company
 from pipelines.history import contacts_at
 from pipelines.rules import contact_history, registry
+from pipelines.rules import do_not_interact as dni
 from pipelines.rules.contact_history import counted_by, is_conversation
 from pipelines.rules.contact_hours import HOURS_CHANNELS
 from pipelines.rules.do_not_interact import dnis_in_scope
@@ -186,19 +187,11 @@ def _search(
     persons = pending.select("personId").unique().lazy()
     dnis = dnis_in_scope(tables, persons, company, check, instant).collect()
     labels = mine.select(pl.col("id").alias("contactId"), "label").collect()
-    channels = pl.col("channels")
     covering = (
         pending.select(OPEN, "contactId", "personId", "channel")
         .join(labels, on="contactId", how="left")
         .join(dnis, on="personId", how="inner")
-        .filter(
-            (channels.list.contains("all") | channels.list.contains(pl.col("channel"))).fill_null(False)
-            & (
-                pl.col("contactLabels").is_null()
-                | (pl.col("contactLabels").list.len() == 0)
-                | pl.col("contactLabels").list.contains(pl.col("label")).fill_null(False)
-            )
-        )
+        .filter(dni.covers(pl.col("channel"), pl.col("label")))
         .select(OPEN, "zone", "startDate", "endDate", "daysOfWeek", "timesOfDay")
     )
     hours_pairs = (
@@ -263,32 +256,21 @@ def _blocked_days(
         .filter("outside")
         .select(OPEN, "day")
     )
-    days_of_week = pl.col("daysOfWeek")
     under_dni = (
         days.join(covering, on=OPEN, how="inner")
         .join(facts.select("zone", "day", "localDate", "weekday", "hour"), on=["zone", "day"], how="inner")
-        .filter(
-            (pl.col("startDate") <= pl.col("localDate"))
-            & (pl.col("endDate").is_null() | (pl.col("localDate") <= pl.col("endDate")))
-            & (
-                days_of_week.is_null()
-                | (days_of_week.list.len() == 0)
-                | days_of_week.list.contains(pl.col("weekday")).fill_null(False)
-            )
-        )
+        .filter(dni.on_date())
     )
     # A DNI without hours covers the whole day; one with hours only when one of them holds the hour.
-    times = pl.col("timesOfDay")
-    all_day = times.is_null() | (times.list.len() == 0)
     in_hours = (
-        under_dni.filter(~all_day)
+        under_dni.filter(~dni.all_day())
         .select(OPEN, "day", "hour", "timesOfDay")
         .explode("timesOfDay")
         .unnest("timesOfDay")
-        .filter((pl.col("fromHour") <= pl.col("hour")) & (pl.col("hour") < pl.col("toHour")))
+        .filter(dni.in_window())
         .select(OPEN, "day")
     )
-    return pl.concat([outside, under_dni.filter(all_day).select(OPEN, "day"), in_hours])
+    return pl.concat([outside, under_dni.filter(dni.all_day()).select(OPEN, "day"), in_hours])
 
 
 __all__ = ["HORIZON_DAYS", "day_facts", "next_eligible"]

@@ -54,15 +54,39 @@ def _empty_or_has(column: str, value: pl.Expr) -> pl.Expr:
     return items.is_null() | (items.list.len() == 0) | items.list.contains(value).fill_null(False)
 
 
+def on_date() -> pl.Expr:
+    """A DNI holds on the date in its zone (`localDate`, `weekday`): started, not ended, and the
+    weekday among its daysOfWeek (none given: every day)."""
+    return (
+        (pl.col("startDate") <= pl.col("localDate"))
+        & (pl.col("endDate").is_null() | (pl.col("localDate") <= pl.col("endDate")))
+        & _empty_or_has("daysOfWeek", pl.col("weekday"))
+    )
+
+
+def all_day() -> pl.Expr:
+    """A DNI without timesOfDay covers the whole day."""
+    times = pl.col("timesOfDay")
+    return times.is_null() | (times.list.len() == 0)
+
+
+def in_window() -> pl.Expr:
+    """Over a DNI's timesOfDay unnested (fromHour, toHour): the `hour` falls in the window."""
+    return (pl.col("fromHour") <= pl.col("hour")) & (pl.col("hour") < pl.col("toHour"))
+
+
+def covers(channel: pl.Expr, label: pl.Expr) -> pl.Expr:
+    """A DNI's channels and contactLabels cover a contact of this channel and label."""
+    channels = pl.col("channels")
+    fits = (channels.list.contains("all") | channels.list.contains(channel)).fill_null(False)
+    return fits & _empty_or_has("contactLabels", label)
+
+
 def _active_on(dnis: pl.LazyFrame, facts: pl.DataFrame) -> pl.LazyFrame:
     """The DNIs active at the instant in their zone (`facts`: zone, localDate, weekday, hour)."""
     dated = (
         dnis.join(facts.lazy().select("zone", "localDate", "weekday", "hour"), on="zone", how="inner")
-        .filter(
-            (pl.col("startDate") <= pl.col("localDate"))
-            & (pl.col("endDate").is_null() | (pl.col("localDate") <= pl.col("endDate")))
-            & _empty_or_has("daysOfWeek", pl.col("weekday"))
-        )
+        .filter(on_date())
         .with_row_index("_dni")
     )
     in_hours = (
@@ -70,16 +94,9 @@ def _active_on(dnis: pl.LazyFrame, facts: pl.DataFrame) -> pl.LazyFrame:
         .explode("timesOfDay")
         .unnest("timesOfDay")
         .group_by("_dni")
-        .agg(
-            ((pl.col("fromHour") <= pl.col("hour")) & (pl.col("hour") < pl.col("toHour")))
-            .any()
-            .alias("inHours")
-        )
+        .agg(in_window().any().alias("inHours"))
     )
-    times = pl.col("timesOfDay")
-    return dated.join(in_hours, on="_dni", how="left").filter(
-        times.is_null() | (times.list.len() == 0) | pl.col("inHours").fill_null(False)
-    )
+    return dated.join(in_hours, on="_dni", how="left").filter(all_day() | pl.col("inHours").fill_null(False))
 
 
 def dni_blocked(dnis: pl.LazyFrame, facts: pl.DataFrame, contacts: pl.LazyFrame) -> pl.LazyFrame:
