@@ -275,9 +275,8 @@ def test_oldest_supported_duckdb_client_reads_the_warehouse(tmp_path: Path) -> N
 
 
 def readme_sql_blocks() -> list[str]:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Outputs and analysts' queries", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```sql\n(.*?)```", section, flags=re.DOTALL)
+    text = (REPO / "docs" / "outputs.md").read_text(encoding="utf-8")
+    return re.findall(r"```sql\n(.*?)```", text, flags=re.DOTALL)
 
 
 @pytest.fixture(scope="module")
