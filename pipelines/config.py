@@ -27,7 +27,6 @@ from pydantic_core import PydanticCustomError
 
 from pipelines import safeload
 from pipelines.errors import ErrorItem, InvalidInputError, NotFoundError
-from pipelines.tables import EXPORTABLE_FIELDS
 from pipelines.vocab import (
     SAFE_ID,
     Affiliation,
@@ -241,6 +240,8 @@ class ColumnSetting(Strict):
     @field_validator("field")
     @classmethod
     def _known(cls, v: str) -> str:
+        from pipelines.tables import EXPORTABLE_FIELDS  # Polars' types: imported when a config is read
+
         if v not in EXPORTABLE_FIELDS:
             raise ValueError(f"unknown field {v!r}; valid fields: {', '.join(EXPORTABLE_FIELDS)}")
         return v
@@ -479,10 +480,28 @@ class Timeouts(Strict):
     channel: float = Field(30, gt=0)
 
 
+_FINGERPRINT = re.compile(r"[0-9A-Fa-f]{40}")
+
+
 class Encryption(Strict):
     pgpPublicKeyFile: str = Field(
-        min_length=1, description="the partner's OpenPGP public key (ASCII-armored)"
+        min_length=1, description="the partner's OpenPGP public key (ASCII-armored or binary)"
     )
+    pgpFingerprint: str | None = Field(
+        None,
+        description="optional pin: the key's fingerprint (40 hex digits, no spaces, any case); "
+        "a key file holding another key is refused",
+    )
+
+    @field_validator("pgpFingerprint")
+    @classmethod
+    def _fingerprint(cls, v: str | None) -> str | None:
+        if v is not None and not _FINGERPRINT.fullmatch(v):
+            raise ValueError(
+                "must be the key's fingerprint: 40 hex digits without spaces, as "
+                "`gpg --with-colons --fingerprint` prints it on its fpr line"
+            )
+        return v
 
 
 class SftpSetting(Strict):

@@ -37,7 +37,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import duckdb
 import paramiko
@@ -59,6 +59,9 @@ from pipelines.errors import (
 from pipelines.files import atomic_write
 from pipelines.progress import ByteProgress as Progress
 from pipelines.warehouse import DELIVERIES_DDL
+
+if TYPE_CHECKING:  # GnuPG is imported only by deliveries that encrypt
+    from pipelines.pgp import RecipientKey
 
 logger = logging.getLogger(__name__)
 # Progress is called as progress(bytes_sent, total_bytes) while the data file uploads.
@@ -746,63 +749,76 @@ def _staged_manifest(file: Path) -> Path:
     return file.with_name(f".{file.name}.delivery-manifest.json")
 
 
-def _intent(
-    setting: SftpSetting,
-    home: Home,
-    file: Path,
-    manifest: Path,
-    *,
-    exporter_id: str,
-    as_of: date,
-    sha256: str,
-    run_id: str | None,
-) -> Journal:
-    """Prepare what will be uploaded (the staged manifest, the encrypted copy) and record the intent."""
-    payload: Path | None = None
-    data_name = file.name
-    size = file.stat().st_size
-    data_sha = sha256
-    manifest_data: Any = None
-    if setting.encryption is not None:
-        manifest_data = json.loads(manifest.read_bytes())
-        from pipelines import pgp
+@dataclass(frozen=True)
+class _Export:
+    """The export being delivered: its two local files and what identifies its bytes."""
 
-        payload = file.with_name(f".{file.name}.{secrets.token_hex(6)}.pgp")
-        data_sha, size = pgp.encrypt_file(home.path(setting.encryption.pgpPublicKeyFile), file, payload)
-        data_name = file.name + ".pgp"
-        manifest_data["encrypted"] = {
-            "fileName": data_name,
-            "format": "OpenPGP",
-            "sha256": data_sha,
-            "bytes": size,
-        }
-    staged = _staged_manifest(file)
-    # Unencrypted, the partner gets the local manifest byte for byte.
-    text = (json.dumps(manifest_data, indent=2) + "\n").encode("utf-8") if payload else manifest.read_bytes()
+    file: Path
+    manifest: Path
+    exporter_id: str
+    as_of: date
+    sha256: str
+    run_id: str | None
+
+
+@dataclass(frozen=True)
+class _Payload:
+    """What goes up as the data file (the export, or its encrypted copy) and the manifest beside it."""
+
+    path: Path | None  # the encrypted copy; None: the export itself
+    name: str
+    sha256: str
+    size: int
+    manifest: bytes
+
+
+def _encrypted(setting: SftpSetting, home: Home, export: _Export, key: RecipientKey) -> _Payload:
+    """The export encrypted to `key` beside it, and the manifest that also describes the copy."""
+    from pipelines import pgp
+
+    assert setting.encryption is not None
+    file = export.file
+    payload = file.with_name(f".{file.name}.{secrets.token_hex(6)}.pgp")
+    sha, size = pgp.encrypt_file(home.path(setting.encryption.pgpPublicKeyFile), file, payload, key)
+    name = file.name + ".pgp"
+    manifest: Any = json.loads(export.manifest.read_bytes())
+    manifest["encrypted"] = {"fileName": name, "format": pgp.FORMAT, "sha256": sha, "bytes": size}
+    return _Payload(payload, name, sha, size, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+
+
+def _intent(setting: SftpSetting, home: Home, export: _Export, key: RecipientKey | None) -> Journal:
+    """Prepare what will be uploaded (the staged manifest, the copy encrypted to `key`) and record the intent."""
+    file = export.file
+    # Unencrypted, the partner gets the local file and manifest byte for byte.
+    up = (
+        _encrypted(setting, home, export, key)
+        if key is not None
+        else _Payload(None, file.name, export.sha256, file.stat().st_size, export.manifest.read_bytes())
+    )
 
     def write(tmp: Path) -> None:
-        tmp.write_bytes(text)
+        tmp.write_bytes(up.manifest)
 
-    atomic_write(staged, write)
-    manifest_name = manifest.name
+    atomic_write(_staged_manifest(file), write)
     journal = Journal(
         path=journal_path(file),
-        runId=run_id,
-        exporterId=exporter_id,
-        asOfDate=as_of.isoformat(),
+        runId=export.run_id,
+        exporterId=export.exporter_id,
+        asOfDate=export.as_of.isoformat(),
         host=setting.host,
         port=setting.port,
         remoteDir=setting.remoteDir,
-        localSha256=sha256,
-        dataName=data_name,
-        dataTemp=_temp_name(data_name),
-        manifestName=manifest_name,
-        manifestTemp=_temp_name(manifest_name),
-        sha256=data_sha,
-        bytes=size,
-        manifestSha256=hashlib.sha256(text).hexdigest(),
-        manifestBytes=len(text),
-        payload=str(payload) if payload is not None else None,
+        localSha256=export.sha256,
+        dataName=up.name,
+        dataTemp=_temp_name(up.name),
+        manifestName=export.manifest.name,
+        manifestTemp=_temp_name(export.manifest.name),
+        sha256=up.sha256,
+        bytes=up.size,
+        manifestSha256=hashlib.sha256(up.manifest).hexdigest(),
+        manifestBytes=len(up.manifest),
+        payload=str(up.path) if up.path is not None else None,
+        encryption=key.record() if key is not None else None,
     )
     journal.mark("intent")
     return journal
@@ -824,12 +840,12 @@ def _remove_orphan_payloads(file: Path, keep: str | None) -> None:
             path.unlink(missing_ok=True)
 
 
-def _abandon(session: _Session | None, journal: Journal, file: Path, setting: SftpSetting) -> None:
-    """An earlier delivery of other bytes (or to another place) never completed: drop its leftovers."""
+def _abandon(session: _Session | None, journal: Journal, file: Path, setting: SftpSetting, why: str) -> None:
+    """An earlier delivery that cannot be resumed (`why`) never completed: drop its leftovers."""
     if session is not None and journal.same_destination(setting.host, setting.port, setting.remoteDir):
         for temp in (journal.dataTemp, journal.manifestTemp):
             _try_remove(session, posixpath.join(journal.remoteDir, temp))
-    logger.info("dropping the unfinished delivery record %s (other bytes or destination)", journal.path.name)
+    logger.info("dropping the unfinished delivery record %s (%s)", journal.path.name, why)
     _forget(journal, file)
 
 
@@ -888,8 +904,9 @@ def _put(
     journal.mark(published)
 
 
-def _record(journal: Journal, warehouse: Path) -> datetime:
-    """Write the ledger row once (a crash after the insert finds it by runId and sha256)."""
+def _record(journal: Journal, warehouse: Path, run_id: str | None) -> datetime:
+    """Write the ledger row once (a crash after the insert finds it: `_recorded_at`), naming `run_id`:
+    the run completing the delivery, which replaced the rows of the run that started it."""
     as_of = date.fromisoformat(journal.asOfDate)
     remote_path = posixpath.join(journal.remoteDir, journal.dataName)
     earlier = _recorded_at(warehouse, journal)
@@ -906,7 +923,7 @@ def _record(journal: Journal, warehouse: Path) -> datetime:
                 host=journal.host,
                 delivered_at=delivered_at,
                 size=journal.bytes,
-                run_id=journal.runId,
+                run_id=run_id,
             )
         except TransientError as exc:
             raise TransientError(
@@ -918,23 +935,118 @@ def _record(journal: Journal, warehouse: Path) -> datetime:
 
 
 def _recorded_at(warehouse: Path, journal: Journal) -> datetime | None:
+    """When the ledger got this record's row (written after its intent), or None.
+
+    Found by what was sent and where, not by runId: the next run's record step hands the rows of the
+    run it replaces over to itself (pipelines.warehouse), so a row written just before a crash carries
+    the rerun's runId by the time the rerun completes the record."""
     if not warehouse.exists():
         return None
     with _ledger(warehouse, "read") as con:
         row = con.execute(
             "SELECT epoch_us(max(deliveredAt)) FROM deliveries WHERE exporterId = ? AND asOfDate = ? "
-            "AND sha256 = ? AND runId IS NOT DISTINCT FROM ? AND deliveredAt >= ?",
+            "AND sha256 = ? AND fileName = ? AND host = ? AND remotePath = ? AND deliveredAt >= ?",
             [
                 journal.exporterId,
                 date.fromisoformat(journal.asOfDate),
                 journal.localSha256,
-                journal.runId,
+                journal.dataName,
+                journal.host,
+                posixpath.join(journal.remoteDir, journal.dataName),
                 datetime.fromisoformat(journal.steps["intent"]),
             ],
         ).fetchone()
     if row is None or row[0] is None:
         return None
     return _epoch_to_utc(int(row[0]))
+
+
+def _recipient(setting: SftpSetting, home: Home) -> RecipientKey | None:
+    """The partner's key as configured now (InvalidInputError when it cannot encrypt); None unencrypted."""
+    if setting.encryption is None:
+        return None
+    from pipelines import pgp
+
+    encryption = setting.encryption
+    return pgp.inspect(home.path(encryption.pgpPublicKeyFile), encryption.pgpFingerprint)
+
+
+def _not_resumable(
+    found: Journal, file: Path, setting: SftpSetting, key: RecipientKey | None, local: tuple[str, str, str]
+) -> str | None:
+    """Why the record `found` cannot be completed as it is, or None when it can.
+
+    `local` is (sha256, exporterId, asOfDate) of the export being delivered now."""
+    data_name = file.name + (".pgp" if setting.encryption is not None else "")
+    if (found.localSha256, found.exporterId, found.asOfDate) != local:
+        return "other bytes"
+    if found.dataName != data_name or not found.same_destination(
+        setting.host, setting.port, setting.remoteDir
+    ):
+        return "another destination"
+    if found.encryption != (key.record() if key is not None else None):
+        was = (found.encryption or {}).get("fingerprint", "none")
+        return f"encrypted for key {was}, configured now {key.fingerprint if key is not None else 'none'}"
+    if not _staged_manifest(file).is_file() or (
+        found.payload is not None and not Path(found.payload).is_file()
+    ):
+        return "its local files are gone"
+    return None
+
+
+def _reopened_remote(stale: Journal | None, warehouse: Path) -> bool:
+    """True when an abandoned delivery removed the remote manifest and never reached the ledger: the
+    partner lacks what the ledger may say they have, so the bytes are delivered again."""
+    return stale is not None and stale.done("oldManifestRemoved") and _recorded_at(warehouse, stale) is None
+
+
+def _skip(
+    setting: SftpSetting, home: Home, password: SecretStr | None, stale: Journal | None, file: Path
+) -> None:
+    """Drop the leftovers of an abandoned record when the bytes were delivered already."""
+    if stale is None:
+        return
+    try:
+        with _session(setting, home, password) as session:
+            _abandon(session, stale, file, setting, "these bytes were delivered already")
+    except ContactExporterError as exc:  # cleaning up must not fail a finished delivery
+        logger.warning("could not remove the leftovers of %s: %s", stale.path.name, exc)
+
+
+def _send(
+    setting: SftpSetting,
+    home: Home,
+    password: SecretStr | None,
+    export: _Export,
+    resume: Journal | None,
+    dropped: tuple[Journal, str] | None,
+    key: RecipientKey | None,
+    progress: Progress | None,
+) -> Journal:
+    """Drop the `dropped` record's leftovers, record the intent (or take up `resume`) and take every
+    remote step still missing; returns the record, all its remote steps done."""
+    data_name = resume.dataName if resume is not None else export.file.name + (".pgp" if key else "")
+    with _session(setting, home, password) as session:
+        stage = f"uploading {data_name} to {setting.remoteDir}"
+        try:
+            _check_remote_dir(session, setting.remoteDir)
+            if dropped is not None:
+                _abandon(session, dropped[0], export.file, setting, dropped[1])
+            journal = resume or _intent(setting, home, export, key)
+            if resume is not None:
+                logger.info(
+                    "completing the interrupted delivery of %s (steps done: %s)",
+                    data_name,
+                    ", ".join(journal.steps),
+                )
+            names = [journal.dataName, journal.manifestName]
+            _remove_stale(session, setting.remoteDir, names, {journal.dataTemp, journal.manifestTemp})
+            _complete(session, journal, export.file, progress)
+        except ContactExporterError:
+            raise
+        except _IO_ERRORS as exc:
+            raise _classify(exc, setting, stage, session.transport.is_active()) from exc
+    return journal
 
 
 def deliver(
@@ -955,91 +1067,48 @@ def deliver(
     """Deliver `file` then `manifest` to the SFTP destination, once per (exporter, as-of date, sha256).
 
     Each remote step is recorded before and after it is taken (pipelines/delivery_journal.py): a
-    delivery interrupted at any point is completed by the next call for the same bytes, without
-    sending the data file again. `password` is a secret resolved by the caller (Prefect Secret
-    block); `passwordEnv` is read here. `run_id` defaults to the manifest's `runId`. Raises
-    TransientError (retry) or TerminalError / InvalidInputError (fix something first).
+    delivery interrupted at any point is completed by the next call for the same bytes and the same
+    recipient key, without sending the data file again; a record made for other bytes, another
+    place or another key is dropped and the delivery starts again from the export. `password` is a
+    secret resolved by the caller (Prefect Secret block); `passwordEnv` is read here. `run_id`
+    defaults to the manifest's `runId`. Raises TransientError (retry) or TerminalError /
+    InvalidInputError (fix something first).
     """
-    remote_dir = setting.remoteDir
     for local in (file, manifest):
         if not local.is_file():
             raise TerminalError(f"cannot deliver {local}: no such file; rerun the export to write it")
     data_name = file.name + (".pgp" if setting.encryption is not None else "")
-    remote_path = posixpath.join(remote_dir, data_name)
-    remote_manifest = posixpath.join(remote_dir, manifest.name)
-    run_id = run_id if run_id is not None else _run_id_from(manifest)
+    remote_path = posixpath.join(setting.remoteDir, data_name)
+    remote_manifest = posixpath.join(setting.remoteDir, manifest.name)
     found = Journal.load(journal_path(file))
-    resume = (
-        found
-        if found is not None
-        and found.localSha256 == sha256
-        and found.exporterId == exporter_id
-        and found.asOfDate == as_of.isoformat()
-        and found.same_destination(setting.host, setting.port, remote_dir)
-        and found.dataName == data_name
-        and _staged_manifest(file).is_file()
-        and (found.payload is None or Path(found.payload).is_file())
-        else None
+    # With a record to resume, the key is checked first: its fingerprint decides whether the record's
+    # encrypted bytes may still be sent.
+    key = _recipient(setting, home) if found is not None else None
+    why = (
+        _not_resumable(found, file, setting, key, (sha256, exporter_id, as_of.isoformat())) if found else None
     )
-    stale = found if found is not None and resume is None else None
+    resume = found if why is None else None
+    stale = found if resume is None else None
     _remove_orphan_payloads(file, keep=resume.payload if resume is not None else None)
-    # An abandoned delivery of other bytes that already changed the remote side (it removed the
-    # manifest) leaves the partner without what the ledger says they have: deliver again.
-    touched = stale is not None and stale.done("oldManifestRemoved")
-    if resume is None and not redeliver and not touched:
+    if resume is None and not redeliver and not _reopened_remote(stale, warehouse):
         earlier = last_delivery(warehouse, exporter_id, as_of, sha256, file.name)
         if earlier is not None:
-            if stale is not None:
-                try:
-                    with _session(setting, home, password) as session:
-                        _abandon(session, stale, file, setting)
-                except ContactExporterError as exc:  # cleaning up must not fail a finished delivery
-                    logger.warning("could not remove the leftovers of %s: %s", stale.path.name, exc)
+            _skip(setting, home, password, stale, file)
             reason = (
                 f"already delivered to {setting.host}:{remote_path} at {earlier.isoformat()} "
                 "(same exporter, as-of date and sha256); use --redeliver to send it again"
             )
             logger.info("%s %s: %s", exporter_id, as_of, reason)
             return DeliveryResult(False, reason, remote_path, remote_manifest, earlier, 0, 0.0)
-    if resume is None and setting.encryption is not None:
-        from pipelines import pgp
-
-        pgp.check_key(home.path(setting.encryption.pgpPublicKeyFile))  # refused before any upload
+    if key is None:
+        key = _recipient(setting, home)  # refused before any upload
     started = time.monotonic()
-    with _session(setting, home, password) as session:
-        stage = f"uploading {data_name} to {remote_dir}"
-        try:
-            _check_remote_dir(session, remote_dir)
-            if stale is not None:
-                _abandon(session, stale, file, setting)
-            journal = resume or _intent(
-                setting,
-                home,
-                file,
-                manifest,
-                exporter_id=exporter_id,
-                as_of=as_of,
-                sha256=sha256,
-                run_id=run_id,
-            )
-            if resume is not None:
-                logger.info(
-                    "completing the interrupted delivery of %s (steps done: %s)",
-                    data_name,
-                    ", ".join(journal.steps),
-                )
-            _remove_stale(
-                session,
-                remote_dir,
-                [journal.dataName, journal.manifestName],
-                {journal.dataTemp, journal.manifestTemp},
-            )
-            _complete(session, journal, file, progress)
-        except ContactExporterError:
-            raise
-        except _IO_ERRORS as exc:
-            raise _classify(exc, setting, stage, session.transport.is_active()) from exc
-    delivered_at = _record(journal, warehouse)
+    export = _Export(
+        file, manifest, exporter_id, as_of, sha256, run_id if run_id is not None else _run_id_from(manifest)
+    )
+    dropped = (stale, why or "") if stale is not None else None
+    journal = _send(setting, home, password, export, resume, dropped, key, progress)
+    delivered_at = _record(journal, warehouse, export.run_id)
     _forget(journal, file)
     seconds = time.monotonic() - started
     logger.info(
@@ -1047,7 +1116,7 @@ def deliver(
         data_name,
         journal.bytes,
         setting.host,
-        remote_dir,
+        setting.remoteDir,
         seconds,
     )
     return DeliveryResult(True, None, remote_path, remote_manifest, delivered_at, journal.bytes, seconds)

@@ -78,6 +78,10 @@ class Journal:
     manifestSha256: str
     manifestBytes: int
     payload: str | None = None  # a local file uploaded instead of the export (the encrypted copy)
+    # What shaped the encrypted payload (format, the recipient key's fingerprint and encryption
+    # subkeys; pipelines.pgp.RecipientKey.record), None when unencrypted. A resume under another key
+    # must not upload bytes only the old key opens, so it is compared with the current key.
+    encryption: dict[str, Any] | None = None
     steps: dict[str, str] = field(default_factory=dict)
 
     def done(self, step: str) -> bool:

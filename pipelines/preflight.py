@@ -83,7 +83,12 @@ def check_warehouse(path: Path) -> None:
 
 
 def check_delivery(home: Home, setting_id: str, sftp: SftpSetting) -> None:
-    """The pinned host keys and the private key exist; a password variable is set when it is the only way in."""
+    """The pinned host keys and the private key exist; a password variable is set when it is the only
+    way in; the partner's OpenPGP key, when files are encrypted, is one GnuPG can encrypt to."""
+    if sftp.encryption is not None:
+        from pipelines import pgp  # GnuPG only for settings that encrypt
+
+        pgp.inspect(home.path(sftp.encryption.pgpPublicKeyFile), sftp.encryption.pgpFingerprint)
     config = str(home.configs / "sftp" / f"{setting_id}.yaml")
     known_hosts = home.path(sftp.knownHostsFile)
     if not known_hosts.is_file():

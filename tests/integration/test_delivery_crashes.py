@@ -4,6 +4,9 @@ A run is killed (SIGKILL, from inside, at a named step boundary of the delivery 
 run of the same exporter and date completes it. What the partner sees is checked after the crash
 and after the rerun: a manifest always describes the data file beside it, the data file is uploaded
 once (its inode and mtime are those of the one upload), and no temporary file remains anywhere.
+With encryption, the partner's key is replaced between the crash and the rerun: what the partner
+ends with opens with the new key only (or, when the crash came after the ledger row, the delivery
+was complete and is not sent again).
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import gnupg
 import pytest
 import yaml
 
@@ -242,3 +248,95 @@ def test_cli_exits_1_with_one_clear_line_when_delivery_fails(home: Home, sshd: S
     status, error, delivered = run_row(home) or (None, None, None)
     assert (status, delivered) == ("failed", False)
     assert "/missing does not exist" in str(error)
+
+
+# ---------------------------------------------------------------- encrypted, key replaced after the crash
+
+SEALED = DATA + ".pgp"
+# From this point on the ledger row is written: the delivery was complete before the key changed.
+LEDGER_FROM = CRASH_POINTS.index("recorded")
+
+
+@pytest.fixture(scope="module")
+def partner_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, gnupg.GPG]]:
+    """Two keyrings of the partner: key A (the one replaced) and key B (its replacement), each alone."""
+    rings = {}
+    for name in ("A", "B"):
+        folder = tmp_path_factory.mktemp(f"partner-{name}")
+        folder.chmod(0o700)
+        gpg = gnupg.GPG(gnupghome=str(folder))
+        spec = gpg.gen_key_input(
+            key_type="EDDSA",
+            key_curve="ed25519",
+            subkey_type="ECDH",
+            subkey_curve="cv25519",
+            name_email=f"{name.lower()}@partner.example",
+            no_protection=True,
+        )
+        assert gpg.gen_key(spec).fingerprint
+        rings[name] = gpg
+    yield rings
+    for gpg in rings.values():
+        subprocess.run(
+            ["gpgconf", "--homedir", gpg.gnupghome, "--kill", "all"], check=False, capture_output=True
+        )
+
+
+def use_key(home: Home, gpg: gnupg.GPG) -> None:
+    """The setting encrypts to the one key of `gpg` (the key file is replaced in place)."""
+    (home.configs / "sftp" / "partner.asc").write_text(gpg.export_keys(gpg.list_keys()[0]["fingerprint"]))
+    setting = home.configs / "sftp" / "partner.yaml"
+    body = yaml.safe_load(setting.read_text(encoding="utf-8"))
+    body["encryption"] = {"pgpPublicKeyFile": "configs/sftp/partner.asc"}
+    setting.write_text(yaml.safe_dump(body), encoding="utf-8")
+
+
+def opened_by(gpg: gnupg.GPG, sealed: Path, plaintext: bytes) -> bool:
+    out = sealed.with_name(f"opened-{secrets.token_hex(4)}")
+    try:
+        return bool(gpg.decrypt_file(str(sealed), output=str(out)).ok) and out.read_bytes() == plaintext
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def assert_sealed_consistent(upload: Path) -> None:
+    """A manifest on the server describes the encrypted data file beside it."""
+    manifest = upload / MANIFEST
+    if manifest.exists():
+        described = json.loads(manifest.read_text(encoding="utf-8"))["encrypted"]
+        assert described["sha256"] == sha256(upload / SEALED), "the manifest describes other bytes"
+
+
+@pytest.mark.parametrize("crash_at", CRASH_POINTS)
+def test_kill_then_replace_the_key_then_rerun_delivers_only_for_the_new_key(
+    home: Home, sshd: Sshd, partner_keys: dict[str, gnupg.GPG], crash_at: str
+) -> None:
+    old, new = partner_keys["A"], partner_keys["B"]
+    use_key(home, old)
+    local = home.exports / EXPORTER / AS_OF / DATA
+
+    crashed = run(home, crash_at)
+
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
+    assert_sealed_consistent(sshd.upload)
+    use_key(home, new)
+
+    rerun = run(home)
+
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    complete = CRASH_POINTS.index(crash_at) >= LEDGER_FROM
+    # A delivery already in the ledger was complete before the key changed: nothing is sent again.
+    status = json.loads(rerun.stdout)["deliveryStatus"]
+    assert status == ("already_delivered" if complete else "delivered"), rerun.stderr[-3000:]
+    assert sorted(p.name for p in sshd.upload.iterdir()) == sorted([SEALED, MANIFEST])
+    assert_sealed_consistent(sshd.upload)
+    plaintext = local.read_bytes()
+    assert opened_by(old if complete else new, sshd.upload / SEALED, plaintext)
+    assert not opened_by(new if complete else old, sshd.upload / SEALED, plaintext)
+    folder = home.exports / EXPORTER / AS_OF
+    assert sorted(p.name for p in folder.iterdir()) == sorted([".run.lock", DATA, MANIFEST])
+    runs = home.root / "data" / "runs"
+    assert not runs.exists() or list(runs.iterdir()) == []
+    assert ledger(home) == [(sha256(local), 1)]
+    assert json.loads(run(home).stdout)["deliveryStatus"] == "already_delivered"
+    assert ledger(home) == [(sha256(local), 1)]

@@ -200,3 +200,33 @@ def test_an_integer_of_4300_digits_is_read_and_then_bounded_by_the_model(tmp_pat
     with pytest.raises(InvalidInputError) as info:
         Home(tmp_path).campaign("daily")
     assert [e.path for e in info.value.errors] == ["/timeoutSeconds"]
+
+
+def sftp(**encryption: Any) -> dict[str, Any]:
+    return {
+        "host": "sftp.example",
+        "username": "acme",
+        "knownHostsFile": "k",
+        "privateKeyFile": "id",
+        "encryption": {"pgpPublicKeyFile": "partner.asc", **encryption},
+    }
+
+
+@pytest.mark.parametrize("pin", ["0123456789abcdef0123456789ABCDEF01234567", "F" * 40])
+def test_a_pgp_fingerprint_pin_is_40_hex_digits_in_any_case(pin: str) -> None:
+    encryption = parse(SftpSetting, sftp(pgpFingerprint=pin), "test").encryption
+    assert encryption is not None
+    assert encryption.pgpFingerprint == pin
+
+
+@pytest.mark.parametrize(
+    "pin", ["0123 4567 89AB CDEF 0123 4567 89AB CDEF 0123 4567", "F" * 39, "F" * 64, "G" * 40, 12, ""]
+)
+def test_a_pgp_fingerprint_pin_that_is_not_one_is_refused(pin: object) -> None:
+    assert list(errors(SftpSetting, sftp(pgpFingerprint=pin))) == ["/encryption/pgpFingerprint"]
+
+
+def test_an_unknown_encryption_key_is_refused() -> None:
+    assert errors(SftpSetting, sftp(pgpFingerprints="F" * 40)) == {
+        "/encryption/pgpFingerprints": "unknown key"
+    }

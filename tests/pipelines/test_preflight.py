@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import date
 from pathlib import Path
 
@@ -95,3 +96,22 @@ def test_a_run_failing_inside_leaves_no_empty_export_folder(home: Home) -> None:
     summary = job.run_export(plan)  # the next run takes the lock again and keeps its folder
     assert Path(str(summary["file"])).is_file()
     assert (home.exports / "CE-EMAILSVC" / "2026-11-03" / ".run.lock").exists()
+
+
+def test_an_unusable_pgp_key_is_refused_before_the_run(home: Home, tmp_path: Path) -> None:
+    import gnupg
+
+    gpg = gnupg.GPG(gnupghome=str(tmp_path))
+    spec = gpg.gen_key_input(
+        key_type="EDDSA", key_curve="ed25519", name_email="p@example", no_protection=True
+    )
+    signing_only = str(gpg.gen_key(spec).fingerprint)
+    subprocess.run(["gpgconf", "--homedir", str(tmp_path), "--kill", "all"], check=False, capture_output=True)
+    (home.configs / "sftp" / "partner.known_hosts").write_text("")
+    (home.configs / "sftp" / "partner.asc").write_text(gpg.export_keys(signing_only))
+    write_sftp(home, "passwordEnv: PATH\nencryption: {pgpPublicKeyFile: configs/sftp/partner.asc}\n")
+    plan = job.plan_run(home, "CE-VOICECOL", date(2026, 11, 3))
+    with pytest.raises(InvalidInputError, match="has no valid encryption subkey") as caught:
+        preflight.check_plan(plan, deliver=True)
+    assert str(home.configs / "sftp" / "partner.asc") in str(caught.value)
+    preflight.check_plan(plan, deliver=False)
