@@ -33,13 +33,17 @@ from pipelines.chunks import realigned
 from pipelines.errors import ErrorItem, SourceDataError
 from pipelines.tables import (
     BORROWERS,
+    CAST_ERRORS,
     CONSENTS,
     CONTACTS,
     DO_NOT_INTERACT,
+    FIELDS_CHECK,
     INTERACTIONS,
+    SOURCE_ROW,
     TABLES,
     SourceTables,
     TableSpec,
+    type_check_name,
 )
 from pipelines.vocab import (
     AFFILIATIONS,
@@ -63,20 +67,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Readers add this List(String) column (only when some value could not be converted to its column's
-# type) holding the names of the failed type checks of the row, so that a bad value is reported by
-# validation instead of silently becoming null. Validation drops it.
-CAST_ERRORS: Final = "__castErrors"
-
-# A reader of part of a table (a partition) adds this column: each row's 0-based position in the
-# whole table, so that a rejected row without a key is named by where it sits in the source, the
-# same for every N. Validation reads it and drops it.
-SOURCE_ROW: Final = "__sourceRow"
-
-# The check a reader marks (in CAST_ERRORS) on a CSV row whose number of fields is not the header's.
-FIELDS_CHECK: Final = "fields_match_header"
-# Digits are ASCII only: a regex's \d would take any Unicode digit (fullwidth ９６８１３), which no
-# ZIP or number lookup knows, so such a value would find no time zone and be ignored (fail-open).
 E164: Final = r"^\+[1-9][0-9]{1,14}$"
 NON_ASCII_DIGIT: Final = r"[\d&&[^0-9]]"
 EMAIL: Final = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -119,29 +109,6 @@ class ValidatedSources:
 @functools.cache
 def _zones() -> tuple[str, ...]:
     return tuple(sorted(iana_zones()))
-
-
-def type_check_name(column: str, dtype: pl.DataType) -> str:
-    """Name of the check that fails when a value cannot be converted to the column's type."""
-    if isinstance(dtype, pl.Datetime):
-        kind = "timestamp"
-    elif isinstance(dtype, pl.Date):
-        kind = "date"
-    elif isinstance(dtype, pl.Boolean):
-        kind = "boolean"
-    elif isinstance(dtype, pl.List):
-        inner = dtype.inner
-        if isinstance(inner, pl.Struct):
-            kind = "time_window_list"
-        elif inner.is_integer():
-            kind = "integer_list"
-        else:
-            kind = "string_list"
-    elif dtype.is_integer():
-        kind = "integer"
-    else:
-        kind = "typed"
-    return f"{column}_is_{kind}"
 
 
 def _cast_failed(name: str) -> pl.Expr:
@@ -461,7 +428,8 @@ def _failures_pandera(
         .with_row_index("__row")
         .select(pl.col("__row").cast(pl.Int64), _row_keys(spec, _position(frame)).alias("rowKey"))
     )
-    return per_row.lazy().join(keys, on="__row", how="left").select("__row", "rowKey", "checks").collect()
+    joined = per_row.lazy().join(keys, on="__row", how="left", maintain_order="left")
+    return joined.select("__row", "rowKey", "checks").collect()
 
 
 def _failures(

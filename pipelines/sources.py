@@ -35,8 +35,15 @@ from polars.datatypes import DataTypeClass
 from pipelines import duck
 from pipelines.errors import ErrorItem, InvalidInputError, SourceDataError
 from pipelines.files import atomic_write
-from pipelines.schemas import CAST_ERRORS, FIELDS_CHECK, SOURCE_ROW, type_check_name
-from pipelines.tables import TABLES, SourceTables, TableSpec
+from pipelines.tables import (
+    CAST_ERRORS,
+    FIELDS_CHECK,
+    SOURCE_ROW,
+    TABLES,
+    SourceTables,
+    TableSpec,
+    type_check_name,
+)
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,45 @@ UTC_TS: Final = pl.Datetime("us", "UTC")
 TIME_WINDOW: Final = pl.Struct({"fromHour": pl.Int64, "toHour": pl.Int64})
 
 
+# Readers add this List(String) column (only when some value could not be converted to its column's
+# type) holding the names of the failed type checks of the row, so that a bad value is reported by
+# validation instead of silently becoming null. Validation drops it.
+CAST_ERRORS: Final = "__castErrors"
+
+# A reader of part of a table (a partition) adds this column: each row's 0-based position in the
+# whole table, so that a rejected row without a key is named by where it sits in the source, the
+# same for every N. Validation reads it and drops it.
+SOURCE_ROW: Final = "__sourceRow"
+
+# The check a reader marks (in CAST_ERRORS) on a CSV row whose number of fields is not the header's.
+FIELDS_CHECK: Final = "fields_match_header"
+# Digits are ASCII only: a regex's \d would take any Unicode digit (fullwidth ９６８１３), which no
+# ZIP or number lookup knows, so such a value would find no time zone and be ignored (fail-open).
+
+
+def type_check_name(column: str, dtype: pl.DataType) -> str:
+    """Name of the check that fails when a value cannot be converted to the column's type."""
+    if isinstance(dtype, pl.Datetime):
+        kind = "timestamp"
+    elif isinstance(dtype, pl.Date):
+        kind = "date"
+    elif isinstance(dtype, pl.Boolean):
+        kind = "boolean"
+    elif isinstance(dtype, pl.List):
+        inner = dtype.inner
+        if isinstance(inner, pl.Struct):
+            kind = "time_window_list"
+        elif inner.is_integer():
+            kind = "integer_list"
+        else:
+            kind = "string_list"
+    elif dtype.is_integer():
+        kind = "integer"
+    else:
+        kind = "typed"
+    return f"{column}_is_{kind}"
+
+
 @dataclass(frozen=True)
 class Column:
     name: str

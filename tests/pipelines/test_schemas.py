@@ -159,6 +159,9 @@ CONTACT_CASES = [
     ({"value": "4155550123"}, "value_is_e164_phone"),
     ({"value": "+04155550123"}, "value_is_e164_phone"),
     ({"value": None}, "value_is_e164_phone"),
+    ({"value": "+1８０８５５５０１２３"}, "value_is_e164_phone"),  # fullwidth digits: no lookup knows them
+    ({"postalCode": "９６８１３"}, "postalCode_has_ascii_digits"),
+    ({"postalCode": "0210８"}, "postalCode_has_ascii_digits"),
     ({"contactType": "email", "value": "not-an-email"}, "value_is_email"),
     ({"state": "M4"}, "state_is_two_letters"),
     ({"state": "MAS"}, "state_is_two_letters"),
