@@ -22,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 from pydantic import SecretStr
 
+from flows import dask_watch
 from flows.crashed import mark_crashed_runs
 from pipelines import job, partitions, population, sources
 from pipelines.config import Home
@@ -182,6 +183,7 @@ def partition_runner(request: RunRequest) -> Iterator[Any]:
 def build_partitions(request: RunRequest, plan: job.RunPlan, run_id: str) -> job.Built:
     """split → one task per partition (retried alone) → merge."""
     started_at = datetime.now(UTC)
+    bounds = dask_watch.Bounds.from_env() if request.dask_address else None
     with job.staging_dropped_on_failure(plan, run_id):
         parts = named(split_task, plan, "split")(request, plan, run_id)
         with partition_runner(request) as runner:
@@ -192,7 +194,12 @@ def build_partitions(request: RunRequest, plan: job.RunPlan, run_id: str) -> job
                 )
                 for part in parts
             ]
-            results = [future.result() for future in futures]
+            if request.dask_address and bounds is not None:
+                # A cluster that loses every worker would leave these waiting for ever (flows/dask_watch.py).
+                labels = [part.label for part in parts]
+                results = dask_watch.wait_for(futures, labels, plan.label, request.dask_address, bounds)
+            else:
+                results = [future.result() for future in futures]
         return named(merge_task, plan, "merge")(plan, run_id, results, started_at)
 
 
