@@ -24,7 +24,9 @@ def scan_seconds(source: Path) -> float:
         "import sys, time; from pathlib import Path; from pipelines import table_wide; "
         "t = time.perf_counter(); table_wide.scan(Path(sys.argv[1])); print(time.perf_counter() - t)"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(source)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(source)], check=True, capture_output=True, text=True
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
