@@ -103,8 +103,9 @@ def file_reads(home: Path, source: Path, ids: list[str], repeat: int) -> dict[st
     """What a check costs without the warm copy: the pushed-down read, and opening the file."""
     import duckdb
 
-    from pipelines import checks, job
-    from pipelines.config import Home
+    from pipelines.lookup import checks
+    from pipelines.model.config import Home
+    from pipelines.run import job
 
     plan = job.plan_run(Home(home), EXPORTER_ID, source=source)
     at = datetime.fromisoformat(AT)

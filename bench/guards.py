@@ -1,4 +1,4 @@
-"""`python -m bench.guards`: what the run's guards (pipelines.guards) cost, at 1M borrowers by default.
+"""`python -m bench.guards`: what the run's guards (pipelines.rules.guards) cost, at 1M borrowers by default.
 
 Runs the pipeline in fresh worker processes, alternately with the guards on and off (the worker's
 CONTACT_EXPORTER_BENCH_GUARDS switch), and reports the medians side by side. The wall-clock

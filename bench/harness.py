@@ -65,8 +65,9 @@ def bench_home(cache: Path) -> Path:
 
 
 def ensure_data(home: Path, cache: Path, borrowers: int, seed: int) -> Path:
-    from pipelines import sources, synth
-    from pipelines.config import Home
+    from pipelines.io import sources
+    from pipelines.model.config import Home
+    from pipelines.synth import book as synth
 
     path = cache / f"source-{borrowers}-{seed}.duckdb"
     if path.exists():
@@ -100,9 +101,11 @@ def reference_per_contact(home: Path, source: Path, sample: int) -> dict[str, An
     import polars as pl
 
     sys.path.insert(0, str(ROOT.parent))
-    from pipelines import job, matching, schemas, sources
-    from pipelines.config import Home
-    from pipelines.tables import SourceTables
+    from pipelines.io import sources
+    from pipelines.model.config import Home
+    from pipelines.model.tables import SourceTables
+    from pipelines.rules import matching, schemas
+    from pipelines.run import job
     from tests.reference import guard
 
     plan = job.plan_run(Home(home), "CE-BENCHVCE", AS_OF, source=source)

@@ -47,9 +47,10 @@ def floor(home: Path, source: Path, out_dir: Path, rows: int, columns: int, matc
     import duckdb
     import polars as pl
 
-    from pipelines import duck, job, warehouse
-    from pipelines.config import Home
-    from pipelines.tables import TABLES
+    from pipelines.io import duck, warehouse
+    from pipelines.model.config import Home
+    from pipelines.model.tables import TABLES
+    from pipelines.run import job
 
     plan = job.plan_run(
         Home(home), EXPORTER_ID, AS_OF, source=source, warehouse_path=out_dir / "floor.duckdb"
@@ -95,7 +96,7 @@ def floor(home: Path, source: Path, out_dir: Path, rows: int, columns: int, matc
 
 def switch_guards() -> dict[str, float]:
     """Time each guard of the run (seconds, filled as they run), or turn them off (GUARDS_SWITCH)."""
-    from pipelines import guards
+    from pipelines.rules import guards
 
     spent: dict[str, float] = {}
     off = os.environ.get(GUARDS_SWITCH) == "off"
@@ -116,8 +117,8 @@ def switch_guards() -> dict[str, float]:
 
 
 def pipeline(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
-    from pipelines import job
-    from pipelines.config import Home
+    from pipelines.model.config import Home
+    from pipelines.run import job
 
     guards = switch_guards()
     started = time.perf_counter()
@@ -139,9 +140,9 @@ def pipeline(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
 
 def partitioned(home: Path, source: Path, warehouse: Path, partitions: str, budget: str) -> dict[str, Any]:
     """The run as `contact-exporter run` does it (split, partitions one at a time, merge), no Prefect."""
-    from pipelines import job
-    from pipelines.config import Home
-    from pipelines.request import parse_partitions, parse_size
+    from pipelines.model.config import Home
+    from pipelines.model.request import parse_partitions, parse_size
+    from pipelines.run import job
 
     started = time.perf_counter()
     plan = job.plan_run(Home(home), EXPORTER_ID, AS_OF, source=source, warehouse_path=warehouse)
@@ -170,7 +171,7 @@ def dask_run(home: Path, source: Path, warehouse: Path, partitions: str) -> dict
     from prefect import flow
 
     from flows.prefect_flows import export_contacts
-    from pipelines.request import RunRequest
+    from pipelines.model.request import RunRequest
 
     @flow(name="bench-warm-up")
     def warm_up() -> None:
@@ -191,7 +192,7 @@ def dask_run(home: Path, source: Path, warehouse: Path, partitions: str) -> dict
         started = time.perf_counter()
         result = export_contacts(request)
         seconds = time.perf_counter() - started
-    from pipelines import files
+    from pipelines.io import files
 
     return {"seconds": seconds, "sha256": files.sha256_of(Path(result["file"]))[0]}
 
@@ -201,7 +202,7 @@ def orchestrated(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
 
     settings.apply(home)
     from flows.prefect_flows import export_contacts
-    from pipelines.request import RunRequest
+    from pipelines.model.request import RunRequest
 
     request = RunRequest(
         exporter_id=EXPORTER_ID,
@@ -219,7 +220,7 @@ def orchestrated(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
 
 def lookups() -> dict[str, Any]:
     """Build the ZIP and phone-key lookup tables and the key index into the cache (once per package version)."""
-    from pipelines import timezones
+    from pipelines.rules import timezones
 
     started = time.perf_counter()
     timezones.load_lookups()

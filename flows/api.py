@@ -38,10 +38,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flows import checks_api
 from flows.envelopes import API_BASE_PATH, error_envelope, list_envelope, ok_envelope
-from pipelines import safeload
-from pipelines.config import Exporter, ExporterBody, Home
-from pipelines.errors import BadRequestError, ContactExporterError, ErrorItem, InvalidInputError
-from pipelines.store import DEFAULT_LIMIT, ExporterStore, StaleExporterError, exporter_version
+from pipelines.io.store import DEFAULT_LIMIT, ExporterStore, StaleExporterError, exporter_version
+from pipelines.model import safeload
+from pipelines.model.config import Exporter, ExporterBody, Home
+from pipelines.model.errors import BadRequestError, ContactExporterError, ErrorItem, InvalidInputError
 
 log = logging.getLogger(__name__)
 # The access log, in uvicorn's format (serve() gives it uvicorn's access handler), path alone.
@@ -347,7 +347,7 @@ def serve(home: Home, host: str, port: int, source: Path | None = None) -> None:
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"][ACCESS_LOGGER] = {"handlers": ["access"], "level": "INFO", "propagate": False}
     # Each compliance check (exporter, instant, counts) and each load of its source; never contact values.
-    for name in ("flows.checks_api", "pipelines.warm"):
+    for name in ("flows.checks_api", "pipelines.lookup.warm"):
         log_config["loggers"][name] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=log_config)
 

@@ -11,7 +11,7 @@ contact found (in the order asked) and the ids not found listed in `errors`:
 
 Read-only: nothing is written (no file, no warehouse row). Each check is logged with the number of
 ids and of decisions, never a contact's values. The rows come from the server's warm copy of the
-source (pipelines/warm.py).
+source (pipelines/lookup/warm.py).
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from typing import Annotated, Any, Final
 
 from pydantic import AwareDatetime, Field, ValidationError
 
-from pipelines import checks, timezones
-from pipelines.config import Home, Strict, errors_of
-from pipelines.errors import ContactExporterError, InvalidInputError, SourceDataError
-from pipelines.store import ExporterStore
-from pipelines.warm import WarmSource, warm_source
+from pipelines.io.store import ExporterStore
+from pipelines.lookup import checks
+from pipelines.lookup.warm import WarmSource, warm_source
+from pipelines.model.config import Home, Strict, errors_of
+from pipelines.model.errors import ContactExporterError, InvalidInputError, SourceDataError
+from pipelines.rules import timezones
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from typer import TyperException
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from flows.runs_cli import runs_app
-from pipelines.errors import ContactExporterError, ErrorItem, InvalidInputError
+from pipelines.model.errors import ContactExporterError, ErrorItem, InvalidInputError
 
 if TYPE_CHECKING:  # configs (pydantic models) are imported when a command reads them, not for --help
-    from pipelines.config import Home
+    from pipelines.model.config import Home
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -93,7 +93,7 @@ def date_arg(value: str, option: str) -> date:
 
 def read_body(file: str) -> Any:
     """A JSON body from a file or stdin: UTF-8, at most 1 MiB, not too deep (exit 2 otherwise)."""
-    from pipelines import safeload
+    from pipelines.model import safeload
 
     source = "stdin" if file == "-" else file
     try:
@@ -131,7 +131,7 @@ def _global(
     ] = False,
 ) -> None:
     from flows.failures import CURRENT, configure_logging
-    from pipelines.config import Home
+    from pipelines.model.config import Home
 
     CURRENT.debug = debug
     configure_logging(verbose=verbose, debug=debug)
@@ -156,7 +156,7 @@ def exporters_create(
 ) -> None:
     """Create an exporter from a JSON body; prints {"status":200,"message":"success","data":{...}}."""
     from flows.envelopes import ok_envelope
-    from pipelines.store import ExporterStore
+    from pipelines.io.store import ExporterStore
 
     body = read_body(file)
     emit(ok_envelope(ExporterStore(home_of(ctx)).create(body, "stdin" if file == "-" else file)))
@@ -175,7 +175,7 @@ def exporters_list(
 ) -> None:
     """List exporters, newest first, one page at a time."""
     from flows.envelopes import list_envelope
-    from pipelines.store import ExporterStore
+    from pipelines.io.store import ExporterStore
 
     page = ExporterStore(home_of(ctx)).list(
         limit=limit, starting_after=starting_after, ending_before=ending_before
@@ -192,7 +192,7 @@ def exporters_get(
 ) -> None:
     """Show one exporter."""
     from flows.envelopes import ok_envelope
-    from pipelines.store import ExporterStore
+    from pipelines.io.store import ExporterStore
 
     emit(ok_envelope(ExporterStore(home_of(ctx)).get(exporter_id)))
 
@@ -207,7 +207,7 @@ def exporters_update(
 ) -> None:
     """Replace an exporter's settings (id and createdAt are kept)."""
     from flows.envelopes import ok_envelope
-    from pipelines.store import ExporterStore
+    from pipelines.io.store import ExporterStore
 
     body = read_body(file)
     emit(ok_envelope(ExporterStore(home_of(ctx)).update(exporter_id, body, "stdin" if file == "-" else file)))
@@ -270,7 +270,7 @@ def run(
 ) -> None:
     """Run one exporter for one as-of date (screened at noon, company time) through the Prefect flow."""
     from flows import runs
-    from pipelines.request import RunRequest
+    from pipelines.model.request import RunRequest
 
     request = RunRequest.from_options(
         exporter_id=exporter_id,
@@ -301,7 +301,7 @@ def backfill(
 ) -> None:
     """Run an exporter for every date from START to END; one failed date does not stop the others."""
     from flows import runs
-    from pipelines.request import RunRequest
+    from pipelines.model.request import RunRequest
 
     first, last = date_arg(start, "--start"), date_arg(end, "--end")
     request = RunRequest.from_options(
@@ -367,8 +367,8 @@ def explain(
     """Why a contact was or was not exported on a date: the decision the day's run recorded (runId,
     reasons, next eligible date) with the evidence for each reason, and whether the source has
     changed since; --recompute (or --at) evaluates the source now instead."""
-    from pipelines import explain as explain_mod
-    from pipelines import job
+    from pipelines.lookup import explain as explain_mod
+    from pipelines.run import job
 
     if (as_of is None) == (at is None):
         raise InvalidInputError("arguments", [ErrorItem("--as-of", "give --as-of or --at (one of them)")])
@@ -409,7 +409,8 @@ def check(
     source: Source = None,
 ) -> None:
     """The compliance guard at any instant for a few contacts, read-only: canInteract, reasons, nextEligibleDate."""
-    from pipelines import checks, job
+    from pipelines.lookup import checks
+    from pipelines.run import job
 
     moment = parse_instant(at, "--at")
     plan = job.plan_run(home_of(ctx), exporter_id, moment.date(), source=source)
@@ -438,7 +439,7 @@ def campaigns_run(
 ) -> None:
     """Run a campaign: its query picks the borrowers, its exporter does the rest."""
     from flows import runs
-    from pipelines.request import RunRequest
+    from pipelines.model.request import RunRequest
 
     home = home_of(ctx)
     request = RunRequest.from_options(
@@ -472,7 +473,8 @@ def generate(
     """Write synthetic source tables, spread over the companies configured in the home."""
     import time
 
-    from pipelines import sources, synth
+    from pipelines.io import sources
+    from pipelines.synth import book as synth
 
     if fmt not in ("duckdb", "parquet", "csv"):
         raise InvalidInputError("arguments", [ErrorItem("--format", f"{fmt!r}: use duckdb, parquet or csv")])
@@ -515,7 +517,7 @@ def sftp_check(
     """Connect, verify the pinned host key and check write permission in remoteDir (the password of a
     passwordSecretBlock setting is read from that Prefect Secret block)."""
     from flows import runs
-    from pipelines.delivery import check_destination
+    from pipelines.delivery.uploads import check_destination
 
     home = home_of(ctx)
     setting = home.sftp(setting_id)
@@ -644,7 +646,7 @@ def report(
     ] = None,
 ) -> None:
     """Write a run's report as an HTML page (counts, blocked by reason, rejected rows, delivery)."""
-    from pipelines import report as run_report
+    from pipelines.lookup import report as run_report
 
     home = home_of(ctx)
     path = home.path(warehouse) if warehouse else home.warehouse

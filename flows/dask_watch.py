@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.errors import ErrorItem, InvalidInputError, TransientError
+from pipelines.model.errors import ErrorItem, InvalidInputError, TransientError
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from flows import settings
 from flows.failures import shown
-from pipelines.config import Home
-from pipelines.request import RunRequest
+from pipelines.model.config import Home
+from pipelines.model.request import RunRequest
 
 DEMO_SEED = 20261127
 EXPLORE_QUERIES = (
@@ -43,7 +43,8 @@ def prepare_home(home: Home, borrowers: int, say: Callable[[str], None]) -> Home
 
     marker = demo.root / "data" / f".generated-{borrowers}-{DEMO_SEED}"
     if not (marker.exists() and demo.warehouse.exists()):
-        from pipelines import sources, synth
+        from pipelines.io import sources
+        from pipelines.synth import book as synth
 
         say(f"generating {borrowers:,} sample borrowers into {demo.warehouse}")
         for old in (demo.root / "data").glob(".generated-*"):

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import Home
-from pipelines.store import ExporterStore
+from pipelines.io.store import ExporterStore
+from pipelines.model.config import Home
 
 TAG = "contact-exporters"
 SERVED_SUFFIX = "-served"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from pipelines.config import Exporter
-from pipelines.errors import ContactExporterError, ErrorItem, InvalidInputError
-from pipelines.store import Page
+from pipelines.io.store import Page
+from pipelines.model.config import Exporter
+from pipelines.model.errors import ContactExporterError, ErrorItem, InvalidInputError
 
 API_BASE_PATH = "/campaign-workers/contact-exporters"
 

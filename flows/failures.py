@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ContactExporterError, InvalidInputError, SourceDataError
+from pipelines.model.errors import ContactExporterError, InvalidInputError, SourceDataError
 
 MAX_MESSAGE = 600
 DEMO_HOME = Path("data") / "demo"  # flows/demo.py builds its home there

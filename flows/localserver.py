@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ContactExporterError, ErrorItem, InvalidInputError
+from pipelines.model.errors import ContactExporterError, ErrorItem, InvalidInputError
 
 STATE_FILE = "local-server.json"
 LOG_FILE = "local-server.log"

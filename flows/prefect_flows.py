@@ -24,11 +24,12 @@ from pydantic import SecretStr
 
 from flows import dask_watch
 from flows.crashed import mark_crashed_runs
-from pipelines import job, partitions, population, sources
-from pipelines.config import Home
-from pipelines.errors import ContactExporterError, TransientError
-from pipelines.request import DEFAULT_MEMORY_BUDGET, RunRequest
-from pipelines.store import ExporterStore
+from pipelines.io import population, sources
+from pipelines.io.store import ExporterStore
+from pipelines.model.config import Home
+from pipelines.model.errors import ContactExporterError, TransientError
+from pipelines.model.request import DEFAULT_MEMORY_BUDGET, RunRequest
+from pipelines.run import job, partitions
 
 # A partition that fails for a reason other than the product's own terminal errors (a worker lost,
 # memory or disk trouble, a transient error) is run again, alone; the others are not redone.
@@ -407,7 +408,7 @@ def backfill(
 
     logger = get_run_logger()
     if end < start:
-        from pipelines.errors import ErrorItem, InvalidInputError
+        from pipelines.model.errors import ErrorItem, InvalidInputError
 
         raise InvalidInputError("arguments", [ErrorItem("--end", f"end {end} is before start {start}")])
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
@@ -461,7 +462,7 @@ def backfill(
 @flow(name="run-company-exporters")
 def run_company(company_id: str, home: str | None = None, deliver: bool = True) -> dict[str, Any]:
     """Run every exporter of a company for today (company time zone); used by the daily deployment."""
-    from pipelines.store import ExporterStore
+    from pipelines.io.store import ExporterStore
 
     h = _home(home)
     company = h.company(company_id)

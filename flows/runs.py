@@ -1,4 +1,4 @@
-"""What the CLI calls: each command checks what it can (pipelines/preflight.py), then runs the matching
+"""What the CLI calls: each command checks what it can (pipelines/run/preflight.py), then runs the matching
 Prefect flow: on PREFECT_API_URL, else the home's local server (flows/localserver.py), else a temporary one."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 from pydantic import SecretStr
 
 from flows import settings
-from pipelines.config import Home, SftpSetting
-from pipelines.errors import TerminalError
-from pipelines.request import RunRequest
+from pipelines.model.config import Home, SftpSetting
+from pipelines.model.errors import TerminalError
+from pipelines.model.request import RunRequest
 
 
 def _flows(home: Home) -> Any:
@@ -37,7 +37,7 @@ def _opt(path: Path | None, home: Home) -> str | None:
 
 def dry_run(home: Home, request: RunRequest, campaign_id: str | None = None) -> dict[str, Any]:
     """The plan of a run, checked as a run would check it, without starting Prefect or writing."""
-    from pipelines import job, preflight
+    from pipelines.run import job, preflight
 
     request = request.model_copy(update={"home": str(home.root), "campaign_id": campaign_id})
     if campaign_id is not None and request.source is None:
@@ -52,7 +52,7 @@ def dry_run(home: Home, request: RunRequest, campaign_id: str | None = None) -> 
 
 def run_exporter(home: Home, request: RunRequest) -> dict[str, Any]:
     # Validate configuration before Prefect starts: a typo costs milliseconds, not a server start.
-    from pipelines import job, preflight
+    from pipelines.run import job, preflight
 
     request = request.model_copy(update={"home": str(home.root)})
     preflight.check_plan(job.plan_request(request), deliver=request.deliver)
@@ -61,7 +61,7 @@ def run_exporter(home: Home, request: RunRequest) -> dict[str, Any]:
 
 
 def run_backfill(home: Home, request: RunRequest, start: date, end: date) -> dict[str, Any]:
-    from pipelines import job, preflight
+    from pipelines.run import job, preflight
 
     preflight.check_dates(start, end)
     plan = job.plan_request(request.model_copy(update={"home": str(home.root), "as_of": start}))
@@ -86,8 +86,8 @@ def run_backfill(home: Home, request: RunRequest, start: date, end: date) -> dic
 
 def run_campaign(home: Home, campaign_id: str, request: RunRequest) -> dict[str, Any]:
     """`request` carries the as-of date and the run options; its exporter is the campaign's."""
-    from pipelines import job, preflight
-    from pipelines.store import ExporterStore
+    from pipelines.io.store import ExporterStore
+    from pipelines.run import job, preflight
 
     request = request.model_copy(update={"home": str(home.root)})  # relative paths: against the home
     campaign = home.campaign(campaign_id)

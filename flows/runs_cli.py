@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pipelines.errors import ErrorItem, InvalidInputError
+from pipelines.model.errors import ErrorItem, InvalidInputError
 
 if TYPE_CHECKING:
-    from pipelines.config import Home
+    from pipelines.model.config import Home
 
 runs_app = typer.Typer(
     rich_markup_mode=None,
@@ -56,7 +56,7 @@ def runs_list(
     as_json: AsJson = False,
 ) -> None:
     """Recorded runs, newest first: status, counts, delivery and the seconds each took."""
-    from pipelines.run_history import list_runs
+    from pipelines.lookup.run_history import list_runs
 
     try:
         start = date.fromisoformat(since) if since else None
@@ -78,7 +78,7 @@ def runs_show(
     as_json: AsJson = False,
 ) -> None:
     """One run: its record, contacts blocked by reason (largest first), rejected rows, deliveries."""
-    from pipelines.run_history import show_run
+    from pipelines.lookup.run_history import show_run
 
     run = show_run(_warehouse(ctx, warehouse), run_id)
     plain = {k: v for k, v in run.items() if not isinstance(v, list)}
@@ -101,7 +101,7 @@ def runs_diff(
     as_json: AsJson = False,
 ) -> None:
     """Which contacts became blocked or eligible from RUN_A to RUN_B, and why ("why did the file shrink?")."""
-    from pipelines.run_history import diff_runs
+    from pipelines.lookup.run_history import diff_runs
 
     diff = diff_runs(_warehouse(ctx, warehouse), run_a, run_b)
     lines = [f"from {run_a} to {run_b}:"]

@@ -28,8 +28,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"asyncssh\.")
     import asyncssh
 
-from pipelines.config import Home
-from pipelines.vocab import SAFE_ID
+from pipelines.model.config import Home
+from pipelines.model.vocab import SAFE_ID
 
 HOST = "127.0.0.1"
 USERNAME = "partner"

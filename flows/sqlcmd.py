@@ -20,8 +20,8 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from pipelines import duck
-from pipelines.errors import ErrorItem, InvalidInputError
+from pipelines.io import duck
+from pipelines.model.errors import ErrorItem, InvalidInputError
 
 Format = Literal["table", "csv", "json"]
 FORMATS: tuple[Format, ...] = ("table", "csv", "json")

@@ -15,9 +15,9 @@ import duckdb
 import polars as pl
 import yaml
 
-from pipelines import job
-from pipelines.config import Home
-from pipelines.store import ExporterStore
+from pipelines.io.store import ExporterStore
+from pipelines.model.config import Home
+from pipelines.run import job
 
 COMPANY = "CP-T"
 HEADERS: dict[str, list[str]] = {

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from pipelines.config import Home, SftpSetting
-from pipelines.delivery import DeliveryResult, deliver
+from pipelines.delivery.uploads import DeliveryResult, deliver
+from pipelines.model.config import Home, SftpSetting
 
 AS_OF = date(2026, 1, 2)
 EXPORTER = "CE-TEST0001"

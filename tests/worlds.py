@@ -7,9 +7,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pipelines import sources, synth
-from pipelines.config import Home
-from pipelines.tables import SourceTables
+from pipelines.io import sources
+from pipelines.model.config import Home
+from pipelines.model.tables import SourceTables
+from pipelines.synth import book as synth
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 11

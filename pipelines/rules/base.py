@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from pipelines.config import CheckCanInteractData, Policy
-from pipelines.files import iso_utc
+from pipelines.io.files import iso_utc
+from pipelines.model.config import CheckCanInteractData, Policy
 from pipelines.rules.contact_history import Limit
 
 

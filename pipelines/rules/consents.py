@@ -10,8 +10,8 @@ from typing import Any
 
 import polars as pl
 
+from pipelines.model.vocab import one_of
 from pipelines.rules.base import Judged, Rule, Seen, rows
-from pipelines.vocab import one_of
 
 _channel = pl.col("channel")
 

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from pipelines.config import Policy
-from pipelines.vocab import ATTEMPT_STATUSES, CONVERSATION_DETAIL, VOICE_ATTEMPT_DETAILS, one_of
+from pipelines.model.config import Policy
+from pipelines.model.vocab import ATTEMPT_STATUSES, CONVERSATION_DETAIL, VOICE_ATTEMPT_DETAILS, one_of
 
 # Scheduled and canceled interactions never happened: they count for nothing.
 NEVER_COUNTED: Final = ("scheduled", "canceled")

@@ -11,8 +11,8 @@ from typing import Any, Final
 
 import polars as pl
 
+from pipelines.model.vocab import one_of
 from pipelines.rules.base import Judged, Rule, Seen
-from pipelines.vocab import one_of
 
 HOURS_CHANNELS: Final = ("voice", "text", "email")  # the channels contact hours and zones apply to
 _channel = pl.col("channel")

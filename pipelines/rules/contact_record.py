@@ -9,8 +9,8 @@ from typing import Any
 
 import polars as pl
 
+from pipelines.model.vocab import CHANNEL_FITS_TYPE
 from pipelines.rules.base import Judged, Rule, Seen, rows
-from pipelines.vocab import CHANNEL_FITS_TYPE
 
 _channel = pl.col("channel")
 

@@ -9,10 +9,10 @@ from typing import Final
 
 import polars as pl
 
-from pipelines.config import CheckCanInteractData, Company
+from pipelines.model.config import CheckCanInteractData, Company
+from pipelines.model.tables import SourceTables
+from pipelines.model.vocab import EXPORT_CHANNELS
 from pipelines.rules.base import Judged, Rule, Seen, of_persons
-from pipelines.tables import SourceTables
-from pipelines.vocab import EXPORT_CHANNELS
 
 CREDENTIALS_THEME: Final = "opsAccountCredentials"  # a DNI theme `all` does not cover it
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import polars as pl
 
+from pipelines.model.vocab import one_of
 from pipelines.rules.base import Judged, Rule, Seen, rows
 from pipelines.rules.contact_history import counted_by, is_conversation
-from pipelines.vocab import one_of
 
 _channel = pl.col("channel")
 

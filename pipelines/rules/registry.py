@@ -9,6 +9,7 @@ from typing import Any, Final
 
 import polars as pl
 
+from pipelines.model.vocab import REASON_CODES
 from pipelines.rules import (
     consents,
     contact_hours,
@@ -18,7 +19,6 @@ from pipelines.rules import (
     rejected_rows,
 )
 from pipelines.rules.base import Judged, Rule, Seen
-from pipelines.vocab import REASON_CODES
 
 RULES: Final[tuple[Rule, ...]] = (
     consents.AUTODIAL_CONSENT,

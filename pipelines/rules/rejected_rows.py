@@ -1,6 +1,6 @@
 """Rejected source rows (COMPLIANCE.md SOURCE_ROW_REJECTED): what a row that failed validation said
 is unknown, so every matched contact of its borrower is blocked (and of every borrower, when the row
-names none). Only a corrected source clears it. Which borrowers are hit: `pipelines.rejection`."""
+names none). Only a corrected source clears it. Which borrowers are hit: `pipelines.rules.rejection`."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from bench.compare import differences, main
-from pipelines import warehouse
+from pipelines.io import warehouse
 
 
 def test_the_same_code_makes_the_same_rows_on_a_dirty_source(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.harness import bench_home, ensure_data, worker
-from pipelines import partitions
+from pipelines.run import partitions
 
 BORROWERS = 150_000
 

@@ -35,7 +35,7 @@ def server_env(api_key: str | None) -> dict[str, str]:
 
 def serve_command(home: Path, port: int) -> list[str]:
     code = (
-        "import sys; from pathlib import Path; from pipelines.config import Home; "
+        "import sys; from pathlib import Path; from pipelines.model.config import Home; "
         "from flows.api import serve; serve(Home(Path(sys.argv[1])), '127.0.0.1', int(sys.argv[2]))"
     )
     return [sys.executable, "-c", code, str(home), str(port)]

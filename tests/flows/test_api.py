@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from pipelines.config import Home
-from pipelines.store import ExporterStore
+from pipelines.io.store import ExporterStore
+from pipelines.model.config import Home
 from tests.flows.served import API_KEY, REPO, free_port, serve_command, server_env, serving
 from tests.worlds import SEED_REQUEST
 

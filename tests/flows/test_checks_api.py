@@ -16,8 +16,10 @@ import duckdb
 import httpx
 import pytest
 
-from pipelines import compliance, duck, job
-from pipelines.config import Home
+from pipelines.io import duck
+from pipelines.model.config import Home
+from pipelines.rules import compliance
+from pipelines.run import job
 from tests.flows.served import API_KEY, serving
 from tests.frontdoor import query
 from tests.worlds import make_home, without_sftp

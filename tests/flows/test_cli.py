@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import Home
+from pipelines.model.config import Home
 from tests.worlds import SEED_REQUEST, make_home, without_sftp
 
 
@@ -146,7 +146,7 @@ def test_run_prints_the_summary(home: Home) -> None:
 
 
 def test_generate_writes_a_readable_source_and_is_deterministic(tmp_path: Path) -> None:
-    from pipelines.sources import open_source
+    from pipelines.io.sources import open_source
 
     outputs = []
     for name in ("a", "b"):

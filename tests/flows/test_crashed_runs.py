@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import Home
+from pipelines.model.config import Home
 from tests.worlds import make_home, without_sftp
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -28,7 +28,7 @@ def test_earlier_running_runs_of_the_same_exporter_and_date_are_marked_crashed(h
     from prefect.states import Running
 
     from flows.prefect_flows import export_contacts
-    from pipelines.request import RunRequest
+    from pipelines.model.request import RunRequest
 
     def left_running(as_of: date, where: str) -> str:
         """A flow run as a killed process leaves it: RUNNING, never finished."""

@@ -23,9 +23,9 @@ from typing import Any
 import psutil
 import pytest
 
-from pipelines.config import Home
-from pipelines.errors import TransientError
-from pipelines.request import RunRequest
+from pipelines.model.config import Home
+from pipelines.model.errors import TransientError
+from pipelines.model.request import RunRequest
 from tests.worlds import make_home, without_sftp
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -42,7 +42,7 @@ PRELOAD = """
 import os, time
 from pathlib import Path
 
-from pipelines import job
+from pipelines.run import job
 
 _build_part = job.build_part
 

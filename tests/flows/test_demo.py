@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.config import Home
+from pipelines.model.config import Home
 from tests.worlds import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]

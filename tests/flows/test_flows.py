@@ -10,10 +10,10 @@ from typing import Any
 import duckdb
 import pytest
 
-from pipelines import job
-from pipelines.config import Home
-from pipelines.errors import TerminalError, TransientError
-from pipelines.request import RunRequest
+from pipelines.model.config import Home
+from pipelines.model.errors import TerminalError, TransientError
+from pipelines.model.request import RunRequest
+from pipelines.run import job
 from tests.worlds import make_home, without_sftp
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -92,8 +92,8 @@ def test_export_flow_runs_and_publishes_an_artifact(home: Home) -> None:
     names = {log.name for log in logs}
     messages = [log.message for log in logs]
     assert any(m.startswith(f"run {result['runId']}: ") for m in messages), "the flow's own log lines"
-    assert "pipelines.sources" in names, "the library's log lines"
-    assert "pipelines.job" in names
+    assert "pipelines.io.sources" in names, "the library's log lines"
+    assert "pipelines.run.job" in names
     assert any(m.startswith("recorded run") for m in messages)
 
     # the session's Prefect server is shared: this run's artifacts are those of its flow run
@@ -307,8 +307,8 @@ def test_sftp_check_reads_a_password_from_a_prefect_secret_block(home: Home) -> 
     from prefect.blocks.system import Secret
 
     from flows.runs import secret_password
-    from pipelines.config import SftpSetting
-    from pipelines.errors import TerminalError
+    from pipelines.model.config import SftpSetting
+    from pipelines.model.errors import TerminalError
 
     Secret(value="s3cret-from-block").save("partner-sftp-password", overwrite=True)
     setting = SftpSetting(

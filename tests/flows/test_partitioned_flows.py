@@ -11,9 +11,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from pipelines import job
-from pipelines.config import Home
-from pipelines.request import RunRequest
+from pipelines.model.config import Home
+from pipelines.model.request import RunRequest
+from pipelines.run import job
 from tests.worlds import make_home, without_sftp
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -111,7 +111,7 @@ def task_runs_of_latest(flow_run_hex: str) -> list[Any]:
 
 
 def test_a_terminal_error_in_a_partition_is_not_retried(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.errors import ErrorItem, SourceDataError
+    from pipelines.model.errors import ErrorItem, SourceDataError
 
     calls: Counter[int] = Counter()
 

@@ -14,8 +14,8 @@ import duckdb
 import pytest
 
 from flows.sftp_server import local_sftp_server
-from pipelines import job
-from pipelines.config import Home
+from pipelines.model.config import Home
+from pipelines.run import job
 from tests import browser
 from tests.worlds import make_home
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines import warehouse
+from pipelines.io import warehouse
 
 AS_OF = date(2026, 11, 3)
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)

@@ -21,7 +21,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.config import SftpSetting, Timeouts
+from pipelines.model.config import SftpSetting, Timeouts
 
 SSHD = Path("/usr/sbin/sshd")
 BASE = Path("/srv/contact-exporter-test")

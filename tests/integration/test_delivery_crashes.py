@@ -27,8 +27,8 @@ import gnupg
 import pytest
 import yaml
 
-from pipelines.config import Home
-from pipelines.delivery_journal import CRASH_ENV, STEPS
+from pipelines.delivery.delivery_journal import CRASH_ENV, STEPS
+from pipelines.model.config import Home
 from tests.worlds import make_home
 
 from .sshd import Sshd
@@ -48,8 +48,8 @@ UPLOADED_FROM = CRASH_POINTS.index("dataUploaded")
 RUN = """
 import json, sys
 from datetime import date
-from pipelines import job
-from pipelines.config import Home
+from pipelines.run import job
+from pipelines.model.config import Home
 plan = job.plan_run(Home.resolve(sys.argv[1]), sys.argv[2], date.fromisoformat(sys.argv[3]))
 print(json.dumps(job.run_export(plan), default=str))
 """

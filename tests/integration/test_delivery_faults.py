@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import Home, SftpSetting
-from pipelines.delivery_journal import journal_path
-from pipelines.errors import TerminalError
+from pipelines.delivery.delivery_journal import journal_path
+from pipelines.model.config import Home, SftpSetting
+from pipelines.model.errors import TerminalError
 from tests.sftp_exports import send, write_export
 
 from .sshd import Sshd

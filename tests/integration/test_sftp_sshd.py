@@ -11,9 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.config import Home, SftpSetting
-from pipelines.delivery import already_delivered, check_destination
-from pipelines.errors import TerminalError, TransientError
+from pipelines.delivery.uploads import already_delivered, check_destination
+from pipelines.model.config import Home, SftpSetting
+from pipelines.model.errors import TerminalError, TransientError
 from tests.sftp_exports import AS_OF, EXPORTER, Export, send, write_export
 
 from .sshd import Sshd, generate_key

@@ -8,11 +8,8 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from pipelines.compliance import screen
-from pipelines.config import CheckCanInteractData, Company
-from pipelines.eligibility import next_eligible
-from pipelines.schemas import OWNED_SCHEMA
-from pipelines.tables import (
+from pipelines.model.config import CheckCanInteractData, Company
+from pipelines.model.tables import (
     BORROWERS,
     CONSENTS,
     CONTACTS,
@@ -21,6 +18,9 @@ from pipelines.tables import (
     SourceTables,
     TableSpec,
 )
+from pipelines.rules.compliance import screen
+from pipelines.rules.eligibility import next_eligible
+from pipelines.rules.schemas import OWNED_SCHEMA
 from tests.reference.guard import next_eligible_frames, screen_frames
 
 Row = dict[str, Any]

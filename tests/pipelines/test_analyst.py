@@ -13,8 +13,10 @@ import duckdb
 import polars as pl
 import pytest
 
-from pipelines import analyst, duck, job, vocab, warehouse
-from pipelines.config import Home
+from pipelines.io import analyst, duck, warehouse
+from pipelines.model import vocab
+from pipelines.model.config import Home
+from pipelines.run import job
 from tests.worlds import REPO, make_home, without_sftp
 
 AS_OF = date(2026, 11, 3)

@@ -7,8 +7,8 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.borrower_keys import BORROWER_KEY, keyed, lookup
-from pipelines.tables import SourceTables
+from pipelines.model.tables import SourceTables
+from pipelines.rules.borrower_keys import BORROWER_KEY, keyed, lookup
 
 IDS = st.sampled_from([f"BR-{n}" for n in (0, 1, 2, 10, 15, 2000, 3, 9)])
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines import duck, job
-from pipelines.config import Home
-from pipelines.errors import WarehouseBusyError
+from pipelines.io import duck
+from pipelines.model.config import Home
+from pipelines.model.errors import WarehouseBusyError
+from pipelines.run import job
 from tests.worlds import make_home, without_sftp
 
 AS_OF = date(2026, 12, 1)
@@ -72,14 +73,14 @@ def test_a_run_waits_for_an_analyst_who_closes_in_time(
 ) -> None:
     monkeypatch.setenv(duck.BUSY_WAIT_ENV, "60")
     plan = job.plan_run(home, "CE-EMAILSVC", AS_OF)
-    with caplog.at_level(logging.WARNING, logger="pipelines.duck"), analyst_session(home.warehouse, 3):
+    with caplog.at_level(logging.WARNING, logger="pipelines.io.duck"), analyst_session(home.warehouse, 3):
         started = time.monotonic()
         summary = job.run_export(plan)
         waited = time.monotonic() - started
     assert waited >= 1.0, "the analyst's connection was open: the run must have waited for it"
     assert [r[1] for r in runs(home.warehouse)] == ["succeeded"]
     assert summary["runId"] == runs(home.warehouse)[0][0]
-    warnings = [r.getMessage() for r in caplog.records if r.name == "pipelines.duck"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pipelines.io.duck"]
     assert len(warnings) == 1  # one visible message, not one per attempt
     assert "waiting up to 60s" in warnings[0]
 
@@ -105,7 +106,7 @@ def test_a_held_warehouse_fails_cleanly_after_the_bound_and_records_nothing(
 
 
 def test_a_bad_wait_bound_is_invalid_input(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.errors import InvalidInputError
+    from pipelines.model.errors import InvalidInputError
 
     monkeypatch.setenv(duck.BUSY_WAIT_ENV, "soon")
     with pytest.raises(InvalidInputError, match=duck.BUSY_WAIT_ENV):

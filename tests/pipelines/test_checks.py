@@ -14,8 +14,11 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
-from pipelines import checks, compliance, job, sources
-from pipelines.config import Home
+from pipelines.io import sources
+from pipelines.lookup import checks
+from pipelines.model.config import Home
+from pipelines.rules import compliance
+from pipelines.run import job
 from tests.frontdoor import add_exporter, address, borrower, make_home, phone, query, write_csv_source
 from tests.worlds import REPO, without_sftp
 from tests.worlds import make_home as make_sample_home

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 from polars.testing import assert_frame_equal, assert_series_equal
 
-from pipelines.chunks import aligned, placed, realigned
+from pipelines.io.chunks import aligned, placed, realigned
 
 
 def chunked(values: list[int], sizes: list[int], name: str = "a") -> pl.Series:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipelines.borrower_keys import BORROWER_KEY, is_row_number, keyed_contacts, numbered
-from pipelines.columns import contact_columns, project
-from pipelines.config import ColumnSetting
+from pipelines.model.config import ColumnSetting
+from pipelines.rules.borrower_keys import BORROWER_KEY, is_row_number, keyed_contacts, numbered
+from pipelines.rules.columns import contact_columns, project
 
 SETTINGS = [
     ColumnSetting(field="id"),

@@ -11,9 +11,9 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from pipelines.compliance import SCREENING_SCHEMA, as_of_instant, screen, unscreened
-from pipelines.errors import SourceDataError
-from pipelines.vocab import REASON_CODES
+from pipelines.model.errors import SourceDataError
+from pipelines.model.vocab import REASON_CODES
+from pipelines.rules.compliance import SCREENING_SCHEMA, as_of_instant, screen, unscreened
 from tests.pipelines.compliance_fixtures import (
     address,
     at,

@@ -18,10 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.compliance import as_of_instant
-from pipelines.config import CheckCanInteractData, Company
-from pipelines.tables import SourceTables
-from pipelines.vocab import (
+from pipelines.model.config import CheckCanInteractData, Company
+from pipelines.model.tables import SourceTables
+from pipelines.model.vocab import (
     AFFILIATIONS,
     CONTACT_STATUSES,
     EXPORT_CHANNELS,
@@ -31,6 +30,7 @@ from pipelines.vocab import (
     STATUS_DETAILS,
     THEMES,
 )
+from pipelines.rules.compliance import as_of_instant
 from tests.pipelines.compliance_fixtures import eligible_both, screen_both, world
 
 settings.register_profile(

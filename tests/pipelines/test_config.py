@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pipelines.config import Company, ExporterBody, parse
-from pipelines.errors import InvalidInputError
+from pipelines.model.config import Company, ExporterBody, parse
+from pipelines.model.errors import InvalidInputError
 from tests.worlds import SEED_REQUEST
 
 

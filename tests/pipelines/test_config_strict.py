@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from pipelines import safeload
-from pipelines.config import Campaign, Company, ExporterBody, Home, SftpSetting, parse
-from pipelines.errors import BadRequestError, InvalidInputError
+from pipelines.model import safeload
+from pipelines.model.config import Campaign, Company, ExporterBody, Home, SftpSetting, parse
+from pipelines.model.errors import BadRequestError, InvalidInputError
 from tests.worlds import SEED_REQUEST
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import explain, job
-from pipelines.errors import NotFoundError
+from pipelines.lookup import explain
+from pipelines.model.errors import NotFoundError
+from pipelines.run import job
 from tests.frontdoor import add_exporter, borrower, make_home, phone, run, write_csv_source
 
 AS_OF = date(2026, 4, 7)

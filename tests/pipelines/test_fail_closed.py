@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.errors import SourceDataError
+from pipelines.model.errors import SourceDataError
 from tests.frontdoor import (
     VOICE,
     add_exporter,

@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines import files
-from pipelines.config import FileSettings, render_file_name
+from pipelines.io import files
+from pipelines.model.config import FileSettings, render_file_name
 
 AS_OF = date(2026, 11, 3)
 INSTANT = datetime(2026, 11, 3, 17, 0, tzinfo=UTC)

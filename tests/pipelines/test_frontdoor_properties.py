@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.errors import SourceDataError
+from pipelines.model.errors import SourceDataError
 from tests.frontdoor import COMPANY, HEADERS, add_exporter, csv_text, decisions, make_home, query, run
 from tests.reference.source import reference_run
 

@@ -15,9 +15,10 @@ import duckdb
 import polars as pl
 import pytest
 
-from pipelines import columns, compliance, eligibility, guards, job, matching
-from pipelines.config import ColumnSetting, ContactMatchingCriteria, Home
-from pipelines.errors import GuardError
+from pipelines.model.config import ColumnSetting, ContactMatchingCriteria, Home
+from pipelines.model.errors import GuardError
+from pipelines.rules import columns, compliance, eligibility, guards, matching
+from pipelines.run import job
 from tests.worlds import make_home, without_sftp
 
 AS_OF = date(2026, 12, 1)

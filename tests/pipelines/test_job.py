@@ -15,11 +15,13 @@ import polars as pl
 import pyarrow.ipc
 import pytest
 
-from pipelines import job, schemas, sources, warehouse
-from pipelines import tables as tables_module
-from pipelines.config import Home
-from pipelines.errors import ConflictError, SourceDataError
-from pipelines.store import ExporterStore
+from pipelines.io import sources, warehouse
+from pipelines.io.store import ExporterStore
+from pipelines.model import tables as tables_module
+from pipelines.model.config import Home
+from pipelines.model.errors import ConflictError, SourceDataError
+from pipelines.rules import schemas
+from pipelines.run import job
 from tests.worlds import REPO, make_home, without_sftp
 
 AS_OF = date(2026, 12, 1)

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import ContactMatchingCriteria
-from pipelines.matching import criteria_expr, criteria_sql, match_contacts, matching_ids_duckdb
-from pipelines.vocab import AFFILIATIONS, CONTACT_STATUSES, CONTACT_TYPES, LABELS
+from pipelines.model.config import ContactMatchingCriteria
+from pipelines.model.vocab import AFFILIATIONS, CONTACT_STATUSES, CONTACT_TYPES, LABELS
+from pipelines.rules.matching import criteria_expr, criteria_sql, match_contacts, matching_ids_duckdb
 
 VOCAB = {
     "label": LABELS,

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import job, partitions, sources
-from pipelines.config import Home
-from pipelines.tables import TABLES, SourceTables
+from pipelines.io import sources
+from pipelines.model.config import Home
+from pipelines.model.tables import TABLES, SourceTables
+from pipelines.run import job, partitions
 from tests.worlds import make_home, sample_tables, without_sftp
 
 AS_OF = date(2026, 12, 1)
@@ -251,7 +252,7 @@ def test_auto_picks_n_from_the_source_size_and_the_budget(
     # rest bounded as if it did not (1.2 GiB + 0.2 GiB over 1.5 GiB)
     with (folder / "interactions.csv").open("wb") as fh:
         fh.truncate(1200 << 20)
-    with caplog.at_level(logging.WARNING, logger="pipelines.partitions"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.run.partitions"):
         assert partitions.auto_partitions(folder, 2 << 30) == 1
     assert "reads each CSV file whole; the largest, interactions.csv (1258 MB)" in caplog.text
     assert str(folder) in caplog.text
@@ -309,7 +310,7 @@ def test_a_rejected_row_without_a_borrower_blocks_everyone_in_every_partition(ho
 def test_the_rejected_share_is_judged_over_the_whole_run_not_per_partition(home: Home) -> None:
     """Every borrower blocked by the keyless row: over the default share, the run fails for any N,
     writes no file and records the failed run with the row."""
-    from pipelines.errors import SourceDataError
+    from pipelines.model.errors import SourceDataError
 
     unowned_rejected_home(home, "0.01")
     without_sftp(home, "CE-VOICECOL")

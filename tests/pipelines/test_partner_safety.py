@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 from flows.envelopes import error_envelope
 from flows.sftp_server import LocalSftp, local_sftp_server
-from pipelines import files, job
-from pipelines.config import ExporterBody, FileSettings, Home, is_formula_like, parse
-from pipelines.errors import ConflictError, InvalidInputError, TerminalError
-from pipelines.store import ExporterStore
+from pipelines.io import files
+from pipelines.io.store import ExporterStore
+from pipelines.model.config import ExporterBody, FileSettings, Home, is_formula_like, parse
+from pipelines.model.errors import ConflictError, InvalidInputError, TerminalError
+from pipelines.run import job
 from tests import frontdoor
 from tests.worlds import SEED_REQUEST, make_home
 

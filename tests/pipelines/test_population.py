@@ -7,9 +7,9 @@ import time
 import polars as pl
 import pytest
 
-from pipelines.errors import InvalidInputError
-from pipelines.population import campaign_ids, check_campaign_query, restrict_to_company
-from pipelines.tables import TABLES, SourceTables
+from pipelines.io.population import campaign_ids, check_campaign_query, restrict_to_company
+from pipelines.model.errors import InvalidInputError
+from pipelines.model.tables import TABLES, SourceTables
 
 
 def tables() -> SourceTables:

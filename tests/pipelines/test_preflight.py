@@ -9,9 +9,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines import job, preflight
-from pipelines.config import Home
-from pipelines.errors import InvalidInputError, SourceDataError
+from pipelines.model.config import Home
+from pipelines.model.errors import InvalidInputError, SourceDataError
+from pipelines.run import job, preflight
 from tests.worlds import make_home
 
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines import rejection
-from pipelines.errors import SourceDataError
-from pipelines.schemas import MAX_ERROR_ITEMS, OWNED_SCHEMA
+from pipelines.model.errors import SourceDataError
+from pipelines.rules import rejection
+from pipelines.rules.schemas import MAX_ERROR_ITEMS, OWNED_SCHEMA
 
 
 def owned(*persons: str | None, table: str = "interactions") -> pl.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 
-from pipelines.report import RunReport, bars, largest_first, render
+from pipelines.lookup.report import RunReport, bars, largest_first, render
 
 RUN = {
     "runId": "RUN-1",

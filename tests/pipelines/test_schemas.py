@@ -10,15 +10,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipelines.borrower_keys import BORROWER_KEY
-from pipelines.errors import SourceDataError
-from pipelines.schemas import (
-    CAST_ERRORS,
-    check_names,
-    pandera_schema,
-    validate_sources,
-)
-from pipelines.tables import (
+from pipelines.model.errors import SourceDataError
+from pipelines.model.tables import (
     BORROWERS,
     CONSENTS,
     CONTACTS,
@@ -27,6 +20,13 @@ from pipelines.tables import (
     TABLES,
     SourceTables,
     TableSpec,
+)
+from pipelines.rules.borrower_keys import BORROWER_KEY
+from pipelines.rules.schemas import (
+    CAST_ERRORS,
+    check_names,
+    pandera_schema,
+    validate_sources,
 )
 
 T0 = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)

@@ -11,12 +11,12 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipelines.borrower_keys import BORROWER_KEY
-from pipelines.errors import InvalidInputError, SourceDataError
-from pipelines.schemas import CAST_ERRORS, validate_sources
-from pipelines.sources import open_source, read_ids, write_source
-from pipelines.synth import default_companies, generate
-from pipelines.tables import CONTACTS, DO_NOT_INTERACT, INTERACTIONS, TABLES, SourceTables
+from pipelines.io.sources import open_source, read_ids, write_source
+from pipelines.model.errors import InvalidInputError, SourceDataError
+from pipelines.model.tables import CONTACTS, DO_NOT_INTERACT, INTERACTIONS, TABLES, SourceTables
+from pipelines.rules.borrower_keys import BORROWER_KEY
+from pipelines.rules.schemas import CAST_ERRORS, validate_sources
+from pipelines.synth.book import default_companies, generate
 
 HEADERS = {
     "borrowers": "id,companyId,timezone",

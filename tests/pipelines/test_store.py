@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 from flows.envelopes import error_envelope, list_envelope, ok_envelope
-from pipelines import store as store_module
-from pipelines.config import Home
-from pipelines.errors import BadRequestError, ConflictError, InvalidInputError, NotFoundError
-from pipelines.store import (
+from pipelines.io import store as store_module
+from pipelines.io.store import (
     ExporterStore,
     StoredExporterError,
     load_exporter_file,
 )
+from pipelines.model.config import Home
+from pipelines.model.errors import BadRequestError, ConflictError, InvalidInputError, NotFoundError
 from tests.worlds import SEED_REQUEST
 
 REPO = Path(__file__).resolve().parents[2]
@@ -505,9 +505,9 @@ _WORKER = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from pipelines.config import Home
-    from pipelines.errors import ConflictError
-    from pipelines.store import ExporterStore
+    from pipelines.model.config import Home
+    from pipelines.model.errors import ConflictError
+    from pipelines.io.store import ExporterStore
 
     home, index, external_id, ready, go = sys.argv[1:6]
     store = ExporterStore(Home(Path(home)))

@@ -13,14 +13,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from pipelines import synth
-from pipelines.config import Company, Home
-from pipelines.errors import InvalidInputError
-from pipelines.schemas import validate_sources
-from pipelines.sources import open_source, write_source, write_source_chunks
-from pipelines.synth import DEFAULT_END, HISTORY_DAYS, default_companies, generate, write_sample_companies
-from pipelines.tables import TABLES, SourceTables
-from pipelines.vocab import STATUS_DETAILS
+from pipelines.io.sources import open_source, write_source, write_source_chunks
+from pipelines.model.config import Company, Home
+from pipelines.model.errors import InvalidInputError
+from pipelines.model.tables import TABLES, SourceTables
+from pipelines.model.vocab import STATUS_DETAILS
+from pipelines.rules.schemas import validate_sources
+from pipelines.synth import book as synth
+from pipelines.synth.book import (
+    DEFAULT_END,
+    HISTORY_DAYS,
+    default_companies,
+    generate,
+    write_sample_companies,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample"

@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import job, table_wide
-from pipelines.config import Home
-from pipelines.errors import SourceDataError
+from pipelines.model.config import Home
+from pipelines.model.errors import SourceDataError
+from pipelines.rules import table_wide
+from pipelines.run import job
 from tests.frontdoor import COMPANY, HEADERS, add_exporter, make_home, write_csv_source, write_source
 from tests.reference.source import reference_run
 
@@ -194,7 +195,7 @@ def test_the_table_wide_scan_finds_ids_repeated_anywhere(tmp_path: Path, fmt: st
 
 
 def test_a_partition_cannot_validate_without_the_table_wide_answers(tmp_path: Path) -> None:
-    from pipelines.sources import RowFilter
+    from pipelines.io.sources import RowFilter
 
     home = make_home(tmp_path / "home")
     exporter = add_exporter(home)
@@ -229,7 +230,8 @@ def test_a_rejected_row_without_a_key_is_named_by_its_place_in_the_source(tmp_pa
 def test_check_explain_and_the_batch_agree_on_such_worlds(
     tmp_path_factory: pytest.TempPathFactory, seed: int
 ) -> None:
-    from pipelines import checks, compliance, explain
+    from pipelines.lookup import checks, explain
+    from pipelines.rules import compliance
 
     rnd = random.Random(seed)
     root = tmp_path_factory.mktemp("agree")

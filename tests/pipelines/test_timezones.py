@@ -12,7 +12,7 @@ import us
 import zipcodes
 from phonenumbers.timezone import time_zones_for_number
 
-from pipelines import timezones as tz
+from pipelines.rules import timezones as tz
 from tests.pipelines.compliance_fixtures import address, borrower, email, phone, world
 
 HONOLULU = "Pacific/Honolulu"

@@ -1,4 +1,4 @@
-"""The warm source (pipelines/warm.py) gives exactly the rows the pushed-down read gives, and follows
+"""The warm source (pipelines/lookup/warm.py) gives exactly the rows the pushed-down read gives, and follows
 changes to the files."""
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ import duckdb
 import polars as pl
 import pytest
 
-from pipelines import checks, compliance, job, sources, warm
-from pipelines.config import Home
-from pipelines.tables import TABLES, SourceTables
+from pipelines.io import sources
+from pipelines.lookup import checks, warm
+from pipelines.model.config import Home
+from pipelines.model.tables import TABLES, SourceTables
+from pipelines.rules import compliance
+from pipelines.run import job
 from tests.frontdoor import add_exporter, address, borrower, make_home, phone, query, write_csv_source
 from tests.worlds import REPO, without_sftp
 from tests.worlds import make_home as make_sample_home

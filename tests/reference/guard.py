@@ -1,7 +1,7 @@
 """The Compliance Guard, one contact at a time, read straight from COMPLIANCE.md.
 
 Deliberately naive: plain dicts, zoneinfo, one loop per rule. It shares no code with
-pipelines/compliance.py, pipelines/timezones.py or pipelines/config.py (it reads the company's
+pipelines/rules/compliance.py, pipelines/rules/timezones.py or pipelines/model/config.py (it reads the company's
 policy itself, defaults included); only the lookup packages are the same.
 """
 
@@ -22,7 +22,7 @@ import us
 import zipcodes
 from phonenumbers.timezone import time_zones_for_number
 
-from pipelines.tables import SourceTables
+from pipelines.model.tables import SourceTables
 
 Row = dict[str, Any]
 

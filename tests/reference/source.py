@@ -1,7 +1,7 @@
 """The front half of a run, row at a time, read straight from CONTRACT.md §2, §5 and COMPLIANCE.md:
 check each source row as written in a CSV file, reject the bad ones, match, fail closed per borrower,
 then screen with the reference guard. Shares no code with pipelines/ (sources, schemas, config,
-matching, rejection); only the table layout (pipelines.tables) is used to hand typed frames to the
+matching, rejection); only the table layout (pipelines.model.tables) is used to hand typed frames to the
 guard.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.tables import BORROWERS, CONSENTS, CONTACTS, DO_NOT_INTERACT, INTERACTIONS, SourceTables
+from pipelines.model.tables import BORROWERS, CONSENTS, CONTACTS, DO_NOT_INTERACT, INTERACTIONS, SourceTables
 from tests.reference.guard import Company, instant_of, screen_frames
 
 Row = dict[str, Any]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.sftp_server import LocalSftp, local_sftp_server
-from pipelines.config import Home, SftpSetting
+from pipelines.model.config import Home, SftpSetting
 
 
 @pytest.fixture

@@ -18,14 +18,14 @@ from paramiko.hostkeys import HostKeys
 from pydantic import SecretStr
 
 from flows.sftp_server import LocalSftp, local_sftp_server
-from pipelines import delivery
-from pipelines.config import Home, SftpSetting, Timeouts
-from pipelines.delivery import (
+from pipelines.delivery import uploads as delivery
+from pipelines.delivery.uploads import (
     already_delivered,
     check_destination,
     load_pinned_keys,
 )
-from pipelines.errors import InvalidInputError, TerminalError, TransientError
+from pipelines.model.config import Home, SftpSetting, Timeouts
+from pipelines.model.errors import InvalidInputError, TerminalError, TransientError
 from tests.sftp_exports import AS_OF, EXPORTER, Export, send, write_export
 
 
@@ -191,8 +191,8 @@ def test_a_local_file_that_no_longer_matches_its_sha256_is_not_renamed_into_plac
 def test_an_unavailable_ledger_stops_before_anything_is_sent(
     home: Home, setting: SftpSetting, upload: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipelines.duck import BUSY_WAIT_ENV
-    from pipelines.errors import WarehouseBusyError
+    from pipelines.io.duck import BUSY_WAIT_ENV
+    from pipelines.model.errors import WarehouseBusyError
 
     monkeypatch.setenv(BUSY_WAIT_ENV, "1")  # the writer waits this long for the holder, then gives up
     home.warehouse.parent.mkdir(parents=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from flows.sftp_server import LocalSftp
-from pipelines.config import Home, SftpSetting
-from pipelines.delivery_journal import Journal, journal_path
+from pipelines.delivery.delivery_journal import Journal, journal_path
+from pipelines.model.config import Home, SftpSetting
 from tests.sftp_exports import Export, send, write_export
 
 

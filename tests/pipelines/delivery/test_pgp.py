@@ -12,9 +12,9 @@ import gnupg
 import pytest
 
 from flows.sftp_server import LocalSftp
-from pipelines.config import Encryption, Home, SftpSetting
-from pipelines.delivery_journal import Journal
-from pipelines.errors import InvalidInputError
+from pipelines.delivery.delivery_journal import Journal
+from pipelines.model.config import Encryption, Home, SftpSetting
+from pipelines.model.errors import InvalidInputError
 from tests.sftp_exports import EXPORTER, send, write_export
 
 

@@ -1,0 +1,1 @@
+"""SFTP delivery: pinned host keys, atomic uploads, the ledger and journal, OpenPGP."""

@@ -1,0 +1,1 @@
+"""Looking things up without a run: the guard at any instant, explain, recorded runs, reports."""

@@ -1,0 +1,150 @@
+"""Rules that span a whole source table, found once over the whole source (CONTRACT.md §5).
+
+A partition reads only its own borrowers' rows, so a rule about the whole table cannot be checked
+inside it: an id used by rows of two borrowers in two partitions would be seen by neither, and both
+rows would pass (a fail-open). Such rules are therefore answered once, over every row of the source,
+before the partitions run; the answer reaches each partition as data (`split/table_wide.parquet` in
+the run's staging) and validation applies it to the rows the partition holds. A run over the whole
+source in one piece finds the same answer among the rows it read (`validate_sources` without one).
+
+Today's one table-wide rule is `id_unique`: an id held by two or more rows of contacts,
+interactions, do_not_interact or borrowers rejects every one of those rows, wherever they live.
+Rows without a borrower key are the other cross-borrower case; every partition reads them (see
+`partitions.Part.rows`), so they need nothing here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import duckdb
+import polars as pl
+
+from pipelines.io import duck, sources
+from pipelines.model.tables import TABLES
+
+log = logging.getLogger(__name__)
+
+# The tables whose rows carry an `id` that must be unique across the whole table.
+UNIQUE_ID_TABLES: Final = tuple(spec.name for spec in TABLES if spec.key == "id")
+FILE_NAME: Final = "table_wide.parquet"
+_SCHEMA: Final = pl.Schema({"tableName": pl.String(), "id": pl.String()})
+
+
+@dataclass(frozen=True)
+class TableWide:
+    """The answers of the table-wide rules for one source: per table, the ids held by more than one row."""
+
+    repeated: Mapping[str, pl.Series] = field(default_factory=dict)
+
+    def repeated_ids(self, table: str) -> pl.Series:
+        """The ids of `table` that more than one row of the whole source holds (as text)."""
+        return self.repeated.get(table, pl.Series("id", [], pl.String))
+
+    def to_frame(self) -> pl.DataFrame:
+        frames = [
+            pl.DataFrame({"tableName": pl.Series([name] * ids.len(), dtype=pl.String), "id": ids})
+            for name, ids in sorted(self.repeated.items())
+        ]
+        return pl.concat(frames).cast(_SCHEMA) if frames else pl.DataFrame(schema=_SCHEMA)
+
+    @staticmethod
+    def from_frame(frame: pl.DataFrame) -> TableWide:
+        return TableWide(
+            {
+                str(name): group.get_column("id").sort()
+                for (name,), group in frame.group_by("tableName", maintain_order=True)
+            }
+        )
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / FILE_NAME
+        self.to_frame().write_parquet(path)
+        return path
+
+    @staticmethod
+    def load(folder: Path) -> TableWide:
+        return TableWide.from_frame(pl.read_parquet(folder / FILE_NAME))
+
+
+def scan(source: Path) -> TableWide:
+    """Answer the table-wide rules over every row of `source` (one aggregate per table).
+
+    A table or column that is missing is left out here: reading the source reports it (exit 2)."""
+    started = time.perf_counter()
+    source = Path(source)
+    found = _scan_folder(source) if source.is_dir() else _scan_duckdb(source) if source.is_file() else {}
+    log.info(
+        "table-wide checks over %s in %.2fs: repeated ids %s",
+        source,
+        time.perf_counter() - started,
+        ", ".join(f"{name} {ids.len()}" for name, ids in found.items()) or "none",
+    )
+    return TableWide(found)
+
+
+def repeated(ids: pl.Series) -> pl.Series:
+    """The values held more than once in `ids` (as text, sorted, each once; nulls are no value).
+
+    Ids usually come sorted (a source written in id order): then a repeat sits next to its twin and
+    neighbours are compared, which is several times cheaper than hashing every id."""
+    ids = ids.cast(pl.String).drop_nulls()
+    if ids.len() < 2:
+        return pl.Series("id", [], pl.String)
+    if ids.is_sorted():
+        same = ids.slice(1) == ids.slice(0, ids.len() - 1)
+        twins = ids.slice(1).filter(same)
+    else:
+        twins = ids.filter(ids.is_duplicated())
+    return twins.unique().sort().alias("id")
+
+
+def _scan_folder(folder: Path) -> dict[str, pl.Series]:
+    found = {}
+    for spec in TABLES:
+        if spec.name not in UNIQUE_ID_TABLES:
+            continue
+        files = sources.table_files(folder, spec)
+        if len(files) != 1:
+            continue
+        file = files[0]
+        # CSV read as the partitions read it (all text, ragged lines cut to the header's width), so
+        # an id means the same here as there.
+        scan = (
+            pl.scan_csv(file, infer_schema=False, encoding="utf8", truncate_ragged_lines=True)
+            if file.suffix == ".csv"
+            else pl.scan_parquet(file)
+        )
+        try:
+            if "id" not in scan.collect_schema().names():
+                continue  # reading the table reports the missing column (exit 2)
+            found[spec.name] = repeated(scan.select(pl.col("id").cast(pl.String)).collect().get_column("id"))
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            # never "no repeats" for a table that could not be read: that would fail open
+            raise sources.unreadable_file(file, spec.name, exc) from None
+    return found
+
+
+def _scan_duckdb(path: Path) -> dict[str, pl.Series]:
+    found = {}
+    try:
+        with duck.connect(path, read_only=True) as con:
+            con.execute("SET enable_progress_bar = false")
+            duck.string_views(con)
+            present = sources.duckdb_tables(con)
+            for name in UNIQUE_ID_TABLES:
+                if name not in present or "id" not in sources.duckdb_columns(con, name):
+                    continue
+                # the table name is a constant of pipelines.model.tables; no value is formatted in
+                column = con.sql(f'SELECT CAST(id AS VARCHAR) AS id FROM "{name}"').pl()  # noqa: S608
+                found[name] = repeated(column.get_column("id"))
+    except duckdb.Error as exc:
+        # never "no repeats" for a source that could not be read: that would fail open
+        raise sources.not_a_duckdb_file(str(path), exc) from None
+    return found

@@ -1,0 +1,424 @@
+"""Borrower partitions: a run as N independent parts and a merge (DESIGN.md "Past one machine").
+
+Every compliance rule is per borrower, so a run splits by borrower. Partitions are ranges of
+borrower ids in text (UTF-8 byte) order, cut at the N-quantiles of the source's borrower ids:
+
+    ids = the distinct non-null borrowers.id of the source, as text, sorted; K = len(ids)
+    cut k = ids[floor(k * K / N)]                for k = 1 .. N-1
+    partition(id) = the number of cuts <= id     (0 .. N-1; a row without a key is in 0)
+
+so each partition holds about K/N borrowers, and every text, a borrower's or not, is in exactly one
+partition. A row belongs to the partition of its borrower key: `borrowers.id`, and the `personId`
+of contacts, interactions, do-not-interact records and consents. Reading a partition is a range
+filter on that key inside the read (`sources.RowFilter`): DuckDB and the Parquet reader apply it in
+the scan and skip the blocks whose min/max fall outside. The same cuts split a population file.
+
+A partition writes its part into the run's staging folder: the projected rows with their contact
+id, sorted by it, its screening rows and its rejected rows (Arrow IPC). `merged_batches` streams a
+k-way merge of the sorted parts in fixed-size batches, so the final file's bytes do not depend on N.
+N = 1 reads the source as an unpartitioned run does (no filter).
+
+`auto_partitions` picks N from the source's size and a memory budget (see its docstring).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from pipelines.io import duck, sources
+from pipelines.io.files import ROW_GROUP_ROWS, WrittenFile, side_by_side
+from pipelines.model.tables import BORROWERS, TABLES
+from pipelines.rules import table_wide
+
+SORT_KEY: Final = "__contactId"  # the contact id of each projected row in a part file
+BATCH_ROWS: Final = ROW_GROUP_ROWS  # rows per part-file batch and per merged batch (one Parquet row group)
+# Peak memory of one partition per source row (all five tables), and the memory every run has
+# whatever its partitions (interpreter, libraries, lookup tables): the peak RSS of a run, less the
+# baseline, per row of its largest partition, with a margin over the worst measured (the
+# measurements are in bench/results and the README's "Scaling out"; a slow test holds the model
+# above the measured peak).
+PEAK_PER_ROW: Final = 300
+# CSV files are sized by their bytes (counting their rows means reading them). Every partition
+# reads each CSV file whole (strictly, see sources.read_csv_strict) and then keeps its rows, so it
+# holds the largest file whole for a while whatever N is: bytes of memory per byte of the largest
+# file, plus per byte of the partition's share, each with a margin over the measured (README "CSV
+# sources and partitions"):
+PEAK_PER_WHOLE_CSV_BYTE: Final = 3.0
+PEAK_PER_CSV_BYTE: Final = 1.0
+BASELINE_BYTES: Final = 512 << 20
+MAX_AUTO_PARTITIONS: Final = 256
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Partition `index` (0-based) of `count`: borrower keys in [`low`, `high`) (None: unbounded).
+    Shown 1-based as `p3/8`."""
+
+    index: int
+    count: int
+    low: str | None = None
+    high: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"p{self.index + 1}/{self.count}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:05d}"
+
+    @property
+    def rows(self) -> sources.RowFilter | None:
+        """The filter that reads this partition's rows of the source (None: everything, N = 1)."""
+        if self.count == 1:
+            return None
+        # Every partition reads the rows without a borrower key: a rejected one could be anyone's, so it
+        # blocks every matched contact (fail closed) in each partition; only the first reports it.
+        return sources.RowFilter(self.low, self.high, nulls=True)
+
+    @property
+    def reports_unowned(self) -> bool:
+        """Whether this partition lists the rejected rows that name no borrower (the first one does)."""
+        return self.index == 0
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """What a partition leaves in the staging folder, and the counts the merge adds up."""
+
+    part: Part
+    rows_file: Path | None  # None: the part is the whole run and wrote the export file itself (`file`)
+    screening_file: Path
+    rejected_file: Path
+    population: int
+    matched: int
+    exported: int
+    by_reason: dict[str, int]
+    rejected: int
+    blocked_borrowers: int = 0  # matched borrowers blocked by SOURCE_ROW_REJECTED
+    matched_borrowers: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    file: WrittenFile | None = None  # the export file, when the part is the whole run
+
+
+# ---------------------------------------------------------------- the partition function
+
+
+def cuts(sorted_ids: pl.Series, count: int) -> list[str]:
+    """The N-1 cuts between partitions: ids[floor(k * K / N)] of the sorted distinct ids."""
+    total = sorted_ids.len()
+    if total == 0:
+        return []
+    return [str(sorted_ids[k * total // count]) for k in range(1, count)]
+
+
+def partition_of(ids: pl.Series, cut_ids: Sequence[str]) -> pl.Series:
+    """Each id's partition: the number of cuts <= id (UInt32); a null id is in partition 0."""
+    bounds = pl.Series("cuts", list(cut_ids), pl.String)
+    text = ids.cast(pl.String)
+    where = bounds.search_sorted(text.fill_null(""), side="right").cast(pl.UInt32)
+    return (
+        pl.select(pl.when(text.is_null()).then(0).otherwise(where))
+        .to_series()
+        .cast(pl.UInt32)
+        .alias(ids.name)
+    )
+
+
+def parts_of(cut_ids: Sequence[str], count: int) -> list[Part]:
+    """The N partitions the cuts make, each with its key range. Without cuts (N = 1, or a source
+    without borrower ids) every row is in partition 0 and the others read nothing."""
+    if count == 1:
+        return [Part(0, 1)]
+    if not cut_ids:
+        return [Part(0, count)] + [Part(k, count, "", "") for k in range(1, count)]
+    bounds: list[str | None] = [None, *cut_ids, None]
+    return [Part(k, count, bounds[k], bounds[k + 1]) for k in range(count)]
+
+
+def sorted_borrower_ids(path: Path) -> pl.Series:
+    """The distinct non-null borrower ids of a source, as text, sorted (one column read)."""
+    if path.is_dir():
+        found = sources.table_files(path, BORROWERS)
+        if not found:
+            return pl.Series("id", [], pl.String)
+        file = found[0]
+        scan = (
+            pl.scan_csv(file, infer_schema=False, encoding="utf8")
+            if file.suffix == ".csv"
+            else pl.scan_parquet(file)
+        )
+        if "id" not in scan.collect_schema().names():
+            return pl.Series("id", [], pl.String)
+        return _distinct_sorted(
+            scan.select(pl.col("id").cast(pl.String)).drop_nulls().collect().get_column("id")
+        )
+    if not path.is_file():
+        return pl.Series("id", [], pl.String)
+    with duck.connect(path, read_only=True) as con:
+        con.execute("SET enable_progress_bar = false")
+        present = con.execute(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? AND column_name = ?",
+            ["main", "borrowers", "id"],
+        ).fetchall()
+        if not present[0][0]:
+            return pl.Series("id", [], pl.String)
+        duck.string_views(con)
+        ids = con.sql("SELECT CAST(id AS VARCHAR) AS id FROM borrowers WHERE id IS NOT NULL").pl()
+        return _distinct_sorted(ids.get_column("id"))
+
+
+def _distinct_sorted(ids: pl.Series) -> pl.Series:
+    """`ids` without repeats, sorted (byte order). Sources usually come sorted by borrower id: then
+    only neighbours are compared, far cheaper than sorting or hashing them."""
+    if ids.is_sorted():
+        return ids.filter(ids.ne_missing(ids.shift(1))).alias("id")
+    return ids.unique().sort().alias("id")
+
+
+# ---------------------------------------------------------------- choosing N
+
+
+def source_format(path: Path) -> str:
+    if path.is_dir():
+        return "csv" if any(p.suffix == ".csv" for p in path.iterdir()) else "parquet"
+    return "duckdb"
+
+
+def source_bytes(path: Path) -> int:
+    """Bytes on disk of a source: the DuckDB file, or the table files of a folder."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in sources.folder_files(path))
+    return path.stat().st_size if path.is_file() else 0
+
+
+def source_rows(path: Path) -> int | None:
+    """Rows in the five tables, from metadata (DuckDB table counts, Parquet footers); None for CSV,
+    and for a file that cannot be opened (a Parquet file cut short): the read then fails with an
+    error that names it (exit 2), rather than this estimate with a library's traceback."""
+    try:
+        return _source_rows(path)
+    except (OSError, pa.ArrowException, duckdb.Error):
+        return None
+
+
+def _source_rows(path: Path) -> int | None:
+    if path.is_dir():
+        files = sources.folder_files(path)
+        if any(f.suffix == ".csv" for f in files):
+            return None
+        return sum(int(pq.read_metadata(f).num_rows) for f in files)
+    if not path.is_file():
+        return 0
+    total = 0
+    with duck.connect(path, read_only=True) as con:
+        present = sources.duckdb_tables(con)
+        for spec in TABLES:
+            if spec.name in present:
+                total += int(con.execute(f'SELECT count(*) FROM "{spec.name}"').fetchall()[0][0])  # noqa: S608
+    return total
+
+
+def auto_partitions(path: Path, memory_budget: int) -> int:
+    """N for `--partitions auto`: the run's expected memory over what the budget leaves per part.
+
+        N = ceil(expected / usable), at least 1, at most MAX_AUTO_PARTITIONS
+        usable = budget - BASELINE_BYTES                 (at least 64 MiB)
+        DuckDB file, Parquet folder:
+            expected = source rows x PEAK_PER_ROW
+        CSV folder (every partition holds its largest file whole for a while):
+            expected = CSV bytes x PEAK_PER_CSV_BYTE
+            usable   = usable - largest CSV file's bytes x PEAK_PER_WHOLE_CSV_BYTE
+
+    When the largest CSV file alone needs more than the budget leaves, no N keeps a partition within
+    it: a warning says so (Parquet partitions read only their rows), and N bounds the rest as if it
+    did not.
+    """
+    usable = max(memory_budget - BASELINE_BYTES, 64 << 20)
+    rows = source_rows(path)
+    if rows is not None:
+        return _within(rows * PEAK_PER_ROW, usable)
+    return _within(source_bytes(path) * PEAK_PER_CSV_BYTE, _room_beside_largest_csv(path, usable))
+
+
+def _within(expected: float, usable: int) -> int:
+    return max(1, min(MAX_AUTO_PARTITIONS, math.ceil(expected / usable)))
+
+
+def _room_beside_largest_csv(folder: Path, usable: int) -> int:
+    """What `usable` leaves a partition's share once its largest CSV file is held whole; all of it,
+    with a warning, when that file alone needs more."""
+    csv_files = [f for f in sources.folder_files(folder) if f.suffix == ".csv"]
+    if not csv_files:
+        return usable
+    largest = max(csv_files, key=lambda f: f.stat().st_size)
+    size = largest.stat().st_size
+    whole = int(size * PEAK_PER_WHOLE_CSV_BYTE)
+    if whole < usable:
+        return usable - whole
+    log.warning(
+        "source %s: every partition reads each CSV file whole; the largest, %s (%d MB), needs about "
+        "%d MB, more than the memory budget leaves (%d MB), so a partition may exceed the budget; "
+        "from Parquet files a partition reads only its own rows",
+        folder,
+        largest.name,
+        size // 10**6,
+        whole // 10**6,
+        usable // 10**6,
+    )
+    return usable
+
+
+# ---------------------------------------------------------------- split
+
+
+def _population_file(folder: Path, part: Part) -> Path:
+    return folder / f"population-{part.name}.arrow"
+
+
+def split(source: Path, population: pl.DataFrame | None, count: int, folder: Path) -> list[Part]:
+    """Cut the source's borrower ids into `count` ranges; write each part's share of `population`
+    and, when the parts read only some rows, the table-wide checks over the whole source."""
+    cut_ids = cuts(sorted_borrower_ids(source), count) if count > 1 else []
+    parts = parts_of(cut_ids, count)
+    if count > 1:
+        # An id repeated in two partitions is seen by neither: answer it once, over every row.
+        table_wide.scan(source).save(folder)
+    if population is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        which = partition_of(population.get_column("id"), cut_ids)
+        for part in parts:
+            population.filter(which == part.index).write_ipc(_population_file(folder, part))
+    return parts
+
+
+def population_of(folder: Path, part: Part) -> pl.DataFrame:
+    """The partition's share of the run's population file, as `split` wrote it."""
+    return pl.read_ipc(_population_file(folder, part))
+
+
+# ---------------------------------------------------------------- parts
+
+
+def write_part(
+    folder: Path,
+    part: Part,
+    rows: pl.DataFrame | None,
+    keys: pl.Series,
+    screening: pl.DataFrame,
+    rejected: pl.DataFrame,
+) -> tuple[Path | None, Path, Path]:
+    """Write a partition's projected rows (with their contact id, sorted), screening and rejected rows.
+    Without `rows` (a part that is the whole run writes the export file itself), only the latter two."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows_file = folder / f"rows-{part.name}.arrow"
+    screening_file = folder / f"screening-{part.name}.arrow"
+    rejected_file = folder / f"rejected-{part.name}.arrow"
+    if "nextEligibleDate" not in screening.columns:
+        screening = screening.with_columns(nextEligibleDate=pl.lit(None, dtype=pl.Date))
+
+    # Each in one chunk first: a frame read and filtered in many small chunks would otherwise give
+    # as many small batches, each a step of the merge and of the warehouse insert.
+    def write_rows() -> None:
+        if rows is None:
+            return
+        table = rows.with_columns(keys.alias(SORT_KEY)).rechunk().to_arrow()
+        with ipc.new_file(str(rows_file), table.schema) as writer:
+            writer.write_table(table, max_chunksize=BATCH_ROWS)
+
+    def write_screening() -> None:
+        screening.rechunk().write_ipc(screening_file, compression="lz4")
+        rejected.write_ipc(rejected_file, compression="lz4")
+
+    side_by_side(write_rows, write_screening)
+    return (None if rows is None else rows_file), screening_file, rejected_file
+
+
+def screening_dataset(files: Sequence[Path]) -> pads.Dataset:
+    """The screening rows of every part as one Arrow dataset, scanned (not loaded) by the warehouse insert."""
+    return pads.dataset([str(f) for f in files], format="ipc")
+
+
+def rejected_rows(files: Sequence[Path]) -> pl.DataFrame:
+    return pl.concat([pl.read_ipc(f) for f in files])
+
+
+# ---------------------------------------------------------------- merge
+
+
+class _PartReader:
+    """The batches of one sorted part file, one at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = ipc.open_file(pa.memory_map(str(path)))
+        self._next = 0
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._file.schema
+
+    def read(self) -> pl.DataFrame | None:
+        while self._next < self._file.num_record_batches:
+            batch = self._file.get_batch(self._next)
+            self._next += 1
+            if batch.num_rows:
+                frame = pl.from_arrow(batch)
+                assert isinstance(frame, pl.DataFrame)
+                return frame
+        return None
+
+
+def empty_part(path: Path) -> pl.DataFrame:
+    """A part file's columns without rows (and without the sort key)."""
+    frame = pl.from_arrow(_PartReader(path).schema.empty_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame.drop(SORT_KEY)
+
+
+def merged_batches(paths: Sequence[Path], batch_rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
+    """The rows of every sorted part in contact-id order, in batches of exactly `batch_rows` (the
+    last one shorter), without the sort key. Memory: one batch per part plus one output batch."""
+    readers = [_PartReader(p) for p in paths]
+    buffers: list[pl.DataFrame | None] = [r.read() for r in readers]
+    pending: list[pl.DataFrame] = []
+    held = 0
+    while True:
+        live = [i for i, b in enumerate(buffers) if b is not None]
+        if not live:
+            break
+        # Every row up to the smallest last key of the buffers can be placed now.
+        bound = min(str(buffers[i].get_column(SORT_KEY)[-1]) for i in live)  # type: ignore[union-attr]
+        taken: list[pl.DataFrame] = []
+        for i in live:
+            buffer = buffers[i]
+            assert buffer is not None
+            cut = int(buffer.get_column(SORT_KEY).search_sorted(bound, side="right"))
+            if cut:
+                taken.append(buffer.head(cut))
+            rest = buffer.slice(cut)
+            buffers[i] = rest if rest.height else readers[i].read()
+        step = pl.concat(taken).sort(SORT_KEY, maintain_order=True) if len(taken) > 1 else taken[0]
+        pending.append(step)
+        held += step.height
+        while held >= batch_rows:
+            joined = pl.concat(pending)
+            yield joined.head(batch_rows).drop(SORT_KEY)
+            rest = joined.slice(batch_rows)
+            pending, held = [rest], rest.height
+    if held:
+        yield pl.concat(pending).drop(SORT_KEY)

@@ -1,0 +1,144 @@
+"""Checks made before a run starts (before any orchestrator, file or warehouse row): everything a
+user can get wrong and that can be seen without running — the source and its tables, the population
+file's columns, the SFTP files, the date range, a warehouse another process holds.
+
+A failed check creates nothing: no warehouse file, no export folder, no failed-run row.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from pipelines.io import duck, sources
+from pipelines.io.sources import FOLDER_FORMATS, duckdb_tables, not_a_duckdb_file
+from pipelines.model.config import Home, SftpSetting
+from pipelines.model.errors import ErrorItem, InvalidInputError, SourceDataError
+from pipelines.model.tables import TABLES
+from pipelines.run.job import RunPlan
+
+
+def check_source(path: Path) -> None:
+    """The source exists and holds the five tables (their rows are validated by the run)."""
+    source = str(path)
+    if path.is_dir():
+        missing = [
+            spec.name
+            for spec in TABLES
+            if not any((path / f"{spec.name}.{ext}").is_file() for ext in FOLDER_FORMATS)
+        ]
+        how = "add <table>.parquet or <table>.csv files"
+    elif path.is_file():
+        try:
+            with duck.connect(path, read_only=True) as con:
+                present = duckdb_tables(con)
+        except duckdb.Error as exc:
+            raise not_a_duckdb_file(source, exc) from None
+        missing = [spec.name for spec in TABLES if spec.name not in present]
+        how = "give the source tables with --source, or `contact-exporter generate --out PATH` to make some"
+    else:
+        raise SourceDataError(
+            source,
+            [ErrorItem("", "does not exist")],
+            message=f"source {source} does not exist; give a DuckDB file or a folder of "
+            "<table>.parquet/<table>.csv files with --source (contact-exporter generate --out PATH makes one)",
+        )
+    if missing:
+        raise SourceDataError(
+            source,
+            [ErrorItem(f"/{name}", "required table is missing") for name in missing],
+            message=f"source {source} has no table {', '.join(missing)}; {how}",
+        )
+
+
+def check_population(path: Path) -> None:
+    """A CSV or Parquet file with a column `id`."""
+    sources.read_ids(path)
+
+
+def check_warehouse(path: Path) -> None:
+    """The warehouse can be written: not a folder, its folder exists or can be made, and no other
+    process holds it open beyond the wait bound (an existing file only; a missing one is not made)."""
+    if path.is_dir():
+        raise InvalidInputError(
+            "arguments",
+            [
+                ErrorItem(
+                    "--warehouse",
+                    f"{path} is a folder; give a DuckDB file path such as {path / 'out.duckdb'}",
+                )
+            ],
+        )
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InvalidInputError(
+            "arguments", [ErrorItem("--warehouse", f"{parent} is a file, so {path} cannot be made")]
+        )
+    if path.is_file():
+        with duck.file_lock(path):
+            duck.open_for_writing(path).close()
+
+
+def check_delivery(home: Home, setting_id: str, sftp: SftpSetting) -> None:
+    """The pinned host keys and the private key exist; a password variable is set when it is the only
+    way in; the partner's OpenPGP key, when files are encrypted, is one GnuPG can encrypt to."""
+    if sftp.encryption is not None:
+        from pipelines.delivery import pgp  # GnuPG only for settings that encrypt
+
+        pgp.inspect(home.path(sftp.encryption.pgpPublicKeyFile), sftp.encryption.pgpFingerprint)
+    config = str(home.configs / "sftp" / f"{setting_id}.yaml")
+    known_hosts = home.path(sftp.knownHostsFile)
+    if not known_hosts.is_file():
+        raise InvalidInputError(
+            config,
+            [
+                ErrorItem(
+                    "/knownHostsFile",
+                    f"{known_hosts} does not exist: pin the server's key with `ssh-keyscan -p {sftp.port} "
+                    f"{sftp.host} > {known_hosts}` (check it with the partner), or run with --no-deliver",
+                )
+            ],
+        )
+    if sftp.privateKeyFile:
+        key = home.path(sftp.privateKeyFile)
+        if not key.is_file():
+            raise InvalidInputError(
+                config,
+                [
+                    ErrorItem(
+                        "/privateKeyFile", f"{key} does not exist: install the key, or run with --no-deliver"
+                    )
+                ],
+            )
+    elif sftp.passwordEnv and not sftp.passwordSecretBlock and not os.environ.get(sftp.passwordEnv):
+        raise InvalidInputError(
+            config,
+            [
+                ErrorItem(
+                    "/passwordEnv",
+                    f"environment variable {sftp.passwordEnv} is not set: export it with the SFTP password, "
+                    "or run with --no-deliver",
+                )
+            ],
+        )
+
+
+def check_dates(start: date, end: date) -> None:
+    if end < start:
+        raise InvalidInputError(
+            "arguments",
+            [ErrorItem("--end", f"{end} is before --start {start}: give the first date first")],
+        )
+
+
+def check_plan(plan: RunPlan, *, deliver: bool) -> None:
+    """Every check for one planned run, cheapest first; the warehouse (which may wait) last."""
+    check_source(plan.source)
+    if plan.population_file is not None:
+        check_population(plan.population_file)
+    if deliver and plan.sftp is not None and plan.exporter.sftpSettingId:
+        check_delivery(plan.home, plan.exporter.sftpSettingId, plan.sftp)
+    check_warehouse(plan.warehouse)
