@@ -783,24 +783,27 @@ def deliver(
         _not_sent(built, "failed", str(exc), error=str(exc)[:2000])
         raise
     if result.delivered and result.delivered_at is not None:
-        warehouse.record_delivery_status(
-            plan.warehouse,
-            built.run_id,
-            "delivered",
-            delivered_at=result.delivered_at,
-            sftp_setting_id=plan.exporter.sftpSettingId,
-        )
+        _record_status(built, "delivered", result.delivered_at)
         return Delivery(
             True, f"delivered to {plan.sftp.host}:{result.remote_path}", result.delivered_at, "delivered"
         )
+    _record_status(built, "already_delivered", result.delivered_at)
+    return Delivery(False, result.skipped_reason or "not delivered", result.delivered_at, "already_delivered")
+
+
+def _record_status(
+    built: Built, status: str, delivered_at: datetime | None, error: str | None = None
+) -> None:
+    """The run's deliveryStatus in the warehouse, and its SFTP setting on its delivery rows."""
+    plan = built.plan
     warehouse.record_delivery_status(
         plan.warehouse,
         built.run_id,
-        "already_delivered",
-        delivered_at=result.delivered_at,
+        status,
+        delivered_at=delivered_at,
+        error=error,
         sftp_setting_id=plan.exporter.sftpSettingId,
     )
-    return Delivery(False, result.skipped_reason or "not delivered", result.delivered_at, "already_delivered")
 
 
 def _not_sent(built: Built, status: str, detail: str, error: str | None = None) -> Delivery:
@@ -813,14 +816,7 @@ def _not_sent(built: Built, status: str, detail: str, error: str | None = None) 
         earlier = delivery.last_delivery(
             plan.warehouse, plan.exporter_id, plan.as_of, built.file.sha256, built.file.path.name
         )
-        warehouse.record_delivery_status(
-            plan.warehouse,
-            built.run_id,
-            status,
-            delivered_at=earlier,
-            error=error,
-            sftp_setting_id=plan.exporter.sftpSettingId,
-        )
+        _record_status(built, status, earlier, error)
     except Exception:  # never mask the delivery error (or a finished export) with a bookkeeping one
         log.exception("could not record delivery status %s for run %s", status, built.run_id)
     return Delivery(False, detail, earlier, status)
