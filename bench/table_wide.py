@@ -21,7 +21,7 @@ from bench.harness import ROOT, bench_home, ensure_data, log, worker
 
 def scan_seconds(source: Path) -> float:
     code = (
-        "import sys, time; from pathlib import Path; from pipelines import table_wide; "
+        "import sys, time; from pathlib import Path; from pipelines.rules import table_wide; "
         "t = time.perf_counter(); table_wide.scan(Path(sys.argv[1])); print(time.perf_counter() - t)"
     )
     out = subprocess.run(

@@ -175,7 +175,7 @@ def test_a_guard_failure_exits_1_and_writes_nothing(home: Home) -> None:
     without_sftp(home, "CE-EMAILSVC")
     broken_step = (
         "import sys, polars as pl\n"
-        "from pipelines import compliance\n"
+        "from pipelines.rules import compliance\n"
         "real = compliance.unscreened\n"
         "compliance.unscreened = lambda m: real(m).with_columns(pl.lit(False).alias('canInteract'))\n"
         "from flows.cli import main\n"
