@@ -142,7 +142,7 @@ def reference_run(
     def twice(table: str) -> set[str]:
         seen = Counter(_text(r.get("id")) for r in raw[table])
         if table == "contacts":
-            seen.update(short)
+            seen.update(list(short))  # the ids of the rows written cut short
         return {i for i, n in seen.items() if i is not None and n > 1}
 
     def key(r: Row, n: int) -> str:
