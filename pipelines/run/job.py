@@ -479,7 +479,8 @@ def build_part(plan: RunPlan, run_id: str, part: parts.Part, progress: Progress 
         rows_file, screening_file, rejected_file = parts.write_part(
             folder, part, decided.out, decided.keys, decided.screening, decided.rejected
         )
-    _timed(decided.timings, "stage", t)
+    # one part is the whole run: its file is written here ("write"); a part of several stages its rows
+    _timed(decided.timings, "write" if part.count == 1 else "stage", t)
     progress(f"partition {part.label}: {decided.out.height} rows")
     return parts.PartResult(
         part=part,
