@@ -50,12 +50,12 @@ def floor(home: Path, source: Path, out_dir: Path, rows: int, columns: int, matc
     from pipelines.io import duck, warehouse
     from pipelines.model.config import Home
     from pipelines.model.tables import TABLES
-    from pipelines.run import job
+    from pipelines.run import deciding, job
 
     plan = job.plan_run(
         Home(home), EXPORTER_ID, AS_OF, source=source, warehouse_path=out_dir / "floor.duckdb"
     )
-    needed = job.columns_needed(plan.exporter)
+    needed = deciding.columns_needed(plan.exporter)
     started = time.perf_counter()
     frames: dict[str, pl.DataFrame] = {}
     with duck.connect(source, read_only=True) as con:
@@ -118,13 +118,13 @@ def switch_guards() -> dict[str, float]:
 
 def pipeline(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
     from pipelines.model.config import Home
-    from pipelines.run import job
+    from pipelines.run import building, job, planning, recording
 
     guards = switch_guards()
     started = time.perf_counter()
     plan = job.plan_run(Home(home), EXPORTER_ID, AS_OF, source=source, warehouse_path=warehouse)
-    built = job.build_partitioned(plan, job.new_run_id(), partitions=1)
-    job.record(built)
+    built = building.build_partitioned(plan, planning.new_run_id(), partitions=1)
+    recording.record_run(built)
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
@@ -142,13 +142,13 @@ def partitioned(home: Path, source: Path, warehouse: Path, partitions: str, budg
     """The run as `contact-exporter run` does it (split, partitions one at a time, merge), no Prefect."""
     from pipelines.model.config import Home
     from pipelines.model.request import parse_partitions, parse_size
-    from pipelines.run import job
+    from pipelines.run import building, job, planning, recording
 
     started = time.perf_counter()
     plan = job.plan_run(Home(home), EXPORTER_ID, AS_OF, source=source, warehouse_path=warehouse)
-    count = job.partition_count(plan, parse_partitions(partitions), parse_size(budget))
-    built = job.build_partitioned(plan, job.new_run_id(), count)
-    job.record(built)
+    count = building.partition_count(plan, parse_partitions(partitions), parse_size(budget))
+    built = building.build_partitioned(plan, planning.new_run_id(), count)
+    recording.record_run(built)
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
@@ -190,7 +190,7 @@ def dask_run(home: Path, source: Path, warehouse: Path, partitions: str) -> dict
             dask_address=cluster.scheduler_address,
         )
         started = time.perf_counter()
-        result = export_contacts(request)
+        result = export_contacts(**request.flow_parameters())
         seconds = time.perf_counter() - started
     from pipelines.io import files
 
@@ -212,9 +212,9 @@ def orchestrated(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
         warehouse=str(warehouse),
         deliver=False,
     )
-    export_contacts(request)
+    export_contacts(**request.flow_parameters())
     started = time.perf_counter()  # second run: the ephemeral server is up; its start-up is reported apart
-    export_contacts(request)
+    export_contacts(**request.flow_parameters())
     return {"seconds": time.perf_counter() - started}
 
 

@@ -22,6 +22,7 @@ from pipelines.model.errors import ContactExporterError, ErrorItem, InvalidInput
 
 if TYPE_CHECKING:  # configs (pydantic models) are imported when a command reads them, not for --help
     from pipelines.model.config import Home
+    from pipelines.model.request import RunRequest
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -64,8 +65,9 @@ def emit(payload: Any) -> None:
 
 
 def say(message: str) -> None:
-    sys.stderr.write(message + "\n")
-    sys.stderr.flush()
+    from flows import progress
+
+    progress.write_line(message)
 
 
 def home_of(ctx: typer.Context) -> Home:
@@ -125,16 +127,30 @@ def _global(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show the traceback of a failure (and debug logs).")
     ] = False,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            metavar="text|json",
+            envvar="CONTACT_EXPORTER_LOG_FORMAT",
+            help="Log lines on stderr as text (time, level, run, message) or one JSON object per line.",
+        ),
+    ] = "text",
     version: Annotated[
         bool,
         typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
     ] = False,
 ) -> None:
-    from flows.failures import CURRENT, configure_logging
+    from flows import logs
+    from flows.failures import CURRENT
     from pipelines.model.config import Home
 
     CURRENT.debug = debug
-    configure_logging(verbose=verbose, debug=debug)
+    if log_format not in logs.FORMATS:
+        raise InvalidInputError(
+            "arguments", [ErrorItem("--log-format", f"{log_format!r}: give text or json")]
+        )
+    logs.configure(verbose=verbose, debug=debug, fmt="json" if log_format == "json" else "text")
     ctx.obj = Home.resolve(home)
     CURRENT.home = ctx.obj.root
     CURRENT.home_origin = (
@@ -247,32 +263,35 @@ DaskAddress = Annotated[
 ]
 
 
-@app.command("run")
-def run(
-    ctx: typer.Context,
-    exporter_id: Annotated[str, typer.Argument(metavar="EXPORTER_ID")],
-    as_of: AsOf = None,
-    source: Source = None,
-    warehouse: Annotated[
-        Path | None, typer.Option(help="DuckDB file for output tables. Default data/warehouse.duckdb.")
-    ] = None,
-    population: Annotated[
-        Path | None, typer.Option(help="CSV/Parquet file with column id: only these borrowers.")
-    ] = None,
-    no_deliver: NoDeliver = False,
-    redeliver: Annotated[
-        bool, typer.Option("--redeliver", help="Send again even if this file was already delivered.")
-    ] = False,
-    partitions: PartitionsOpt = "auto",
-    memory_budget: MemoryBudget = "2GiB",
-    dask: DaskAddress = None,
-    dry_run: DryRun = False,
-) -> None:
-    """Run one exporter for one as-of date (screened at noon, company time) through the Prefect flow."""
-    from flows import runs
+Warehouse = Annotated[
+    Path | None, typer.Option(help="DuckDB file for output tables. Default data/warehouse.duckdb.")
+]
+Population = Annotated[
+    Path | None, typer.Option(help="CSV/Parquet file with column id: only these borrowers.")
+]
+Redeliver = Annotated[
+    bool, typer.Option("--redeliver", help="Send again even if this file was already delivered.")
+]
+
+
+def run_request(
+    exporter_id: str,
+    *,
+    as_of: str | None = None,
+    source: Path | None = None,
+    warehouse: Path | None = None,
+    population: Path | None = None,
+    no_deliver: bool = False,
+    redeliver: bool = False,
+    partitions: str = "auto",
+    memory_budget: str = "2GiB",
+    dask: str | None = None,
+    campaign_id: str | None = None,
+) -> RunRequest:
+    """The run options of `run`, `backfill` and `campaigns run` as one validated request."""
     from pipelines.model.request import RunRequest
 
-    request = RunRequest.from_options(
+    return RunRequest.from_options(
         exporter_id=exporter_id,
         as_of=parse_date(as_of, "--as-of"),
         source=str(source) if source else None,
@@ -283,6 +302,39 @@ def run(
         partitions=partitions,
         memory_budget=memory_budget,
         dask_address=dask,
+        campaign_id=campaign_id,
+    )
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    exporter_id: Annotated[str, typer.Argument(metavar="EXPORTER_ID")],
+    as_of: AsOf = None,
+    source: Source = None,
+    warehouse: Warehouse = None,
+    population: Population = None,
+    no_deliver: NoDeliver = False,
+    redeliver: Redeliver = False,
+    partitions: PartitionsOpt = "auto",
+    memory_budget: MemoryBudget = "2GiB",
+    dask: DaskAddress = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Run one exporter for one as-of date (screened at noon, company time) through the Prefect flow."""
+    from flows import runs
+
+    request = run_request(
+        exporter_id,
+        as_of=as_of,
+        source=source,
+        warehouse=warehouse,
+        population=population,
+        no_deliver=no_deliver,
+        redeliver=redeliver,
+        partitions=partitions,
+        memory_budget=memory_budget,
+        dask=dask,
     )
     emit(runs.dry_run(home_of(ctx), request) if dry_run else runs.run_exporter(home_of(ctx), request))
 
@@ -294,35 +346,34 @@ def backfill(
     start: Annotated[str, typer.Option("--start", help="First as-of date, YYYY-MM-DD.")],
     end: Annotated[str, typer.Option("--end", help="Last as-of date, YYYY-MM-DD (inclusive).")],
     source: Source = None,
+    warehouse: Warehouse = None,
+    population: Population = None,
     no_deliver: NoDeliver = False,
+    redeliver: Redeliver = False,
     partitions: PartitionsOpt = "auto",
     memory_budget: MemoryBudget = "2GiB",
+    dask: DaskAddress = None,
     dry_run: DryRun = False,
 ) -> None:
-    """Run an exporter for every date from START to END; one failed date does not stop the others."""
+    """Run an exporter for every date from START to END; one failed date does not stop the others.
+
+    Every date is planned and checked before the first one runs."""
     from flows import runs
-    from pipelines.model.request import RunRequest
 
     first, last = date_arg(start, "--start"), date_arg(end, "--end")
-    request = RunRequest.from_options(
-        exporter_id=exporter_id,
-        source=str(source) if source else None,
-        deliver=not no_deliver,
+    request = run_request(
+        exporter_id,
+        source=source,
+        warehouse=warehouse,
+        population=population,
+        no_deliver=no_deliver,
+        redeliver=redeliver,
         partitions=partitions,
         memory_budget=memory_budget,
+        dask=dask,
     )
     if dry_run:
-        from datetime import timedelta
-
-        if last < first:
-            raise InvalidInputError("arguments", [ErrorItem("--end", f"end {last} is before start {first}")])
-        days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-        emit(
-            {
-                "dryRun": True,
-                "dates": [runs.dry_run(home_of(ctx), request.model_copy(update={"as_of": d})) for d in days],
-            }
-        )
+        emit(runs.dry_run_backfill(home_of(ctx), request, first, last))
         return
     result = runs.run_backfill(home_of(ctx), request, first, last)
     for line in backfill_table(result.get("dates", [])):
@@ -428,9 +479,7 @@ def campaigns_run(
             help="DuckDB file or folder of tables for the query and the run. Default the campaign's."
         ),
     ] = None,
-    warehouse: Annotated[
-        Path | None, typer.Option(help="DuckDB file for output tables. Default data/warehouse.duckdb.")
-    ] = None,
+    warehouse: Warehouse = None,
     no_deliver: NoDeliver = False,
     partitions: PartitionsOpt = "auto",
     memory_budget: MemoryBudget = "2GiB",
@@ -439,22 +488,20 @@ def campaigns_run(
 ) -> None:
     """Run a campaign: its query picks the borrowers, its exporter does the rest."""
     from flows import runs
-    from pipelines.model.request import RunRequest
 
     home = home_of(ctx)
-    request = RunRequest.from_options(
-        exporter_id=home.campaign(campaign_id).exporterId,
-        as_of=parse_date(as_of, "--as-of"),
-        source=str(source) if source else None,
-        warehouse=str(warehouse) if warehouse else None,
-        deliver=not no_deliver,
+    request = run_request(
+        home.campaign(campaign_id).exporterId,
+        as_of=as_of,
+        source=source,
+        warehouse=warehouse,
+        no_deliver=no_deliver,
         partitions=partitions,
         memory_budget=memory_budget,
-        dask_address=dask,
+        dask=dask,
+        campaign_id=campaign_id,
     )
-    emit(
-        runs.dry_run(home, request, campaign_id) if dry_run else runs.run_campaign(home, campaign_id, request)
-    )
+    emit(runs.dry_run(home, request) if dry_run else runs.run_campaign(home, request))
 
 
 # ---------------------------------------------------------------- data, servers, demo
@@ -473,6 +520,9 @@ def generate(
     """Write synthetic source tables, spread over the companies configured in the home."""
     import time
 
+    import polars as pl
+
+    from flows import progress
     from pipelines.io import sources
     from pipelines.synth import book as synth
 
@@ -484,7 +534,11 @@ def generate(
     # Generated and written a chunk of borrowers at a time: memory does not grow with --borrowers.
     chunks = synth.generate_blocks(borrowers, seed, companies, progress=say)
     target = home.path(out)
-    counts = sources.write_source_chunks(chunks, target, fmt)  # type: ignore[arg-type]
+    with progress.bar(f"generate {target.name}", borrowers, "borrowers") as bar:
+        written = progress.counted(
+            chunks, bar, lambda chunk: chunk.borrowers.select(pl.len()).collect().item()
+        )
+        counts = sources.write_source_chunks(written, target, fmt)  # type: ignore[arg-type]
     emit(
         {
             "out": str(target),

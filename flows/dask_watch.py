@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -127,7 +127,12 @@ class _Watch:
 
 
 def wait_for(
-    futures: Sequence[Any], labels: Sequence[str], run: str, address: str, bounds: Bounds
+    futures: Sequence[Any],
+    labels: Sequence[str],
+    run: str,
+    address: str,
+    bounds: Bounds,
+    on_done: Callable[[int], None] = lambda _n: None,
 ) -> list[Any]:
     """The results of the partition futures (a DaskTaskRunner's; `labels` name them, `run` names the
     run), in order, once all are done; a bound passed cancels those still out and raises TransientError."""
@@ -139,6 +144,7 @@ def wait_for(
                 futures[min(pending)].wait(timeout=POLL_SECONDS)
                 finished = {i for i in pending if _done(futures[i])}
                 pending -= finished
+                on_done(len(finished))
                 if pending:
                     watch.check(bool(finished), workers(), pending)
         except BaseException:

@@ -17,7 +17,6 @@ from typing import Any
 from flows import settings
 from flows.failures import shown
 from pipelines.model.config import Home
-from pipelines.model.request import RunRequest
 
 DEMO_SEED = 20261127
 EXPLORE_QUERIES = (
@@ -96,7 +95,9 @@ def run_demo(
 
     sftp_root = demo.root / "sftp-root"
     results: list[dict[str, Any]] = []
-    with local_sftp_server(sftp_root) as server:
+    # The client key stays in the demo's home: its SFTP setting then still passes a dry run's checks
+    # after the demo (deliveries need the server, which stops with the demo).
+    with local_sftp_server(sftp_root, keys_dir=demo.root / "sftp-keys") as server:
         server.write_setting(demo, "partner", remote_dir="/upload")
         say(
             f"throwaway SFTP server on {server.host}:{server.port} (host key pinned in {server.known_hosts_file})"
@@ -105,11 +106,7 @@ def run_demo(
         campaign = prefect_flows.run_campaign("collections-daily", None, home=str(demo.root))
         results.append(campaign)
         say("running exporter CE-EMAILSVC (unscreened)")
-        results.append(
-            prefect_flows.export_contacts(
-                RunRequest(exporter_id="CE-EMAILSVC", home=str(demo.root), redeliver=redeliver)
-            )
-        )
+        results.append(prefect_flows.export_contacts("CE-EMAILSVC", home=str(demo.root), redeliver=redeliver))
     say("SFTP server stopped")
 
     delivered = sorted(p for p in (sftp_root / "upload").glob("*") if p.is_file())

@@ -84,7 +84,7 @@ def deployment_specs(home: Home) -> list[DeploymentSpec]:
                 flow="export-contacts",
                 cron=cron,
                 timezone=company.timezone,
-                parameters={"request": {"exporter_id": exporter_id, "home": str(home.root)}},
+                parameters={"exporter_id": exporter_id, "home": str(home.root)},
                 tags=(TAG, f"exporter:{exporter_id}", f"company:{company.id}"),
             )
         )
@@ -166,8 +166,8 @@ def serve(home: Home, say: Callable[[str], None] = lambda _m: None) -> None:
 
 
 def without_home(parameters: dict[str, Any]) -> dict[str, Any]:
-    """Parameters without `home`, at the top or inside a run request."""
-    return {k: without_home(v) if isinstance(v, dict) else v for k, v in parameters.items() if k != "home"}
+    """Parameters without `home` (a worker runs in the home `prefect deploy` was run in)."""
+    return {k: v for k, v in parameters.items() if k != "home"}
 
 
 def prefect_yaml(home: Home, work_pool: str = DEFAULT_WORK_POOL) -> str:

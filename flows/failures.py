@@ -4,12 +4,10 @@ message), the home that was used and what to do; a traceback only with `--debug`
 
 from __future__ import annotations
 
-import logging
 import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipelines.model.errors import ContactExporterError, InvalidInputError, SourceDataError
 
@@ -87,44 +85,3 @@ def report(exc: BaseException) -> None:
         traceback.print_exception(exc, file=sys.stderr)
     sys.stderr.write("\n".join(failure_lines(exc)) + "\n")
     sys.stderr.flush()
-
-
-class _NoTraceback(logging.Formatter):
-    """Log records keep their message; their tracebacks are shown with --debug only."""
-
-    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
-        return ""
-
-    def formatStack(self, stack_info: str) -> str:  # noqa: N802
-        return ""
-
-
-class _EngineFailures(logging.Filter):
-    """Drop Prefect's own error reports of a failed run: the CLI reports the failure itself, once."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name.startswith("prefect") and record.levelno >= logging.ERROR)
-
-
-def configure_logging(*, verbose: bool, debug: bool) -> None:
-    """stderr logging for the CLI: library progress with -v, Prefect's run logs as they come,
-    no tracebacks (and no duplicate engine error reports) unless --debug."""
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if debug:
-        return
-    quiet_handlers()
-
-
-def quiet_handlers() -> None:
-    """Apply the no-traceback formatter and the engine filter to the root handlers (again after
-    Prefect has configured its logging)."""
-    if CURRENT.debug:
-        return
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(_NoTraceback("%(levelname)s %(name)s: %(message)s"))
-        if not any(isinstance(f, _EngineFailures) for f in handler.filters):
-            handler.addFilter(_EngineFailures())

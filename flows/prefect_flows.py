@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -20,16 +20,17 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
-from pydantic import SecretStr
+from pydantic import WithJsonSchema
 
-from flows import dask_watch
+from flows import dask_watch, progress, secret_blocks
 from flows.crashed import mark_crashed_runs
 from pipelines.io import population, sources
 from pipelines.io.store import ExporterStore
 from pipelines.model.config import Home
 from pipelines.model.errors import ContactExporterError, TransientError
 from pipelines.model.request import DEFAULT_MEMORY_BUDGET, RunRequest
-from pipelines.run import job, partitions
+from pipelines.run import building, partitions, planning, preflight, recording
+from pipelines.run.planning import RunPlan
 
 # A partition that fails for a reason other than the product's own terminal errors (a worker lost,
 # memory or disk trouble, a transient error) is run again, alone; the others are not redone.
@@ -39,6 +40,17 @@ DELIVERY_RETRY_DELAYS: list[float] = [10.0, 30.0, 90.0]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+# A run's plan as the CLI made and checked it, handed to the flow so that it is not made again; a
+# deployment run leaves it empty and the flow plans (and checks) the run itself. Not a form field.
+HandedPlan = Annotated[
+    RunPlan | None,
+    WithJsonSchema({"type": "null", "description": "set by the CLI (planned and checked); leave empty"}),
+]
+HandedPlans = Annotated[
+    list[RunPlan] | None,
+    WithJsonSchema({"type": "null", "description": "set by the CLI (one plan per date); leave empty"}),
+]
 
 # Dates of a backfill that run at once (each its own export-contacts subflow, in a thread).
 BACKFILL_CONCURRENCY = 2
@@ -103,8 +115,22 @@ def retry_partition(_task: Task[..., Any], _run: TaskRun, state: State[Any]) -> 
 
 
 @task(name="plan run", cache_policy=NO_CACHE)
-def plan_task(request: RunRequest) -> job.RunPlan:
-    return job.plan_request(request)
+def plan_task(request: RunRequest) -> RunPlan:
+    """Plan and check a run the CLI did not plan (a deployment, the daily company run)."""
+    return preflight.planned(request)
+
+
+def export_run_name() -> str:
+    """The flow run's name when it is created: `<exporterId> <asOfDate>` (+ ` campaign <id>`), from
+    the plan the CLI handed down; a deployment run without a date is renamed once it is planned."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    plan = params.get("plan")
+    if isinstance(plan, RunPlan):
+        return plan.label
+    label = f"{params.get('exporter_id')} {params.get('as_of') or 'today'}"
+    return f"{label} campaign {params['campaign_id']}" if params.get("campaign_id") else label
 
 
 def run_tags(exporter_id: str, company_id: str, campaign_id: str | None = None) -> list[str]:
@@ -128,16 +154,16 @@ def label_flow_run(name: str, run_tags: list[str]) -> None:
         logging.getLogger(__name__).warning("could not name flow run %s", name, exc_info=True)
 
 
-def named(stage_task: Task[P, R], plan: job.RunPlan, stage: str) -> Task[P, R]:
+def named(stage_task: Task[P, R], plan: RunPlan, stage: str) -> Task[P, R]:
     """The task with its run named `<exporterId> <asOfDate> <stage>` (+ campaign)."""
     return stage_task.with_options(task_run_name=f"{plan.label} {stage}")
 
 
 @task(name="split into partitions", cache_policy=NO_CACHE)
-def split_task(request: RunRequest, plan: job.RunPlan, run_id: str) -> list[partitions.Part]:
-    count = job.partition_count(plan, request.partitions, request.memory_budget)
+def split_task(request: RunRequest, plan: RunPlan, run_id: str) -> list[partitions.Part]:
+    count = building.partition_count(plan, request.partitions, request.memory_budget)
     get_run_logger().info("%s %s: %d partition(s)", plan.exporter_id, plan.as_of, count)
-    return job.split(plan, run_id, count)
+    return building.split(plan, run_id, count)
 
 
 @task(
@@ -148,21 +174,21 @@ def split_task(request: RunRequest, plan: job.RunPlan, run_id: str) -> list[part
     retry_condition_fn=retry_partition,
 )
 def partition_task(
-    request: RunRequest, plan: job.RunPlan, run_id: str, part: partitions.Part
+    request: RunRequest, plan: RunPlan, run_id: str, part: partitions.Part
 ) -> partitions.PartResult:
     """One partition of a run: its borrowers' rows read, screened and written as a sorted part."""
     logger = get_run_logger()
-    return job.build_part(plan, run_id, part, progress=logger.info)
+    return building.build_part(plan, run_id, part, progress=logger.info)
 
 
 @task(name="merge partitions", cache_policy=NO_CACHE)
 def merge_task(
-    plan: job.RunPlan, run_id: str, results: list[partitions.PartResult], started_at: datetime
-) -> job.Built:
-    return job.merge(plan, run_id, results, started_at, progress=get_run_logger().info)
+    plan: RunPlan, run_id: str, results: list[partitions.PartResult], started_at: datetime
+) -> building.Built:
+    return building.merge(plan, run_id, results, started_at, progress=get_run_logger().info)
 
 
-def partition_task_name(plan: job.RunPlan, part: partitions.Part) -> str:
+def partition_task_name(plan: RunPlan, part: partitions.Part) -> str:
     """`CE-X 2026-06-15 p3/8`: the exporter, the as-of date (campaign) and the partition (1-based) of N."""
     return f"{plan.label} {part.label}"
 
@@ -181,13 +207,13 @@ def partition_runner(request: RunRequest) -> Iterator[Any]:
         yield runner
 
 
-def build_partitions(request: RunRequest, plan: job.RunPlan, run_id: str) -> job.Built:
+def build_partitions(request: RunRequest, plan: RunPlan, run_id: str) -> building.Built:
     """split → one task per partition (retried alone) → merge."""
     started_at = datetime.now(UTC)
     bounds = dask_watch.Bounds.from_env() if request.dask_address else None
-    with job.staging_dropped_on_failure(plan, run_id):
+    with building.staging_dropped_on_failure(plan, run_id):
         parts = named(split_task, plan, "split")(request, plan, run_id)
-        with partition_runner(request) as runner:
+        with partition_runner(request) as runner, progress.bar(plan.label, len(parts), "partitions") as bar:
             futures = [
                 runner.submit(
                     partition_task.with_options(task_run_name=partition_task_name(plan, part)),
@@ -198,9 +224,14 @@ def build_partitions(request: RunRequest, plan: job.RunPlan, run_id: str) -> job
             if request.dask_address and bounds is not None:
                 # A cluster that loses every worker would leave these waiting for ever (flows/dask_watch.py).
                 labels = [part.label for part in parts]
-                results = dask_watch.wait_for(futures, labels, plan.label, request.dask_address, bounds)
+                results = dask_watch.wait_for(
+                    futures, labels, plan.label, request.dask_address, bounds, on_done=bar.advance
+                )
             else:
-                results = [future.result() for future in futures]
+                results = []
+                for future in futures:
+                    results.append(future.result())
+                    bar.advance()
         return named(merge_task, plan, "merge")(plan, run_id, results, started_at)
 
 
@@ -211,8 +242,8 @@ def build_partitions(request: RunRequest, plan: job.RunPlan, run_id: str) -> job
     retry_delay_seconds=5,
     retry_condition_fn=retry_only_transient,
 )
-def record_task(built: job.Built) -> None:
-    job.record(built)
+def record_task(built: building.Built) -> None:
+    recording.record_run(built)
 
 
 @task(
@@ -222,18 +253,13 @@ def record_task(built: job.Built) -> None:
     retry_delay_seconds=DELIVERY_RETRY_DELAYS,
     retry_condition_fn=retry_only_transient,
 )
-def deliver_task(built: job.Built, enabled: bool, redeliver: bool) -> job.Delivery:
-    password = None
+def deliver_task(built: building.Built, enabled: bool, redeliver: bool) -> recording.Delivery:
     sftp = built.plan.sftp
-    if enabled and sftp is not None and sftp.passwordSecretBlock:
-        from prefect.blocks.system import Secret
-
-        block: Any = Secret.load(sftp.passwordSecretBlock)
-        password = SecretStr(str(block.get()))  # masked from the moment it is resolved
-    return job.deliver(built, enabled=enabled, redeliver=redeliver, password=password)
+    password = secret_blocks.sftp_password(sftp) if enabled and sftp is not None else None
+    return recording.deliver_run(built, enabled=enabled, redeliver=redeliver, password=password)
 
 
-def artifact_key(plan: job.RunPlan) -> str:
+def artifact_key(plan: RunPlan) -> str:
     """`contact-export-ce-x-2026-06-15` (+ `-campaign-<id>`): Prefect's "latest" is per exporter and
     date. Keys are lowercase letters, digits and dashes."""
     key = f"contact-export-{plan.exporter_id}-{plan.as_of.isoformat()}"
@@ -263,26 +289,55 @@ def artifact_markdown(result: dict[str, Any], sha256: str) -> str:
     return "\n".join(lines)
 
 
-@flow(name="export-contacts", log_prints=False)
-def export_contacts(request: RunRequest) -> dict[str, Any]:
+@flow(name="export-contacts", flow_run_name=export_run_name, log_prints=False, validate_parameters=False)
+def export_contacts(
+    exporter_id: str,
+    as_of: date | str | None = None,
+    deliver: bool = True,
+    redeliver: bool = False,
+    partitions: int | str = "auto",
+    memory_budget: int | str = DEFAULT_MEMORY_BUDGET,
+    source: str | None = None,
+    warehouse: str | None = None,
+    population_file: str | None = None,
+    dask_address: str | None = None,
+    campaign_id: str | None = None,
+    home: str | None = None,
+    plan: HandedPlan = None,
+) -> dict[str, Any]:
     """Run one exporter for one as-of date: plan → split → partitions → merge → record → deliver,
     plus a summary artifact."""
     logger = get_run_logger()
-    # The tags go on the flow run only (label_flow_run). A task run with tags first takes a lease
-    # on each tag's concurrency limit from the API: at 1M borrowers that cost 4.5 s a run here.
-    plan = plan_task.with_options(task_run_name=f"{request.exporter_id} {request.as_of or 'today'} plan")(
-        request
+    # The parameters are checked by the one model of a run's options (a bad value: exit 2 / a
+    # failed run naming the option), not by Prefect's signature validation.
+    request = RunRequest.from_options(
+        exporter_id=exporter_id,
+        as_of=as_of,
+        deliver=deliver,
+        redeliver=redeliver,
+        partitions=partitions,
+        memory_budget=memory_budget,
+        source=source,
+        warehouse=warehouse,
+        population_file=population_file,
+        dask_address=dask_address,
+        campaign_id=campaign_id,
+        home=home,
     )
+    if plan is None:
+        plan = plan_task.with_options(task_run_name=f"{export_run_name()} plan")(request)
+    # The tags go on the flow run only (label_flow_run). A task run with tags first takes a lease
+    # on each tag's concurrency limit from the API, which costs seconds a run.
     labels = run_tags(plan.exporter_id, plan.company.id, plan.campaign_id)
     label_flow_run(plan.label, labels)
-    run_id = job.new_run_id()
-    with job.run_lock(plan):
+    run_id = planning.new_run_id()
+    with building.run_lock(plan):
         mark_crashed_runs(plan.exporter_id, plan.as_of, request.home, request.campaign_id)
-        with job.failure_recorded(plan, run_id):
+        with recording.failure_recorded(plan, run_id):
             built = build_partitions(request, plan, run_id)
             named(record_task, plan, "record")(built)
         sent = named(deliver_task, plan, "deliver")(built, request.deliver, request.redeliver)
-    result = job.summary(built, sent)
+    result = recording.summary(built, sent)
     key = artifact_key(plan)
     create_markdown_artifact(
         key=key,
@@ -307,65 +362,59 @@ def export_contacts(request: RunRequest) -> dict[str, Any]:
 
 
 @task(name="campaign population", cache_policy=NO_CACHE)
-def campaign_population_task(
-    home: str | None, campaign_id: str, source: str | None = None
-) -> tuple[str, str, str | None]:
-    """Run the campaign query; returns (exporter id, path of the id file, source)."""
-    h = _home(home)
-    campaign = h.campaign(campaign_id)
-    ExporterStore(h).get(campaign.exporterId)  # an unknown exporter fails before the query runs
-    chosen = source or campaign.source
-    src = h.path(chosen) if chosen else h.warehouse
+def campaign_population_task(plan: RunPlan) -> int:
+    """Run the campaign's query on the plan's source; write the borrower ids where the plan reads
+    its population. Returns how many borrowers the query picked."""
+    if plan.campaign_id is None or plan.population_file is None:
+        raise ValueError(f"{plan.label} is not a campaign's run")
+    campaign = plan.home.campaign(plan.campaign_id)
     ids = population.campaign_ids(
         campaign.query,
-        sources.open_source(src),
-        f"{h.configs / 'campaigns' / campaign_id}.yaml",
+        sources.open_source(plan.source),
+        f"{plan.home.configs / 'campaigns' / plan.campaign_id}.yaml",
         timeout_seconds=campaign.timeoutSeconds,
         memory_limit=campaign.memoryLimit,
     )
-    folder = h.root / "data" / "campaigns" / campaign_id
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "population.parquet"
-    ids.write_parquet(path)
-    return campaign.exporterId, str(path), str(src) if chosen else None
+    plan.population_file.parent.mkdir(parents=True, exist_ok=True)
+    ids.write_parquet(plan.population_file)
+    return ids.height
 
 
-@flow(name="run-campaign")
+@flow(name="run-campaign", validate_parameters=False)
 def run_campaign(
     campaign_id: str,
-    as_of: date | None = None,
+    as_of: date | str | None = None,
     home: str | None = None,
     deliver: bool = True,
     partitions: int | str = "auto",
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    memory_budget: int | str = DEFAULT_MEMORY_BUDGET,
     dask_address: str | None = None,
     source: str | None = None,
     warehouse: str | None = None,
+    plan: HandedPlan = None,
 ) -> dict[str, Any]:
     """A campaign's query picks the borrowers once; its exporter's run splits them by partition.
 
     The run is the campaign's own: its file, lock, ledger entry and warehouse rows are keyed by
     (exporter, as-of date, campaign), so the exporter's daily run of the same date is never touched."""
-    exporter_id, ids_path, chosen = campaign_population_task.with_options(
-        task_run_name=f"campaign {campaign_id} population"
-    )(home, campaign_id, source)
-    request = RunRequest(
-        exporter_id=exporter_id,
+    request = RunRequest.from_options(
+        exporter_id=plan.exporter_id if plan else _home(home).campaign(campaign_id).exporterId,
         as_of=as_of,
         home=home,
-        source=chosen,
+        source=source,
         warehouse=warehouse,
-        population_file=ids_path,
         deliver=deliver,
         partitions=partitions,
         memory_budget=memory_budget,
         dask_address=dask_address,
         campaign_id=campaign_id,
     )
-    plan = job.plan_request(request)
+    if plan is None:
+        plan = plan_task.with_options(task_run_name=f"campaign {campaign_id} plan")(request)
     labels = run_tags(plan.exporter_id, plan.company.id, campaign_id)
     label_flow_run(f"campaign {campaign_id} {plan.exporter_id} {plan.as_of.isoformat()}", labels)
-    result = export_contacts(request.model_copy(update={"as_of": plan.as_of}))  # it tags its own run
+    campaign_population_task.with_options(task_run_name=f"campaign {campaign_id} population")(plan)
+    result: dict[str, Any] = export_contacts(**request.flow_parameters(), plan=plan)  # tags its own run
     result["campaignId"] = campaign_id
     return result
 
@@ -387,95 +436,124 @@ def date_outcome(day: date, future: Future[dict[str, Any]]) -> tuple[dict[str, A
     return summary, row
 
 
-@flow(name="backfill", flow_run_name="{exporter_id} {start}..{end}")
+@task(name="plan dates", cache_policy=NO_CACHE)
+def plan_dates_task(requests: list[RunRequest]) -> list[RunPlan]:
+    return [preflight.planned(request) for request in requests]
+
+
+@flow(name="backfill", flow_run_name="{exporter_id} {start}..{end}", validate_parameters=False)
 def backfill(
     exporter_id: str,
-    start: date,
-    end: date,
+    start: date | str,
+    end: date | str,
     home: str | None = None,
     source: str | None = None,
+    warehouse: str | None = None,
+    population_file: str | None = None,
     deliver: bool = True,
+    redeliver: bool = False,
     partitions: int | str = "auto",
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    memory_budget: int | str = DEFAULT_MEMORY_BUDGET,
+    dask_address: str | None = None,
+    plans: HandedPlans = None,
 ) -> State[Any]:
     """Run every date from start to end (inclusive) as its own `export-contacts` subflow (retries,
     delivery, artifacts, Secret blocks, a flow run named `<exporterId> <asOfDate>`), at most
     BACKFILL_CONCURRENCY at a time; a failed date does not stop the others.
 
-    Subflows run in threads of this process, each date with its share of the memory budget."""
+    `plans`: one per date, as the CLI made and checked them; without them each date is planned and
+    checked here first. Subflows run in threads of this process, each date with its share of the
+    memory budget."""
+    import functools
+
+    base = RunRequest.from_options(
+        exporter_id=exporter_id,
+        home=home,
+        source=source,
+        warehouse=warehouse,
+        population_file=population_file,
+        deliver=deliver,
+        redeliver=redeliver,
+        partitions=partitions,
+        memory_budget=memory_budget,
+        dask_address=dask_address,
+    )
+    days = preflight.backfill_dates(date.fromisoformat(str(start)), date.fromisoformat(str(end)))
+    workers = min(BACKFILL_CONCURRENCY, len(days))
+    share = base.model_copy(update={"memory_budget": max(base.memory_budget // workers, 64 << 20)})
+    requests = [share.model_copy(update={"as_of": d}) for d in days]
+    if plans is None:
+        plans = plan_dates_task.with_options(task_run_name=f"{exporter_id} {days[0]}..{days[-1]} plan")(
+            requests
+        )
+    label = f"{exporter_id} {days[0]}..{days[-1]}"
+    label_flow_run(label, run_tags(exporter_id, plans[0].company.id))
+    calls = [
+        (d, functools.partial(export_contacts, **r.flow_parameters(), plan=p))
+        for d, r, p in zip(days, requests, plans, strict=True)
+    ]
+    return backfill_state(exporter_id, run_dates(label, calls, workers))
+
+
+def run_dates(
+    label: str, calls: Sequence[tuple[date, Callable[[], dict[str, Any]]]], workers: int
+) -> list[tuple[date, dict[str, Any] | None, dict[str, Any]]]:
+    """Each date's subflow in a thread of this flow run, `workers` at a time; (date, summary or None,
+    row of the backfill table) per date, in date order."""
     import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
-    logger = get_run_logger()
-    if end < start:
-        from pipelines.model.errors import ErrorItem, InvalidInputError
+    outcomes = []
+    with (
+        progress.bar(label, len(calls), "dates") as bar,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backfill") as pool,
+    ):
+        # each thread sees this flow run: the dates are its subflows
+        futures = [(d, pool.submit(contextvars.copy_context().run, call)) for d, call in calls]
+        for day, future in futures:
+            outcomes.append((day, *date_outcome(day, future)))
+            bar.advance()
+    return outcomes
 
-        raise InvalidInputError("arguments", [ErrorItem("--end", f"end {end} is before start {start}")])
-    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-    workers = min(BACKFILL_CONCURRENCY, len(days))
-    first = job.plan_request(RunRequest(exporter_id=exporter_id, as_of=start, home=home, source=source))
-    labels = run_tags(exporter_id, first.company.id)
-    label_flow_run(f"{exporter_id} {start.isoformat()}..{end.isoformat()}", labels)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backfill") as pool:
-        futures = {
-            d: pool.submit(
-                contextvars.copy_context().run,  # each thread sees this flow run: dates are subflows
-                export_contacts,
-                RunRequest(
-                    exporter_id=exporter_id,
-                    as_of=d,
-                    home=home,
-                    source=source,
-                    deliver=deliver,
-                    partitions=partitions,
-                    memory_budget=max(memory_budget // workers, 64 << 20),
-                ),
-            )
-            for d in days
-        }
-    runs: list[dict[str, Any]] = []
-    table: list[dict[str, Any]] = []
-    failed: dict[str, str] = {}
-    for day, future in futures.items():
-        summary, row = date_outcome(day, future)
-        table.append(row)
-        if summary is None:
-            failed[day.isoformat()] = row["error"]
-            logger.error("backfill %s %s failed: %s", exporter_id, day, row["error"].split(":")[0])
-        else:
-            runs.append(summary)
+
+def backfill_state(
+    exporter_id: str, outcomes: list[tuple[date, dict[str, Any] | None, dict[str, Any]]]
+) -> State[Any]:
+    """The backfill's end: Completed, or Failed naming the failed dates; its data the table and runs."""
+    logger = get_run_logger()
+    failed = {day.isoformat(): row["error"] for day, summary, row in outcomes if summary is None}
+    for day, error in failed.items():
+        logger.error("backfill %s %s failed: %s", exporter_id, day, error.split(":")[0])
     result = {
         "exporterId": exporter_id,
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "dates": table,
-        "runs": runs,
+        "start": outcomes[0][0].isoformat(),
+        "end": outcomes[-1][0].isoformat(),
+        "dates": [row for _, _, row in outcomes],
+        "runs": [summary for _, summary, _ in outcomes if summary is not None],
         "failedDates": failed,
     }
     if failed:
+        count = len(outcomes)
         return Failed(
-            message=f"{len(failed)} of {len(days)} dates failed: {', '.join(sorted(failed))}", data=result
+            message=f"{len(failed)} of {count} dates failed: {', '.join(sorted(failed))}", data=result
         )
-    return Completed(message=f"{len(days)} dates exported", data=result)
+    return Completed(message=f"{len(outcomes)} dates exported", data=result)
 
 
 @flow(name="run-company-exporters")
 def run_company(company_id: str, home: str | None = None, deliver: bool = True) -> dict[str, Any]:
     """Run every exporter of a company for today (company time zone); used by the daily deployment."""
-    from pipelines.io.store import ExporterStore
 
     h = _home(home)
     company = h.company(company_id)
-    today = job.today_in(company)
+    today = planning.today_in(company)
     store = ExporterStore(h)
     exporter_ids = [e.id for e in store.all() if e.companyId == company_id]
     results = []
     failed = []
     for exporter_id in exporter_ids:
         try:
-            results.append(
-                export_contacts(RunRequest(exporter_id=exporter_id, as_of=today, home=home, deliver=deliver))
-            )
+            results.append(export_contacts(exporter_id, as_of=today, home=home, deliver=deliver))
         except Exception:
             failed.append(exporter_id)
     if failed:

@@ -1,17 +1,16 @@
-"""What the CLI calls: each command checks what it can (pipelines/run/preflight.py), then runs the matching
-Prefect flow: on PREFECT_API_URL, else the home's local server (flows/localserver.py), else a temporary one."""
+"""What the CLI calls: each command plans and checks its run once (pipelines/run/preflight.py
+`planned`), before any orchestrator starts, then hands the plan to the matching Prefect flow: on
+PREFECT_API_URL, else the home's local server (flows/localserver.py), else a temporary one."""
 
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
 from flows import settings
 from pipelines.model.config import Home, SftpSetting
-from pipelines.model.errors import TerminalError
 from pipelines.model.request import RunRequest
 
 
@@ -25,58 +24,57 @@ def _flows(home: Home) -> Any:
             "no Prefect server: starting a temporary one for this command (about 20 s); "
             "`contact-exporter server start` keeps one running for this home\n"
         )
-    from flows import failures, prefect_flows
+    from flows import logs, prefect_flows
 
-    failures.quiet_handlers()  # Prefect configures logging on import: keep tracebacks for --debug
+    logs.apply()  # Prefect configures logging on import: our format and filters again
     return prefect_flows
 
 
-def _opt(path: Path | None, home: Home) -> str | None:
-    return str(home.path(path)) if path else None
+def _planned(home: Home, request: RunRequest) -> tuple[RunRequest, Any]:
+    """The request with its home, and its plan, made and checked once (before Prefect starts)."""
+    from pipelines.run import preflight
+
+    request = request.model_copy(update={"home": str(home.root)})  # relative paths: against the home
+    return request, preflight.planned(request)
 
 
-def dry_run(home: Home, request: RunRequest, campaign_id: str | None = None) -> dict[str, Any]:
+def dry_run(home: Home, request: RunRequest) -> dict[str, Any]:
     """The plan of a run, checked as a run would check it, without starting Prefect or writing."""
-    from pipelines.run import job, preflight
+    from pipelines.run import building
 
-    request = request.model_copy(update={"home": str(home.root), "campaign_id": campaign_id})
-    if campaign_id is not None and request.source is None:
-        request = request.model_copy(update={"source": home.campaign(campaign_id).source})
-    plan = job.plan_request(request)
-    preflight.check_plan(plan, deliver=request.deliver)
-    out = job.dry_run(plan, request.partitions, request.memory_budget, request.deliver)
-    if campaign_id is not None:
-        out["population"] = f"the borrowers campaign {campaign_id}'s query picks when it runs"
+    request, plan = _planned(home, request)
+    out = building.dry_run(plan, request.partitions, request.memory_budget, request.deliver)
+    if plan.campaign_id is not None:
+        out["population"] = f"the borrowers campaign {plan.campaign_id}'s query picks when it runs"
     return out
 
 
-def run_exporter(home: Home, request: RunRequest) -> dict[str, Any]:
-    # Validate configuration before Prefect starts: a typo costs milliseconds, not a server start.
-    from pipelines.run import job, preflight
+def backfill_days(start: date, end: date) -> list[date]:
+    from pipelines.run import preflight
 
-    request = request.model_copy(update={"home": str(home.root)})
-    preflight.check_plan(job.plan_request(request), deliver=request.deliver)
-    result: dict[str, Any] = _flows(home).export_contacts(request)
+    return preflight.backfill_dates(start, end)
+
+
+def dry_run_backfill(home: Home, request: RunRequest, start: date, end: date) -> dict[str, Any]:
+    days = backfill_days(start, end)
+    return {"dryRun": True, "dates": [dry_run(home, request.model_copy(update={"as_of": d})) for d in days]}
+
+
+def run_exporter(home: Home, request: RunRequest) -> dict[str, Any]:
+    request, plan = _planned(home, request)
+    result: dict[str, Any] = _flows(home).export_contacts(**request.flow_parameters(), plan=plan)
     return result
 
 
 def run_backfill(home: Home, request: RunRequest, start: date, end: date) -> dict[str, Any]:
-    from pipelines.run import job, preflight
-
-    preflight.check_dates(start, end)
-    plan = job.plan_request(request.model_copy(update={"home": str(home.root), "as_of": start}))
-    preflight.check_plan(plan, deliver=request.deliver)
-    state = _flows(home).backfill(
-        request.exporter_id,
-        start,
-        end,
-        home=str(home.root),
-        source=_opt(request.path(request.source), home),
-        deliver=request.deliver,
-        partitions=request.partitions,
-        memory_budget=request.memory_budget,
-        return_state=True,
-    )
+    """Every date planned and checked before Prefect starts; the flow runs them from those plans."""
+    days = backfill_days(start, end)
+    plans = [_planned(home, request.model_copy(update={"as_of": d}))[1] for d in days]
+    options = request.flow_parameters()
+    for name in ("as_of", "campaign_id", "exporter_id"):
+        options.pop(name)
+    options["home"] = str(home.root)
+    state = _flows(home).backfill(request.exporter_id, start, end, **options, plans=plans, return_state=True)
     data = state.result(raise_on_failure=False)
     if isinstance(data, BaseException):
         raise data
@@ -84,52 +82,21 @@ def run_backfill(home: Home, request: RunRequest, start: date, end: date) -> dic
     return result
 
 
-def run_campaign(home: Home, campaign_id: str, request: RunRequest) -> dict[str, Any]:
-    """`request` carries the as-of date and the run options; its exporter is the campaign's."""
-    from pipelines.io.store import ExporterStore
-    from pipelines.run import job, preflight
-
-    request = request.model_copy(update={"home": str(home.root)})  # relative paths: against the home
-    campaign = home.campaign(campaign_id)
-    # Before Prefect starts and before the query runs: an unknown exporter is a config error.
-    ExporterStore(home).get(campaign.exporterId)
-    given = request.path(request.source) if request.source else None
-    source = given or (home.path(campaign.source) if campaign.source else None)
-    plan = job.plan_run(
-        home,
-        campaign.exporterId,
-        request.as_of,
-        source=source,
-        warehouse_path=request.path(request.warehouse),
-        campaign_id=campaign_id,
-    )
-    preflight.check_plan(plan, deliver=request.deliver)
-    result: dict[str, Any] = _flows(home).run_campaign(
-        campaign_id,
-        request.as_of,
-        home=str(home.root),
-        deliver=request.deliver,
-        partitions=request.partitions,
-        memory_budget=request.memory_budget,
-        dask_address=request.dask_address,
-        source=_opt(given, home),
-        warehouse=_opt(request.path(request.warehouse), home),
-    )
+def run_campaign(home: Home, request: RunRequest) -> dict[str, Any]:
+    """`request` names the campaign (`campaign_id`) and its exporter, the as-of date and the options."""
+    request, plan = _planned(home, request)
+    options = request.flow_parameters()
+    for name in ("exporter_id", "campaign_id", "redeliver", "population_file"):
+        options.pop(name)
+    result: dict[str, Any] = _flows(home).run_campaign(request.campaign_id, **options, plan=plan)
     return result
 
 
 def secret_password(home: Home, setting: SftpSetting) -> SecretStr | None:
-    """The password of a `passwordSecretBlock` SFTP setting, read from its Prefect Secret block."""
+    """The password of a `passwordSecretBlock` SFTP setting, from this home's Prefect server."""
     if not setting.passwordSecretBlock:
         return None
     _flows(home)  # Prefect's settings (server, home) before Prefect is imported
-    from prefect.blocks.system import Secret
+    from flows import secret_blocks
 
-    try:
-        block: Any = Secret.load(setting.passwordSecretBlock)
-    except ValueError as exc:  # no such block on this Prefect server
-        raise TerminalError(
-            f"Prefect Secret block {setting.passwordSecretBlock!r} (sftp passwordSecretBlock) cannot be "
-            f"loaded ({exc}); create it (prefect block create secret) on the server this home uses"
-        ) from None
-    return SecretStr(str(block.get()))  # masked from the moment it is resolved
+    return secret_blocks.sftp_password(setting)

@@ -176,11 +176,19 @@ class _ServerThread(threading.Thread):
 
 
 @contextmanager
-def local_sftp_server(root: Path, *, port: int = 0) -> Iterator[LocalSftp]:
-    """Run an SFTP server for `root` on 127.0.0.1 (`port` 0 picks a free one) until the block ends."""
+def local_sftp_server(root: Path, *, port: int = 0, keys_dir: Path | None = None) -> Iterator[LocalSftp]:
+    """Run an SFTP server for `root` on 127.0.0.1 (`port` 0 picks a free one) until the block ends.
+
+    Its client key and known_hosts go to a temporary folder removed afterwards, or to `keys_dir`,
+    kept (the demo's home keeps them, so its SFTP setting still passes the checks a dry run makes)."""
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    keys_dir = Path(tempfile.mkdtemp(prefix="contact-exporter-sftp-"))
+    keep = keys_dir is not None
+    if keys_dir is not None:
+        shutil.rmtree(keys_dir, ignore_errors=True)  # a new server: new keys
+        keys_dir.mkdir(parents=True, mode=0o700)
+    else:
+        keys_dir = Path(tempfile.mkdtemp(prefix="contact-exporter-sftp-"))
     try:
         host_key = asyncssh.generate_private_key("ssh-ed25519")
         client_key = asyncssh.generate_private_key("ssh-ed25519", comment="contact-exporter-local")
@@ -210,4 +218,5 @@ def local_sftp_server(root: Path, *, port: int = 0) -> Iterator[LocalSftp]:
         if server.error is not None:
             raise RuntimeError(f"local SFTP server failed: {server.error!r}") from server.error
     finally:
-        shutil.rmtree(keys_dir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(keys_dir, ignore_errors=True)

@@ -8,3 +8,8 @@ from collections.abc import Callable
 Progress = Callable[[str], None]
 # Bytes done out of bytes in all, for transfers (SFTP uploads).
 ByteProgress = Callable[[int, int], None]
+
+
+def silent(_: str) -> None:
+    """No progress: the default where nobody is watching."""
+    return

@@ -10,7 +10,7 @@ import os
 import re
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -110,6 +110,10 @@ class RunRequest(BaseModel):
                 for err in exc.errors()
             ]
             raise InvalidInputError("arguments", items) from None
+
+    def flow_parameters(self) -> dict[str, Any]:
+        """The request as the flat parameters of the `export-contacts` flow (one per field)."""
+        return dict(self)
 
     def resolved_home(self) -> Home:
         return Home.resolve(self.home)

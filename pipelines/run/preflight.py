@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
+from typing import NoReturn
 
 import duckdb
 
@@ -17,8 +18,9 @@ from pipelines.io import duck, sources
 from pipelines.io.sources import FOLDER_FORMATS, duckdb_tables, not_a_duckdb_file
 from pipelines.model.config import Home, SftpSetting
 from pipelines.model.errors import ErrorItem, InvalidInputError, SourceDataError
+from pipelines.model.request import RunRequest
 from pipelines.model.tables import TABLES
-from pipelines.run.job import RunPlan
+from pipelines.run.planning import RunPlan, plan_request
 
 
 def check_source(path: Path) -> None:
@@ -92,38 +94,27 @@ def check_delivery(home: Home, setting_id: str, sftp: SftpSetting) -> None:
     config = str(home.configs / "sftp" / f"{setting_id}.yaml")
     known_hosts = home.path(sftp.knownHostsFile)
     if not known_hosts.is_file():
-        raise InvalidInputError(
+        pin = f"ssh-keyscan -p {sftp.port} {sftp.host} > {known_hosts}"
+        _refuse(
             config,
-            [
-                ErrorItem(
-                    "/knownHostsFile",
-                    f"{known_hosts} does not exist: pin the server's key with `ssh-keyscan -p {sftp.port} "
-                    f"{sftp.host} > {known_hosts}` (check it with the partner), or run with --no-deliver",
-                )
-            ],
+            "/knownHostsFile",
+            f"{known_hosts} does not exist: pin the server's key with `{pin}` (check it with the partner)",
         )
     if sftp.privateKeyFile:
         key = home.path(sftp.privateKeyFile)
         if not key.is_file():
-            raise InvalidInputError(
-                config,
-                [
-                    ErrorItem(
-                        "/privateKeyFile", f"{key} does not exist: install the key, or run with --no-deliver"
-                    )
-                ],
-            )
+            _refuse(config, "/privateKeyFile", f"{key} does not exist: install the key")
     elif sftp.passwordEnv and not sftp.passwordSecretBlock and not os.environ.get(sftp.passwordEnv):
-        raise InvalidInputError(
+        _refuse(
             config,
-            [
-                ErrorItem(
-                    "/passwordEnv",
-                    f"environment variable {sftp.passwordEnv} is not set: export it with the SFTP password, "
-                    "or run with --no-deliver",
-                )
-            ],
+            "/passwordEnv",
+            f"environment variable {sftp.passwordEnv} is not set: export it with the SFTP password",
         )
+
+
+def _refuse(config: str, path: str, problem: str) -> NoReturn:
+    """A delivery that cannot happen: the setting's file and field, and the way out."""
+    raise InvalidInputError(config, [ErrorItem(path, f"{problem}, or run with --no-deliver")])
 
 
 def check_dates(start: date, end: date) -> None:
@@ -134,11 +125,26 @@ def check_dates(start: date, end: date) -> None:
         )
 
 
+def backfill_dates(start: date, end: date) -> list[date]:
+    """Every as-of date from start to end, inclusive (a backfill's runs)."""
+    check_dates(start, end)
+    return [date.fromordinal(d) for d in range(start.toordinal(), end.toordinal() + 1)]
+
+
 def check_plan(plan: RunPlan, *, deliver: bool) -> None:
     """Every check for one planned run, cheapest first; the warehouse (which may wait) last."""
     check_source(plan.source)
-    if plan.population_file is not None:
+    if plan.population_file is not None and plan.campaign_id is None:  # a campaign's query writes its own
         check_population(plan.population_file)
     if deliver and plan.sftp is not None and plan.exporter.sftpSettingId:
         check_delivery(plan.home, plan.exporter.sftpSettingId, plan.sftp)
     check_warehouse(plan.warehouse)
+
+
+def planned(request: RunRequest) -> RunPlan:
+    """A run's plan, made and checked once: the CLI calls this before Prefect starts and hands the
+    plan to the flow; a flow started without one (a deployment, the daily company run) calls it
+    first. Either way every step of the run then works from the same plan."""
+    plan = plan_request(request)
+    check_plan(plan, deliver=request.deliver)
+    return plan

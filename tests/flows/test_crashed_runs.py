@@ -47,7 +47,7 @@ def test_earlier_running_runs_of_the_same_exporter_and_date_are_marked_crashed(h
     other_home = left_running(AS_OF, "/somewhere/else")
 
     request = RunRequest(exporter_id="CE-EMAILSVC", as_of=AS_OF, home=str(home.root))
-    state = export_contacts(request, return_state=True)
+    state = export_contacts(**request.flow_parameters(), return_state=True)
 
     assert state.is_completed()
     with get_client(sync_client=True) as client:

@@ -42,9 +42,9 @@ PRELOAD = """
 import os, time
 from pathlib import Path
 
-from pipelines.run import job
+from pipelines.run import building, job
 
-_build_part = job.build_part
+_build_part = building.build_part
 
 
 def build_part(plan, run_id, part, progress=None):
@@ -53,7 +53,7 @@ def build_part(plan, run_id, part, progress=None):
     return _build_part(plan, run_id, part)
 
 
-job.build_part = build_part
+building.build_part = build_part
 """
 
 
@@ -166,7 +166,7 @@ def run_in_background(req: RunRequest) -> tuple[threading.Thread, dict[str, Any]
 
     def target() -> None:
         try:
-            outcome["result"] = export_contacts(req)
+            outcome["result"] = export_contacts(**req.flow_parameters())
         except BaseException as exc:
             outcome["error"] = exc
         outcome["ended"] = time.monotonic()
@@ -193,7 +193,9 @@ def assert_failed_cleanly(home: Home, outcome: dict[str, Any], cluster: Cluster)
     assert not folder.exists() or [p.name for p in folder.iterdir()] in ([], [".run.lock"])
     from flows.prefect_flows import export_contacts
 
-    again = export_contacts(request(home, partitions=1))  # would be "already in progress" if still held
+    again = export_contacts(
+        **request(home, partitions=1).flow_parameters()
+    )  # would be "already in progress" if still held
     assert again["counts"]["exported"] > 0
     return error
 

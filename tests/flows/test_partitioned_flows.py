@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.model.config import Home
 from pipelines.model.request import RunRequest
-from pipelines.run import job
+from pipelines.run import building, job
 from tests.worlds import make_home, without_sftp
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -34,14 +34,14 @@ def run(home: Home, name: str, **options: Any) -> dict[str, Any]:
 
     warehouse = home.root / "data" / f"{name}.duckdb"
     result = export_contacts(
-        RunRequest(
+        **RunRequest(
             exporter_id="CE-VOICECOL",
             as_of=AS_OF,
             home=str(home.root),
             warehouse=str(warehouse),
             deliver=False,
             **options,
-        )
+        ).flow_parameters()
     )
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
@@ -67,7 +67,7 @@ def test_partitions_are_named_task_runs_and_a_failed_one_is_retried_alone(
     whole = run(home, "one", partitions=1)
     calls: Counter[int] = Counter()
     flow_names: list[str] = []
-    real = job.build_part
+    real = building.build_part
 
     def build_part(plan: job.RunPlan, run_id: str, part: Any, progress: Any = None) -> Any:
         calls[part.index] += 1
@@ -76,7 +76,7 @@ def test_partitions_are_named_task_runs_and_a_failed_one_is_retried_alone(
             raise OSError("disk hiccup while writing the part")
         return real(plan, run_id, part)
 
-    monkeypatch.setattr(job, "build_part", build_part)
+    monkeypatch.setattr(building, "build_part", build_part)
     three = run(home, "three", partitions=3)
     assert dict(calls) == {0: 1, 1: 2, 2: 1}, "only the failed partition runs again"
     assert three == whole
@@ -117,12 +117,12 @@ def test_a_terminal_error_in_a_partition_is_not_retried(home: Home, monkeypatch:
 
     def build_part(plan: job.RunPlan, run_id: str, part: Any, progress: Any = None) -> Any:
         calls[part.index] += 1
-        staging = job.staging_dir(plan, run_id)
+        staging = building.staging_dir(plan, run_id)
         staging.mkdir(parents=True, exist_ok=True)
         (staging / f"rows-{part.name}.arrow").write_bytes(b"part written before the error")
         raise SourceDataError("interactions", [ErrorItem("/statusDetails", "unknown value")])
 
-    monkeypatch.setattr(job, "build_part", build_part)
+    monkeypatch.setattr(building, "build_part", build_part)
     with pytest.raises(SourceDataError):
         run(home, "bad", partitions=2)
     assert not list((home.root / "data" / "runs").glob("*")), "a failed run leaves no staging behind"

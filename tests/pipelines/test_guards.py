@@ -18,7 +18,7 @@ import pytest
 from pipelines.model.config import ColumnSetting, ContactMatchingCriteria, Home
 from pipelines.model.errors import GuardError
 from pipelines.rules import columns, compliance, eligibility, guards, matching
-from pipelines.run import job
+from pipelines.run import building, job, recording
 from tests.worlds import make_home, without_sftp
 
 AS_OF = date(2026, 12, 1)
@@ -36,11 +36,11 @@ def home(tmp_path: Path) -> Home:
 def no_delivery(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     calls: list[object] = []
 
-    def deliver(*args: object, **_: object) -> job.Delivery:
+    def deliver(*args: object, **_: object) -> recording.Delivery:
         calls.append(args)
-        return job.Delivery(False, "not delivered in tests")
+        return recording.Delivery(False, "not delivered in tests")
 
-    monkeypatch.setattr(job, "deliver", deliver)
+    monkeypatch.setattr(job, "deliver_run", deliver)
     return calls
 
 
@@ -94,7 +94,7 @@ def rejected(home: Home) -> list[tuple[str, str | None, list[str]]]:
 def blocked_ids(home: Home, exporter_id: str = "CE-VOICECOL") -> tuple[pl.Series, pl.Series]:
     """The contacts a clean run blocks and allows (from a run in another home's warehouse)."""
     plan = job.plan_run(home, exporter_id, AS_OF, warehouse_path=home.root / "clean.duckdb")
-    built = job.build_partitioned(plan, "RUN-CLEAN", partitions=1)
+    built = building.build_partitioned(plan, "RUN-CLEAN", partitions=1)
     screening = pl.read_ipc(next(built.staging.glob("screening-*.arrow")))
     built.file.path.unlink()
     built.file.manifest_path.unlink()

@@ -15,13 +15,13 @@ import polars as pl
 import pyarrow.ipc
 import pytest
 
-from pipelines.io import sources, warehouse
+from pipelines.io import files, sources, warehouse
 from pipelines.io.store import ExporterStore
 from pipelines.model import tables as tables_module
 from pipelines.model.config import Home
 from pipelines.model.errors import ConflictError, SourceDataError
 from pipelines.rules import schemas
-from pipelines.run import job
+from pipelines.run import building, deciding, job
 from tests.worlds import REPO, make_home, without_sftp
 
 AS_OF = date(2026, 12, 1)
@@ -72,6 +72,14 @@ def test_screened_run_exports_only_allowed_contacts(home: Home) -> None:
     assert query(wh, "SELECT count(*) FROM screening_results WHERE NOT canInteract AND len(reasons) = 0") == [
         (0,)
     ]
+
+
+def test_blocks_by_reason_are_listed_largest_first(home: Home) -> None:
+    """The summary (and with it the CLI's JSON and the Prefect artifact) lists reasons by count."""
+    by_reason = job.run_export(job.plan_run(home, "CE-VOICECOL", AS_OF), partitions=3)["counts"]["byReason"]  # type: ignore[index]
+    assert len(by_reason) >= 3
+    order = list(by_reason.items())
+    assert order == sorted(order, key=lambda kv: (-kv[1], kv[0]))
 
 
 def test_file_columns_follow_column_settings(home: Home) -> None:
@@ -167,8 +175,8 @@ def no_space(*_: object, **__: object) -> None:
 @pytest.mark.parametrize(
     ("partitions", "slow", "failing"),
     [
-        (1, (pl.DataFrame, "write_ipc"), (job.files, "write_export")),
-        (1, (job.files, "write_export"), (pl.DataFrame, "write_ipc")),
+        (1, (pl.DataFrame, "write_ipc"), (files, "write_export")),
+        (1, (files, "write_export"), (pl.DataFrame, "write_ipc")),
         (2, (pl.DataFrame, "write_ipc"), (pyarrow.ipc, "new_file")),
         (2, (pyarrow.ipc, "new_file"), (pl.DataFrame, "write_ipc")),
     ],
@@ -189,9 +197,9 @@ def test_a_failed_side_of_the_side_by_side_writes_leaves_no_staging(
     monkeypatch.setattr(*slow, other)
     monkeypatch.setattr(*failing, no_space)
     with pytest.raises(OSError, match="No space"):
-        job.build_partitioned(plan, "RUN-SIDE", partitions)
+        building.build_partitioned(plan, "RUN-SIDE", partitions)
     assert other.finished, "the error came out while the other side was still writing"
-    assert not job.staging_dir(plan, "RUN-SIDE").exists()
+    assert not building.staging_dir(plan, "RUN-SIDE").exists()
 
 
 def test_invalid_interaction_blocks_its_borrower(home: Home) -> None:
@@ -240,7 +248,7 @@ def test_many_invalid_rows_fail_the_run_and_export_nothing(home: Home) -> None:
 
 def test_second_concurrent_run_fails_clearly(home: Home) -> None:
     plan = job.plan_run(home, "CE-VOICECOL", AS_OF)
-    with job.run_lock(plan), pytest.raises(ConflictError, match="already in progress"):
+    with building.run_lock(plan), pytest.raises(ConflictError, match="already in progress"):
         job.run_export(plan)
 
 
@@ -305,7 +313,7 @@ def test_projected_columns_carry_the_source_values(home: Home) -> None:
         {"field": "borrower.externalId", "outputName": "externalId"},
     ]
     path.write_text(json.dumps(body))
-    assert job.unread_columns(ExporterStore(home).get("CE-EMAILSVC"))["contacts"].isdisjoint(
+    assert deciding.unread_columns(ExporterStore(home).get("CE-EMAILSVC"))["contacts"].isdisjoint(
         {"city", "addressLine1"}
     )
     summary = run(home, "CE-EMAILSVC")
@@ -333,7 +341,7 @@ def test_columns_no_check_reads_are_skipped_without_changing_the_run(
     column read instead, the file, the screening rows and the rejected rows are the same. Junk
     in a skipped column is no reason to reject its row (no check reads it)."""
     exporter = ExporterStore(home).get("CE-VOICECOL")
-    skipped = job.unread_columns(exporter)
+    skipped = deciding.unread_columns(exporter)
     assert skipped["contacts"] >= {"addressLine1", "addressLine2", "city", "country"}
     assert skipped["interactions"] >= {"contactId", "loanId"}
     for spec in tables_module.TABLES:
@@ -347,8 +355,8 @@ def test_columns_no_check_reads_are_skipped_without_changing_the_run(
     rows_sql = "SELECT contactId, personId, channel, canInteract, reasons, nextEligibleDate FROM screening_results ORDER BY 1"
     rejected_sql = "SELECT tableName, rowKey, checks FROM rejected_rows ORDER BY 1, 2"
     results = []
-    for name, unread in (("skipping", job.unread_columns), ("reading all", lambda _: {})):
-        monkeypatch.setattr(job, "unread_columns", unread)
+    for name, unread in (("skipping", deciding.unread_columns), ("reading all", lambda _: {})):
+        monkeypatch.setattr(deciding, "unread_columns", unread)
         wh = tmp_path / f"{name}.duckdb"
         summary = job.run_export(job.plan_run(home, "CE-VOICECOL", AS_OF, source=source, warehouse_path=wh))
         results.append(
@@ -365,7 +373,7 @@ def test_columns_no_check_reads_are_skipped_without_changing_the_run(
 
 def test_columns_needed_follow_the_exporter() -> None:
     exporter = ExporterStore(Home(REPO)).get("CE-EMAILSVC")
-    needed = job.columns_needed(exporter)
+    needed = deciding.columns_needed(exporter)
     assert exporter.checkCanInteractData is None
     assert "interactions" not in needed  # an unscreened run reads no interactions columns at all
     assert needed["contacts"] >= {"id", "personId", "contactType"}

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pipelines.model.config import Home
 from pipelines.model.errors import SourceDataError
 from pipelines.rules import table_wide
-from pipelines.run import job
+from pipelines.run import deciding, job
 from tests.frontdoor import COMPANY, HEADERS, add_exporter, make_home, write_csv_source, write_source
 from tests.reference.source import reference_run
 
@@ -204,7 +204,7 @@ def test_a_partition_cannot_validate_without_the_table_wide_answers(tmp_path: Pa
     source = write(tmp_path / "src", raw, "parquet")
     plan = job.plan_run(home, exporter, date(2026, 4, 7), source=source)
     with pytest.raises(ValueError, match="table-wide"):
-        job.decide(plan, rows=RowFilter("A", "B"))
+        deciding.decide(plan, rows=RowFilter("A", "B"))
 
 
 def test_a_rejected_row_without_a_key_is_named_by_its_place_in_the_source(tmp_path: Path) -> None:
