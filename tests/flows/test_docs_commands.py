@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,7 @@ def after_make_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder as a newcomer's checkout is after `make demo`: `.venv` and the demo's home."""
     folder = tmp_path_factory.mktemp("checkout")
     (folder / ".venv").symlink_to(REPO / ".venv")
+    shutil.copytree(REPO / "configs", folder / "configs")  # the checkout's sample configs
     out = subprocess.run(
         [".venv/bin/contact-exporter", "demo", "--borrowers", "3000"],
         cwd=folder,
