@@ -33,8 +33,8 @@ DDL = (
         runId VARCHAR NOT NULL, tableName VARCHAR NOT NULL, rowKey VARCHAR, checks VARCHAR[] NOT NULL)""",
 )
 
-# The delivery ledger (CONTRACT.md §7), written by pipelines.delivery.uploads. Kept here with the other
-# tables: the warehouse step creates it without importing the SFTP client (0.15 s of paramiko).
+# The delivery ledger (CONTRACT.md §7), written by pipelines.delivery.ledger. Kept here with the other
+# tables: the warehouse step creates it without importing the SFTP client.
 # The ledger's own columns are written with the upload; campaignId, rows and sftpSettingId are
 # filled in from the run's record when the run's delivery status is recorded (`complete_deliveries`).
 DELIVERIES_DDL = """
