@@ -16,7 +16,7 @@ from typing import Final, TypeVar
 import polars as pl
 import pyarrow.parquet as pq
 
-from pipelines.model.config import PLAIN_NUMBER, FileSettings, render_file_name
+from pipelines.model.file_names import PLAIN_NUMBER, FileSettings, render_file_name
 
 T = TypeVar("T")
 U = TypeVar("U")
