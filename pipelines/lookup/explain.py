@@ -25,6 +25,7 @@ from pipelines.rules import compliance, contact_history, eligibility, matching, 
 from pipelines.rules.base import Seen, iso, rows
 from pipelines.rules.do_not_interact import dni_blocked, dnis_in_scope
 from pipelines.rules.history import contacts_at
+from pipelines.rules.local_time import zone_facts
 from pipelines.rules.timezones import candidate_zones
 
 
@@ -258,7 +259,7 @@ def _active_dnis(
     """The ids of the borrower's DNIs that block this contact at the instant, each judged alone."""
     persons = contact.lazy().select("personId")
     dnis = dnis_in_scope(tables, persons, company, check, instant).collect()
-    facts = compliance.zone_facts(instant, company.policy, dnis.get_column("zone").to_list())
+    facts = zone_facts(instant, company.policy, dnis.get_column("zone").to_list())
     framed = contact.select("id", "personId", "label").with_columns(pl.lit(channel).alias("channel")).lazy()
     ids: list[str] = dnis.get_column("id").to_list()
     return [
