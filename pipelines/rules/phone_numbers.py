@@ -1,6 +1,6 @@
 """Time zones of phone numbers, from `phonenumbers`, fast enough for millions of rows.
 
-`phonenumbers` costs ~100 µs a number, far too slow to ask once per row. Each +1 number gets the
+`phonenumbers` parses and looks up each number it is asked about, far too slow to ask once per row. Each +1 number gets the
 shortest prefix that decides the package's answer (its `phone_key`, a few thousand distinct at most:
 pipelines/rules/nanp_patterns.py); the package is then asked once per key, about any number with
 that prefix. The keys cut the numbers into ranges, so a table indexed by a number's first seven

@@ -187,23 +187,15 @@ def candidate_zones(
     persons = mine.lazy().pipe(_persons_of)
     places = address_places(all_contacts, persons).collect().lazy()
     by_person = person_zones(places, borrowers, persons)
-    by_contact = contact_zones(mine).lazy()
-    zones = pl.concat(
-        [
-            mine.lazy().select(pl.col("id").alias("contactId"), "personId").join(by_person, on="personId"),
-            by_contact.join(
-                mine.lazy().select(pl.col("id").alias("contactId"), "personId"), on="contactId"
-            ).select("contactId", "personId", "zone"),
-        ]
-    )
+    ids = mine.lazy().select(pl.col("id").alias("contactId"), "personId")
+    by_contact = contact_zones(mine).lazy().join(ids, on="contactId").select("contactId", "personId", "zone")
+    zones = pl.concat([ids.join(by_person, on="personId"), by_contact])
     zone_lists = zones.group_by("contactId").agg(pl.col("zone").unique().sort().alias("zones"))
     state_lists = (
         person_states(places).group_by("personId").agg(pl.col("state").unique().sort().alias("states"))
     )
     out = (
-        mine.lazy()
-        .select(pl.col("id").alias("contactId"), "personId")
-        .join(zone_lists, on="contactId", how="left")
+        ids.join(zone_lists, on="contactId", how="left")
         .join(state_lists, on="personId", how="left")
         .with_columns(
             pl.col("zones").fill_null(pl.lit([], dtype=ZONE_LIST)),
