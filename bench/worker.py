@@ -220,11 +220,12 @@ def orchestrated(home: Path, source: Path, warehouse: Path) -> dict[str, Any]:
 
 def lookups() -> dict[str, Any]:
     """Build the ZIP and phone-key lookup tables and the key index into the cache (once per package version)."""
+    from pipelines.rules import lookups as lookup_cache
     from pipelines.rules import timezones
 
     started = time.perf_counter()
     timezones.load_lookups()
-    return {"seconds": time.perf_counter() - started, "cache": str(timezones.cache_dir())}
+    return {"seconds": time.perf_counter() - started, "cache": str(lookup_cache.cache_dir())}
 
 
 def main() -> None:

@@ -27,8 +27,9 @@ from pydantic import AwareDatetime, Field, ValidationError
 from pipelines.io.store import ExporterStore
 from pipelines.lookup import checks
 from pipelines.lookup.warm import WarmSource, warm_source
-from pipelines.model.config import Home, Strict, errors_of
+from pipelines.model.config import Home
 from pipelines.model.errors import ContactExporterError, InvalidInputError, SourceDataError
+from pipelines.model.strict import Strict, errors_of
 from pipelines.rules import timezones
 
 log = logging.getLogger(__name__)

@@ -571,7 +571,7 @@ def sftp_check(
     """Connect, verify the pinned host key and check write permission in remoteDir (the password of a
     passwordSecretBlock setting is read from that Prefect Secret block)."""
     from flows import runs
-    from pipelines.delivery.uploads import check_destination
+    from pipelines.delivery.sftp import check_destination
 
     home = home_of(ctx)
     setting = home.sftp(setting_id)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from pipelines.delivery.uploads import DeliveryResult, deliver
+from pipelines.delivery.sftp import DeliveryResult, upload
 from pipelines.model.config import Home, SftpSetting
 
 AS_OF = date(2026, 1, 2)
@@ -43,7 +43,7 @@ def write_export(home: Home, chunks: Iterable[bytes], name: str = f"{EXPORTER}_2
 
 
 def send(setting: SftpSetting, home: Home, export: Export, **kwargs: object) -> DeliveryResult:
-    return deliver(
+    return upload(
         setting,
         home,
         export.file,

@@ -37,7 +37,7 @@ class RecipientKey:
     fingerprint: str
     subkeys: tuple[str, ...]
 
-    def record(self) -> dict[str, Any]:
+    def journal_entry(self) -> dict[str, Any]:
         """What shapes the encrypted bytes, as a delivery record keeps it (JSON)."""
         return {
             "format": FORMAT,

@@ -16,7 +16,7 @@ from typing import Final, TypeVar
 import polars as pl
 import pyarrow.parquet as pq
 
-from pipelines.model.config import PLAIN_NUMBER, FileSettings, render_file_name
+from pipelines.model.file_names import PLAIN_NUMBER, FileSettings, render_file_name
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -203,39 +203,53 @@ def write_batches(
     def write(tmp: Path) -> None:
         nonlocal rows
         if settings.format == "parquet":
-            writer: pq.ParquetWriter | None = None
-            try:
-                for batch in batches:
-                    table = batch.to_arrow()
-                    if writer is None:
-                        writer = pq.ParquetWriter(
-                            tmp, table.schema, compression="zstd", write_statistics=False
-                        )
-                    writer.write_table(table, row_group_size=max(batch.height, 1))
-                    rows += batch.height
-                if writer is None:
-                    empty.write_parquet(tmp, compression="zstd", statistics=False)
-            finally:
-                if writer is not None:
-                    writer.close()
-            return
-        with tmp.open("wb") as fh:
-            first = True
-            for batch in batches:
-                spreadsheet_safe(batch, settings).write_csv(
-                    fh,
-                    separator=settings.delimiter,
-                    include_header=settings.header and first,
-                    line_terminator="\n",
-                    null_value="",
-                    quote_style="necessary",
-                )
-                first = False
-                rows += batch.height
-            if first:
-                _writer(empty, settings)(tmp)
+            rows = _write_parquet_batches(batches, empty, tmp)
+        else:
+            rows = _write_csv_batches(batches, empty, tmp, settings)
 
     atomic_write(target, write)
+    return rows
+
+
+def _write_parquet_batches(batches: Iterable[pl.DataFrame], empty: pl.DataFrame, tmp: Path) -> int:
+    """One row group per batch; `empty` when there are none. Returns the rows."""
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for batch in batches:
+            table = batch.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd", write_statistics=False)
+            writer.write_table(table, row_group_size=max(batch.height, 1))
+            rows += batch.height
+        if writer is None:
+            empty.write_parquet(tmp, compression="zstd", statistics=False)
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
+
+
+def _write_csv_batches(
+    batches: Iterable[pl.DataFrame], empty: pl.DataFrame, tmp: Path, settings: FileSettings
+) -> int:
+    """The batches' text one after the other, the header once; `empty` when there are none."""
+    rows = 0
+    with tmp.open("wb") as fh:
+        first = True
+        for batch in batches:
+            spreadsheet_safe(batch, settings).write_csv(
+                fh,
+                separator=settings.delimiter,
+                include_header=settings.header and first,
+                line_terminator="\n",
+                null_value="",
+                quote_style="necessary",
+            )
+            first = False
+            rows += batch.height
+        if first:
+            _writer(empty, settings)(tmp)
     return rows
 
 

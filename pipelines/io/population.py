@@ -55,38 +55,9 @@ def campaign_ids(
     con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": ""})
     timer = threading.Timer(timeout_seconds, con.interrupt)
     try:
-        con.execute("SET enable_progress_bar = false")
-        for name in ("borrowers", "contacts", "interactions", "do_not_interact", "consents"):
-            con.register(name, tables.get(name).collect().to_arrow())
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        _register_sealed(con, tables)
         timer.start()
-        try:
-            result = pl.DataFrame(con.sql(query).to_arrow_table())
-        except duckdb.InterruptException:
-            raise InvalidInputError(
-                source,
-                [
-                    ErrorItem(
-                        "/query",
-                        f"cancelled: still running after timeoutSeconds={timeout_seconds:g}; "
-                        "make the query cheaper or raise timeoutSeconds",
-                    )
-                ],
-            ) from None
-        except duckdb.OutOfMemoryException:
-            raise InvalidInputError(
-                source,
-                [
-                    ErrorItem(
-                        "/query",
-                        f"cancelled: needs more than memoryLimit={memory_limit}; "
-                        "make the query leaner or raise memoryLimit",
-                    )
-                ],
-            ) from None
-        except duckdb.Error as exc:
-            raise InvalidInputError(source, [ErrorItem("/query", f"query failed: {exc}")]) from None
+        result = _query(con, query, source, timeout_seconds, memory_limit)
     finally:
         timer.cancel()
         con.close()
@@ -95,3 +66,43 @@ def campaign_ids(
             source, [ErrorItem("/query", f"the query must return a column 'id' (got {result.columns})")]
         )
     return result.select(pl.col("id").cast(pl.String)).drop_nulls().unique().sort("id")
+
+
+def _register_sealed(con: duckdb.DuckDBPyConnection, tables: SourceTables) -> None:
+    """The source tables as views, then file access and the configuration locked."""
+    con.execute("SET enable_progress_bar = false")
+    for name in ("borrowers", "contacts", "interactions", "do_not_interact", "consents"):
+        con.register(name, tables.get(name).collect().to_arrow())
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def _query(
+    con: duckdb.DuckDBPyConnection, query: str, source: str, timeout_seconds: float, memory_limit: str
+) -> pl.DataFrame:
+    try:
+        return pl.DataFrame(con.sql(query).to_arrow_table())
+    except duckdb.InterruptException:
+        raise InvalidInputError(
+            source,
+            [
+                ErrorItem(
+                    "/query",
+                    f"cancelled: still running after timeoutSeconds={timeout_seconds:g}; "
+                    "make the query cheaper or raise timeoutSeconds",
+                )
+            ],
+        ) from None
+    except duckdb.OutOfMemoryException:
+        raise InvalidInputError(
+            source,
+            [
+                ErrorItem(
+                    "/query",
+                    f"cancelled: needs more than memoryLimit={memory_limit}; "
+                    "make the query leaner or raise memoryLimit",
+                )
+            ],
+        ) from None
+    except duckdb.Error as exc:
+        raise InvalidInputError(source, [ErrorItem("/query", f"query failed: {exc}")]) from None

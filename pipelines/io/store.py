@@ -25,7 +25,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from pipelines.io.files import atomic_write
-from pipelines.model.config import Exporter, ExporterBody, Home, parse, render_file_name
+from pipelines.model.config import Exporter, ExporterBody, Home
 from pipelines.model.errors import (
     BadRequestError,
     ConflictError,
@@ -35,6 +35,8 @@ from pipelines.model.errors import (
     NotFoundError,
     TransientError,
 )
+from pipelines.model.file_names import render_file_name
+from pipelines.model.strict import parse
 from pipelines.model.vocab import EXPORTER_ID
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from pipelines.rules import compliance, contact_history, eligibility, matching, 
 from pipelines.rules.base import Seen, iso, rows
 from pipelines.rules.do_not_interact import dni_blocked, dnis_in_scope
 from pipelines.rules.history import contacts_at
+from pipelines.rules.local_time import zone_facts
 from pipelines.rules.timezones import candidate_zones
 
 
@@ -118,6 +119,8 @@ def explain_tables(
     as_of: date,
     at: datetime | None = None,
 ) -> dict[str, Any]:
+    """One contact's decision from these tables, with the evidence of each reason (`owned`: the
+    rejected source rows with their borrower)."""
     instant, as_of = compliance.judged_at(company, as_of, at)
     out: dict[str, Any] = {
         "exporterId": exporter.id,
@@ -126,26 +129,9 @@ def explain_tables(
         "asOfDate": as_of.isoformat(),
         "asOfInstant": files.iso_utc(instant),
     }
-    own_rows = owned.filter((pl.col("tableName") == "contacts") & (pl.col("rowKey") == contact_id))
     contact = contacts_at(tables.contacts, instant).filter(pl.col("id") == contact_id).collect()
     if contact.height == 0:
-        if own_rows.height:
-            # never read as it is, so never matched or exported; its borrower is blocked
-            return out | {
-                "personId": own_rows.item(0, "personId"),
-                "matched": False,
-                "exported": False,
-                "why": "the contact's own source row was rejected by validation",
-                "rejectedRows": rows(own_rows.drop("personId")),
-            }
-        exists = tables.contacts.filter(pl.col("id") == contact_id).select(pl.len()).collect().item()
-        if exists:
-            return out | {
-                "matched": False,
-                "exported": False,
-                "why": "the contact was created after the instant",
-            }
-        raise NotFoundError(f"contact {contact_id!r} not found: no such contact in the source")
+        return out | _not_readable(tables, owned, contact_id)
     person = str(contact.item(0, "personId"))
     population = matching.company_population(tables.borrowers, company.id)
     matched = (
@@ -157,14 +143,51 @@ def explain_tables(
     out |= {"personId": person, "matched": matched}
     check = exporter.checkCanInteractData
     if check is None:
-        return out | {
-            "screened": False,
-            "canInteract": True,
-            "reasons": [],
-            "exported": matched,
-            "why": "the exporter has no checkCanInteractData: matched contacts are not screened",
-            "rejectedRows": rows(mine.drop("personId")),
+        return out | _unscreened(mine, matched)
+    return out | _screened(contact, tables, company, check, as_of, instant, owned, mine, matched)
+
+
+def _unscreened(mine: pl.DataFrame, matched: bool) -> dict[str, Any]:
+    return {
+        "screened": False,
+        "canInteract": True,
+        "reasons": [],
+        "exported": matched,
+        "why": "the exporter has no checkCanInteractData: matched contacts are not screened",
+        "rejectedRows": rows(mine.drop("personId")),
+    }
+
+
+def _not_readable(tables: SourceTables, owned: pl.DataFrame, contact_id: str) -> dict[str, Any]:
+    """Why a contact absent at the instant was not decided: its row was rejected, or it came later."""
+    own_rows = owned.filter((pl.col("tableName") == "contacts") & (pl.col("rowKey") == contact_id))
+    if own_rows.height:
+        # never read as it is, so never matched or exported; its borrower is blocked
+        return {
+            "personId": own_rows.item(0, "personId"),
+            "matched": False,
+            "exported": False,
+            "why": "the contact's own source row was rejected by validation",
+            "rejectedRows": rows(own_rows.drop("personId")),
         }
+    exists = tables.contacts.filter(pl.col("id") == contact_id).select(pl.len()).collect().item()
+    if exists:
+        return {"matched": False, "exported": False, "why": "the contact was created after the instant"}
+    raise NotFoundError(f"contact {contact_id!r} not found: no such contact in the source")
+
+
+def _screened(
+    contact: pl.DataFrame,
+    tables: SourceTables,
+    company: Company,
+    check: CheckCanInteractData,
+    as_of: date,
+    instant: datetime,
+    owned: pl.DataFrame,
+    mine: pl.DataFrame,
+    matched: bool,
+) -> dict[str, Any]:
+    """The screen's answer for the contact, its next eligible date and each reason's evidence."""
     screening = compliance.screen(
         contact.lazy(), tables, company, check, as_of, rejected=owned, at=instant
     ).collect()
@@ -173,7 +196,8 @@ def explain_tables(
     )
     row = screening.row(0, named=True)
     reasons: list[str] = list(row["reasons"])
-    out |= {
+    seen = _evidence(contact, tables, company, check, as_of, instant, str(row["channel"]), mine)
+    return {
         "screened": True,
         "channel": row["channel"],
         "theme": check.theme,
@@ -181,11 +205,9 @@ def explain_tables(
         "reasons": reasons,
         "exported": matched and row["canInteract"],
         "nextEligibleDate": iso(row["nextEligibleDate"]),
+        "evidence": registry.evidence(seen, reasons),
+        "candidateZones": seen.zones,
     }
-    seen = _evidence(contact, tables, company, check, as_of, instant, str(row["channel"]), mine)
-    out["evidence"] = registry.evidence(seen, reasons)
-    out["candidateZones"] = seen.zones
-    return out
 
 
 def _evidence(
@@ -201,21 +223,10 @@ def _evidence(
     """The rows each rule's evidence is read from, for one contact at the instant."""
     policy = company.policy
     zone = ZoneInfo(company.timezone)
-    person = str(contact.item(0, "personId"))
     places = candidate_zones(
         contact.lazy(), contacts_at(tables.contacts, instant), tables.borrowers
     ).collect()
-    interactions = (
-        compliance.interactions_in_window(tables.interactions, company, as_of, instant)
-        .filter(pl.col("personId") == person)
-        .sort("startedAt", "id")
-        .collect()
-    )
-    consents = (
-        tables.consents.filter((pl.col("personId") == person) & (pl.col("updatedAt") <= instant))
-        .sort("name", "updatedAt")
-        .collect()
-    )
+    interactions, consents = _history(tables, company, as_of, instant, str(contact.item(0, "personId")))
     return Seen(
         contact=contact.row(0, named=True),
         channel=channel,
@@ -232,6 +243,24 @@ def _evidence(
         consents=consents,
         rejected=rejected,
     )
+
+
+def _history(
+    tables: SourceTables, company: Company, as_of: date, instant: datetime, person: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The borrower's interactions any rule can count at `as_of`, and its consents known at the instant."""
+    interactions = (
+        compliance.interactions_in_window(tables.interactions, company, as_of, instant)
+        .filter(pl.col("personId") == person)
+        .sort("startedAt", "id")
+        .collect()
+    )
+    consents = (
+        tables.consents.filter((pl.col("personId") == person) & (pl.col("updatedAt") <= instant))
+        .sort("name", "updatedAt")
+        .collect()
+    )
+    return interactions, consents
 
 
 def _zones(names: list[str], policy: Policy, instant: datetime) -> list[dict[str, Any]]:
@@ -258,7 +287,7 @@ def _active_dnis(
     """The ids of the borrower's DNIs that block this contact at the instant, each judged alone."""
     persons = contact.lazy().select("personId")
     dnis = dnis_in_scope(tables, persons, company, check, instant).collect()
-    facts = compliance.zone_facts(instant, company.policy, dnis.get_column("zone").to_list())
+    facts = zone_facts(instant, company.policy, dnis.get_column("zone").to_list())
     framed = contact.select("id", "personId", "label").with_columns(pl.lit(channel).alias("channel")).lazy()
     ids: list[str] = dnis.get_column("id").to_list()
     return [

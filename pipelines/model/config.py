@@ -1,32 +1,24 @@
 """Typed configuration (CONTRACT.md §1–§3, §7): company, exporter, SFTP destination, campaign.
 
-Every model forbids unknown keys. `parse()` turns a pydantic error into an `InvalidInputError`
-that names the file (or request) and the JSON path of each problem.
+Every model is `Strict` (pipelines/model/strict.py): unknown keys are refused, and `parse()` turns a
+pydantic error into an `InvalidInputError` that names the file and the JSON path of each problem.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import string
 from dataclasses import dataclass
-from datetime import date, time
+from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from pipelines.model import safeload
 from pipelines.model.errors import ErrorItem, InvalidInputError, NotFoundError
+from pipelines.model.file_names import FileSettings, is_formula_like
+from pipelines.model.strict import MAX_NAME, IanaZone, Strict, check_cron, check_timezone, parse, read_yaml
 from pipelines.model.vocab import (
     SAFE_ID,
     Affiliation,
@@ -35,80 +27,7 @@ from pipelines.model.vocab import (
     ExportChannel,
     Label,
     Theme,
-    iana_zones,
 )
-
-M = TypeVar("M", bound=BaseModel)
-
-
-# Longest string any config key takes unless the key says otherwise (a campaign query does).
-MAX_STRING = 4096
-MAX_NAME = 200
-_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def _check_text(value: str, multiline: bool) -> None:
-    bidi = _BIDI.search(value)
-    if bidi:
-        raise ValueError(
-            f"must not contain the bidirectional control character U+{ord(bidi.group()):04X} "
-            "(it makes text display in another order than it is read)"
-        )
-    control = (_CONTROL_BUT_LINES if multiline else _CONTROL_CHARS).search(value)
-    if control:
-        raise ValueError(f"must not contain the control character U+{ord(control.group()):04X}")
-
-
-class Strict(BaseModel):
-    """Base of every config model: unknown keys refused, no coercion (`"false"` is not a boolean,
-    `"7"` not an integer), strings at most MAX_STRING characters and free of control and
-    bidirectional characters (line breaks and tabs only in the keys of MULTILINE)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, str_max_length=MAX_STRING)
-    MULTILINE: ClassVar[frozenset[str]] = frozenset()
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _plain_text(cls, value: Any, info: ValidationInfo) -> Any:
-        multiline = info.field_name in cls.MULTILINE
-        items = value.items() if isinstance(value, dict) else [(None, value)]
-        for key, item in items:
-            for text in (key, *(item if isinstance(item, list) else [item])):
-                if isinstance(text, str):
-                    _check_text(text, multiline)
-        return value
-
-
-def check_timezone(name: str) -> str:
-    if name not in iana_zones():
-        raise ValueError(f"unknown IANA time zone {name!r} (for example 'America/New_York')")
-    return name
-
-
-IanaZone = Annotated[str, Field(min_length=1)]
-
-
-def check_cron(expression: str) -> str:
-    """A standard five-field cron expression (minute hour day-of-month month day-of-week), as a
-    Prefect cron schedule takes it; random or hashed fields (H, R) and @-nicknames are refused."""
-    from datetime import datetime
-
-    from cronsim import CronSim, CronSimError
-
-    fields = expression.split()
-    if len(fields) != 5:
-        raise ValueError(
-            f"{expression!r} is not a cron expression: give 5 fields (minute hour day month weekday), "
-            "for example '0 6 * * 1-5'"
-        )
-    try:
-        CronSim(" ".join(fields), datetime(2026, 1, 1))  # noqa: DTZ001 (parsing only)
-    except CronSimError as exc:
-        raise ValueError(f"{expression!r} is not a valid cron expression: {exc}") from None
-    return expression
-
 
 # ---------------------------------------------------------------- company (§2)
 
@@ -266,130 +185,6 @@ class CheckCanInteractData(Strict):
     theme: Theme
     isAutodialed: bool = False
     channel: ExportChannel | None = None
-
-
-_TEMPLATE_FIELDS = {"exporterId", "asOfDate", "companyId", "campaignId"}
-
-
-def render_file_name(
-    template: str, exporter_id: str, as_of: date, company_id: str, campaign_id: str | None = None
-) -> str:
-    """Render a fileNameTemplate; raises ValueError for a name that could leave the export folder.
-
-    `{campaignId}` is the campaign of a campaign run and empty in an exporter's daily run."""
-    for _, name, _, _ in string.Formatter().parse(template):
-        if name is not None and name not in _TEMPLATE_FIELDS:
-            raise ValueError(
-                f"unknown placeholder {{{name}}} in fileNameTemplate; use {', '.join(sorted(_TEMPLATE_FIELDS))}"
-            )
-    try:
-        name = template.format(
-            exporterId=exporter_id, asOfDate=as_of, companyId=company_id, campaignId=campaign_id or ""
-        )
-    except (ValueError, IndexError, KeyError) as exc:
-        raise ValueError(f"fileNameTemplate {template!r} cannot be rendered: {exc}") from exc
-    if not name or name in {".", ".."} or "/" in name or "\\" in name or ".." in name or name.startswith("."):
-        raise ValueError(
-            f"fileNameTemplate renders to {name!r}: a file name must stay inside the export folder"
-        )
-    if _UNSAFE_NAME.search(name):
-        raise ValueError(
-            f"fileNameTemplate renders to {name!r}: control and bidirectional-text characters are not "
-            "allowed in a file name (they hide or reorder what a partner sees)"
-        )
-    size = len(name.encode("utf-8"))
-    if size > MAX_NAME_BYTES:
-        raise ValueError(
-            f"fileNameTemplate renders to a name of {size} bytes; at most {MAX_NAME_BYTES} (UTF-8) are allowed"
-        )
-    return name
-
-
-# A partner's file system and tools must show a name as it is: no C0/C1 controls, no bidi overrides.
-_UNSAFE_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-MAX_NAME_BYTES = 200
-
-
-def template_uses_as_of_date(template: str) -> bool:
-    return any(name == "asOfDate" for _, name, _, _ in string.Formatter().parse(template))
-
-
-def template_uses_campaign_id(template: str) -> bool:
-    return any(name == "campaignId" for _, name, _, _ in string.Formatter().parse(template))
-
-
-# OWASP CSV injection: a cell a spreadsheet would evaluate. `+` and `-` only start a formula when the
-# cell is not a plain number (E.164 phones and signed amounts stay as they are).
-FORMULA_START = "^[=@\t\r]"
-SIGNED_START = "^[+-]"
-_PLAIN_BODY = "[+-]?(?:[0-9]+(?:\\.[0-9]*)?|\\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-PLAIN_NUMBER = f"^{_PLAIN_BODY}$"  # for Polars (Rust regex: `$` is the end of the text only)
-
-
-def is_formula_like(text: str) -> bool:
-    if re.match(FORMULA_START, text):
-        return True
-    return re.match(SIGNED_START, text) is not None and re.fullmatch(_PLAIN_BODY, text) is None
-
-
-class FileSettings(Strict):
-    format: Literal["csv", "parquet"] = "csv"
-    fileNameTemplate: str | None = Field(
-        None,
-        max_length=255,
-        description="default {exporterId}_{asOfDate:%Y%m%d}.csv (or .parquet for parquet)",
-    )
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    header: bool = True
-    csvInjectionGuard: bool = Field(
-        True, description="CSV: prefix cells a spreadsheet would run as a formula with ' (OWASP)"
-    )
-
-    @field_validator("fileNameTemplate")
-    @classmethod
-    def _template(cls, v: str | None) -> str | None:
-        if v is not None:
-            render_file_name(v, "CE-ABCDEFGH", date(2026, 1, 2), "CP-X")
-            if not template_uses_as_of_date(v):
-                raise ValueError(
-                    f"fileNameTemplate {v!r} does not use {{asOfDate}}: every day would replace the "
-                    "partner's earlier file; add the date, e.g. '{exporterId}_{asOfDate:%Y%m%d}.csv'"
-                )
-            # Dates one day, one month and one year apart must give distinct names.
-            days = (date(2026, 1, 2), date(2026, 1, 3), date(2026, 2, 2), date(2027, 1, 2))
-            if len({render_file_name(v, "CE-ABCDEFGH", d, "CP-X") for d in days}) < len(days):
-                raise ValueError(
-                    f"fileNameTemplate {v!r} gives the same name for different as-of dates; use the "
-                    "day, month and year of {asOfDate}, e.g. {asOfDate:%Y%m%d}"
-                )
-        return v
-
-    @field_validator("delimiter")
-    @classmethod
-    def _delim(cls, v: str) -> str:
-        if v in {'"', "\n", "\r"}:
-            raise ValueError("delimiter must not be a quote or a line break")
-        return v
-
-    @property
-    def template(self) -> str:
-        if self.fileNameTemplate is not None:
-            return self.fileNameTemplate
-        return "{exporterId}_{asOfDate:%Y%m%d}." + self.format
-
-    def campaign_template(self) -> str:
-        """The name of a campaign run's file: never the daily file's name, so a partner receives both.
-
-        Default `{exporterId}_{campaignId}_{asOfDate:%Y%m%d}.<format>`; a fileNameTemplate without
-        `{campaignId}` gets `_{campaignId}` before its extension."""
-        if self.fileNameTemplate is None:
-            return "{exporterId}_{campaignId}_{asOfDate:%Y%m%d}." + self.format
-        if template_uses_campaign_id(self.fileNameTemplate):
-            return self.fileNameTemplate
-        stem, dot, ext = self.fileNameTemplate.rpartition(".")
-        if not dot or "}" in ext:
-            return self.fileNameTemplate + "_{campaignId}"
-        return stem + "_{campaignId}." + ext
 
 
 class ExporterBody(Strict):
@@ -564,47 +359,6 @@ class Schedules(Strict):
             except ValueError as exc:
                 raise ValueError(f"{exporter_id}: {exc}") from None
         return v
-
-
-# ---------------------------------------------------------------- parsing helpers
-
-
-def json_pointer(loc: tuple[int | str, ...]) -> str:
-    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in loc) if loc else ""
-
-
-def errors_of(exc: ValidationError) -> list[ErrorItem]:
-    items = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        message = err["msg"]
-        if err["type"] == "duplicate_output_name":
-            loc = (*loc, err["ctx"]["index"], "outputName")
-        if err["type"] == "formula_output_name":
-            loc = (*loc, "columnSettings", err["ctx"]["index"], "outputName")
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        message = message.removeprefix("Value error, ")
-        items.append(ErrorItem(json_pointer(loc), message))
-    return items
-
-
-def parse(model: type[M], data: Any, source: str) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInputError(source, errors_of(exc)) from None
-
-
-def read_yaml(path: Path) -> Any:
-    """A YAML config: UTF-8, size, depth and node count checked (pipelines/model/safeload.py)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(f"{path} does not exist") from None
-    except OSError as exc:
-        raise InvalidInputError(str(path), [ErrorItem("", f"cannot be read: {exc.strerror}")]) from None
-    return safeload.load_yaml(raw, str(path))
 
 
 # ---------------------------------------------------------------- home (§1)

@@ -4,8 +4,8 @@ Validation (pipelines.rules.schemas) already looks up every contact's personId a
 reject the contacts of no borrower; that lookup (`lookup`) is now the one that gives each contact
 its borrower's key (`BORROWER_KEY`, the borrower's row number among the validated borrowers), for
 about the cost of the check it replaced. The screen and the projection then find a contact's
-borrower by that integer rather than by the text personId (at 1M borrowers: 3.6M contacts and 1M
-borrowers): since a key is a row number, by a gather from a column indexed by key (`by_key`).
+borrower by that integer rather than by the text personId: since a key is a row number, by a
+gather from a column indexed by key (`by_key`).
 
 Tables that did not come through validation (explain, tests handing frames to `screen`) are keyed by
 `keyed`, which numbers every borrower id and personId it finds, so a contact whose borrower is

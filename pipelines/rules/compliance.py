@@ -13,9 +13,7 @@ UTC timestamps with one bound per window instead of converting every interaction
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from typing import Final
@@ -23,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from pipelines.io.chunks import aligned, placed, realigned
+from pipelines.io.chunks import aligned, realigned
 from pipelines.model.config import CheckCanInteractData, Company, Policy
 from pipelines.model.errors import ErrorItem, SourceDataError
 from pipelines.model.tables import SourceTables
@@ -34,23 +32,18 @@ from pipelines.model.vocab import (
 )
 from pipelines.rules import borrower_keys, contact_history, registry
 from pipelines.rules.base import Judged, of_persons
-from pipelines.rules.borrower_keys import BORROWER_KEY, by_key, lookup
+from pipelines.rules.borrower_keys import BORROWER_KEY
 from pipelines.rules.columns import sorted_by
 from pipelines.rules.consents import consent_facts
 from pipelines.rules.contact_history import Limit, counted_by, is_conversation
+from pipelines.rules.contact_hours import any_outside, contact_outside, person_hours, phone_keys
 from pipelines.rules.do_not_interact import dni_blocked, dnis_in_scope
 from pipelines.rules.history import contacts_at
+from pipelines.rules.local_time import reject_unknown_zones, zone_facts
+from pipelines.rules.phone_numbers import nanp_key_position, phone_key_zones
 from pipelines.rules.rejection import blocked_expr
-from pipelines.rules.timezones import (
-    address_places,
-    known_zones,
-    nanp_key_index,
-    nanp_key_position,
-    person_states,
-    phone_key_zones,
-    state_zone_table,
-    uses_state_zones,
-)
+from pipelines.rules.screen_keys import KEY, dense_key, keyed_tables, one_per_key, spread
+from pipelines.rules.timezones import address_places, person_states, state_zone_table
 
 log = logging.getLogger(__name__)
 
@@ -131,54 +124,6 @@ def unscreened(matched: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-# ---------------------------------------------------------------- local facts per zone
-
-
-@functools.cache
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
-
-
-def zone_facts(instant: datetime, policy: Policy, zones: Iterable[str]) -> pl.DataFrame:
-    """For each zone: whether the instant is outside contact hours there, and its local date,
-    weekday (0 = Sunday) and hour (for DNIs). Names must be known IANA zones."""
-    start, end = policy.contactHours.start_time, policy.contactHours.end_time
-    rows = []
-    for name in sorted(set(zones)):
-        local = instant.astimezone(_zone(name))
-        clock = local.time()
-        rows.append((name, clock < start or clock > end, local.date(), local.isoweekday() % 7, local.hour))
-    return pl.DataFrame(
-        rows,
-        schema={
-            "zone": S,
-            "outside": pl.Boolean(),
-            "localDate": pl.Date(),
-            "weekday": pl.Int64(),
-            "hour": pl.Int64(),
-        },
-        orient="row",
-    )
-
-
-def _reject_unknown_zones(zones: pl.DataFrame, table: str, what: str) -> None:
-    """Fail on a zone name the IANA database does not know (`zones`: an id column, then `zone`)."""
-    unknown = set(zones.get_column("zone").unique()) - known_zones()
-    if unknown:
-        bad = zones.filter(pl.col("zone").is_in(sorted(unknown)))
-        first_id, zone = bad.row(0)
-        raise SourceDataError(
-            table,
-            [
-                ErrorItem(
-                    "/timezone",
-                    f"{what} {first_id}: {zone!r} is not an IANA time zone name "
-                    f"(for example 'America/New_York'); {bad.height} row(s) affected, fix the source",
-                )
-            ],
-        )
-
-
 # ---------------------------------------------------------------- limits
 
 
@@ -238,145 +183,6 @@ def _interaction_counts(
     return rows.group_by("personId").agg(aggs)
 
 
-# ---------------------------------------------------------------- do not interact
-
-
-# ---------------------------------------------------------------- contact hours
-
-
-def _lookup(column: pl.Expr, mapping: dict[str, bool]) -> pl.Expr:
-    """`mapping[value]`, null for null or unmapped values."""
-    if not mapping:
-        return pl.lit(None, dtype=pl.Boolean())
-    return column.replace_strict(mapping, default=None, return_dtype=pl.Boolean())
-
-
-def _person_hours(
-    own: pl.DataFrame, places: pl.DataFrame, outside: dict[str, bool], state_outside: dict[str, bool]
-) -> pl.LazyFrame:
-    """personId, pOutside: whether the instant is outside contact hours in any of the borrower's
-    zones (own zone, ZIP zones, state zones where the ZIP is missing, unknown or disagrees); one row
-    per borrower with at least one known zone."""
-    rows = pl.concat(
-        [
-            own.lazy().select("personId", _lookup(pl.col("zone"), outside).alias("out")),
-            places.lazy().select("personId", _lookup(pl.col("zipZone"), outside).alias("out")),
-            places.lazy()
-            .filter(uses_state_zones())
-            .select("personId", _lookup(pl.col("state"), state_outside).alias("out")),
-        ]
-    )
-    return rows.drop_nulls("out").group_by("personId").agg(pl.col("out").any().alias("pOutside"))
-
-
-def _contact_outside(outside: dict[str, bool], key_outside: dict[str, bool]) -> dict[str, pl.Expr]:
-    """zoneOutside and numberOutside: whether the instant is outside contact hours in the contact's
-    own zone, and in any zone of its phone number (`key_outside`: by `phone_key`); null when unknown.
-    Two columns, combined by the flags once every column is cut alike (see `screen`)."""
-    number = _lookup(pl.col("_otherNumber"), {k[1:]: v for k, v in key_outside.items() if k.startswith("V")})
-    index = nanp_key_index()
-    if index is not None:  # +1 numbers: by the position of their key, a gather
-        by_position = pl.Series([key_outside.get(k) for k in index.keys.to_list()], dtype=pl.Boolean())
-        number = pl.coalesce(pl.lit(by_position).gather(pl.col("_nanpKey")), number)
-    return {"zoneOutside": _lookup(pl.col("timezone"), outside), "numberOutside": number}
-
-
-def _phone_keys(contacts: pl.DataFrame) -> list[str]:
-    """The distinct `phone_key`s of the contacts' numbers (from `_nanpKey` and `_otherNumber`)."""
-    index = nanp_key_index()
-    positions = contacts.get_column("_nanpKey").drop_nulls().unique()
-    nanp: list[str] = [] if index is None else index.keys.gather(positions).to_list()
-    others = contacts.get_column("_otherNumber").drop_nulls().unique()
-    return [*nanp, *("V" + v for v in others.to_list())]
-
-
-def _any_outside(pairs: pl.DataFrame, key: str, outside: dict[str, bool]) -> dict[str, bool]:
-    """For (key, zone) pairs: key → whether the instant is outside contact hours in any of its zones."""
-    flags = (
-        pairs.select(key, _lookup(pl.col("zone"), outside).alias("out"))
-        .drop_nulls("out")
-        .group_by(key)
-        .agg(pl.col("out").any())
-    )
-    return dict(zip(flags.get_column(key).to_list(), flags.get_column("out").to_list(), strict=True))
-
-
-# ---------------------------------------------------------------- borrower keys
-
-KEY: Final = "_key"
-
-
-def dense_key() -> pl.Expr:
-    """_key: the borrower's number among the screened borrowers (1, 2, …, UInt32), a dense rank of
-    their borrower keys (pipelines.rules.borrower_keys).
-
-    Grouping and joining on this integer instead of the text personId is what makes the
-    per-borrower facts cheap; it is only ever used inside one `screen`. Ranking the integer keys
-    validation gave took a third of the time of ranking the ids (2.7M contacts).
-    """
-    return pl.col(BORROWER_KEY).rank("dense").alias(KEY)
-
-
-def _one_per_key(frame: pl.DataFrame) -> pl.DataFrame:
-    """One row for each key 1 … n of `frame` (whose KEY is a dense rank), in key order: a contact
-    of each borrower. Each row number is written at its key's place, so the last one of each key
-    stays (cheaper than `arg_unique` or `unique`)."""
-    frame = frame.drop_nulls(KEY)
-    key = frame.get_column(KEY)
-    if key.len() == 0:
-        return frame
-    rows = pl.Series(KEY, [0], dtype=pl.UInt32()).extend_constant(0, int(key.max()) - 1)  # type: ignore[arg-type]
-    rows.scatter(key - 1, pl.int_range(0, key.len(), dtype=pl.UInt32, eager=True))
-    return frame[rows]
-
-
-def _keyed(frame: pl.LazyFrame, keys: pl.DataFrame) -> pl.LazyFrame:
-    """The rows of `frame` whose borrower key is a screened borrower's, in their order, with
-    `personId` the screen's key.
-
-    Borrower keys are row numbers, so each row's screen key is read from a table indexed by its
-    borrower key: a gather, cheaper than a join on the key.
-    """
-    borrower = keys.get_column(BORROWER_KEY)
-    top = int(borrower.max() or 0)  # type: ignore[arg-type]
-    screen_key = placed(keys.get_column(KEY), borrower, top + 1)
-    return (
-        frame.with_columns(by_key(screen_key).alias("personId"))
-        .filter(pl.col("personId").is_not_null())
-        .drop(BORROWER_KEY)
-    )
-
-
-def _keyed_by_person(frame: pl.LazyFrame, keys: pl.DataFrame) -> pl.LazyFrame:
-    """The rows of `frame` whose personId is a screened borrower's, in their order, with `personId`
-    the screen's key (`borrower_keys.lookup`: by walking both in order when both are sorted)."""
-    rows = frame.collect()
-    key = lookup(rows.get_column("personId"), keys.select("personId", KEY), KEY)
-    return rows.lazy().with_columns(key.alias("personId")).filter(pl.col("personId").is_not_null())
-
-
-def _spread(facts: pl.DataFrame, n: int) -> pl.DataFrame:
-    """The columns of `facts` (one row per borrower key 1 … n, in any order; `personId` the key)
-    over n rows in key order, each row at its key - 1; null for a key without a row."""
-    at = facts.get_column("personId").cast(pl.Int64) - 1
-    return pl.DataFrame([placed(column, at, n) for column in facts.drop("personId").iter_columns()], height=n)
-
-
-def keyed_tables(tables: SourceTables, keys: pl.DataFrame) -> SourceTables:
-    """The screened borrowers' rows of every table, their `personId` replaced by the integer key
-    (borrowers keep `id` and gain `personId`). `keys`: personId, BORROWER_KEY and KEY of each
-    screened borrower, in key order; borrowers and contacts are keyed by their borrower key, the
-    other tables (which validation does not key) by personId."""
-    return replace(
-        tables,
-        borrowers=_keyed(tables.borrowers, keys),
-        contacts=_keyed(tables.contacts, keys),
-        interactions=_keyed_by_person(tables.interactions, keys),
-        do_not_interact=_keyed_by_person(tables.do_not_interact, keys),
-        consents=_keyed_by_person(tables.consents, keys),
-    )
-
-
 # ---------------------------------------------------------------- screening
 
 
@@ -410,12 +216,26 @@ def screen(
         return pl.LazyFrame(schema=SCREENING_SCHEMA)
     # Per-borrower facts are collected, grouped and placed by an integer key, not by personId.
     contacts = realigned(contacts.with_columns(dense_key()))
-    keys = _one_per_key(contacts.select("personId", BORROWER_KEY, KEY))
+    keys = one_per_key(contacts.select("personId", BORROWER_KEY, KEY))
     keyed = keyed_tables(tables, keys)
+    return _screened(contacts, keyed, keys.height, company, check, as_of, instant, rejected).lazy()
+
+
+def _screened(
+    contacts: pl.DataFrame,
+    keyed: SourceTables,
+    borrowers: int,
+    company: Company,
+    check: CheckCanInteractData,
+    as_of: date,
+    instant: datetime,
+    rejected: pl.DataFrame | None,
+) -> pl.DataFrame:
+    """The decisions for `contacts` (with their KEY), from the rows of their `borrowers` in `keyed`."""
     seen = _borrower_rows(keyed, contacts, company, check, as_of, instant)
     zones = _zones_seen(seen, contacts, instant, company.policy)
     limits = contact_history.limits(company.policy, as_of, ZoneInfo(company.timezone))
-    facts = _borrower_facts(seen, zones, keyed, keys.height, company, as_of, instant, limits)
+    facts = _borrower_facts(seen, zones, keyed, borrowers, company, as_of, instant, limits)
     frame = _contact_frame(contacts, facts, seen, zones, rejected)
     result = _decided(
         frame, Judged(frozenset(frame.collect_schema().names()), company.policy, check, tuple(limits))
@@ -423,11 +243,11 @@ def screen(
     log.info(
         "screened %d contacts of %d borrowers as of %s: %d blocked",
         result.height,
-        keys.height,
+        borrowers,
         as_of.isoformat(),
         result.height - int(result.get_column("canInteract").sum()),
     )
-    return result.lazy()
+    return result
 
 
 def _prepared(matched: pl.LazyFrame, check: CheckCanInteractData) -> pl.DataFrame:
@@ -476,11 +296,11 @@ def _borrower_rows(
             dnis_in_scope(keyed, None, company, check, instant),
         ]
     )
-    _reject_unknown_zones(own.select("id", "zone"), "borrowers", "borrower")
-    _reject_unknown_zones(
+    reject_unknown_zones(own.select("id", "zone"), "borrowers", "borrower")
+    reject_unknown_zones(
         contacts.select("id", pl.col("timezone").alias("zone")).drop_nulls("zone"), "contacts", "contact"
     )
-    _reject_unknown_zones(dnis.select("id", "zone"), "do_not_interact", "DNI")
+    reject_unknown_zones(dnis.select("id", "zone"), "do_not_interact", "DNI")
     _reject_unknown_details(interactions)
     return _BorrowerRows(places, own, interactions, dnis)
 
@@ -497,7 +317,7 @@ class _Zones:
 
 def _zones_seen(seen: _BorrowerRows, contacts: pl.DataFrame, instant: datetime, policy: Policy) -> _Zones:
     """Local times are computed once per zone (a few hundred at most), never per row."""
-    by_key = phone_key_zones(_phone_keys(contacts))
+    by_key = phone_key_zones(phone_keys(contacts))
     states = state_zone_table()
     columns = (
         seen.own.get_column("zone"),
@@ -529,9 +349,7 @@ def _borrower_facts(
     consents and rule states, each table's rows placed at key - 1 (no join, no sort)."""
     since = contact_history.conversation_since(company.policy, as_of, ZoneInfo(company.timezone))
     per_borrower = [
-        _person_hours(
-            seen.own, seen.places, zones.outside, _any_outside(zones.states, "state", zones.outside)
-        ),
+        person_hours(seen.own, seen.places, zones.outside, any_outside(zones.states, "state", zones.outside)),
         _interaction_counts(seen.interactions.lazy(), limits, since),
         consent_facts(keyed.consents, instant),
     ]
@@ -543,7 +361,7 @@ def _borrower_facts(
             .group_by("personId")
             .agg([(pl.col("state") == st).any().alias(f"state_{st}") for st in rule_states])
         )
-    return pl.concat([_spread(f, borrowers) for f in pl.collect_all(per_borrower)], how="horizontal")
+    return pl.concat([spread(f, borrowers) for f in pl.collect_all(per_borrower)], how="horizontal")
 
 
 def _contact_frame(
@@ -565,7 +383,7 @@ def _contact_frame(
         realigned(contacts.hstack(facts_per_contact)).with_columns(
             pl.col("id").is_in(blocked_by_dni.implode()).alias("dni"),
             blocked_expr(rejected).alias("sourceRejected"),
-            **_contact_outside(zones.outside, _any_outside(zones.by_key, "key", zones.outside)),
+            **contact_outside(zones.outside, any_outside(zones.by_key, "key", zones.outside)),
         )
     ).lazy()
 
@@ -604,5 +422,4 @@ __all__ = [
     "judged_at",
     "screen",
     "unscreened",
-    "zone_facts",
 ]

@@ -33,7 +33,7 @@ from pipelines.rules.compliance import (
     interactions_in_window,
     judged_at,
 )
-from pipelines.rules.contact_history import counted_by, is_conversation
+from pipelines.rules.contact_history import Limit, counted_by, is_conversation
 from pipelines.rules.contact_hours import HOURS_CHANNELS
 from pipelines.rules.do_not_interact import dnis_in_scope
 from pipelines.rules.history import contacts_at
@@ -90,29 +90,14 @@ def _first_dates(
     policy = company.policy
     zone = ZoneInfo(company.timezone)
     limits = contact_history.limits(policy, as_of, zone)
+    cooldown = policy.conversationCooldownDays
+    since = contact_history.conversation_since(policy, as_of, zone)
     rows = (
         interactions_in_window(tables.interactions, company, as_of, instant)
         .join(pending.lazy().select("personId").unique(), on="personId", how="semi")
         .with_columns(pl.col("startedAt").dt.convert_time_zone(company.timezone).dt.date().alias("_day"))
     )
-    aggs = [
-        pl.col("_day")
-        .filter(counted_by(lim))
-        .sort(descending=True)
-        .slice(lim.max_attempts - 1, 1)
-        .first()
-        .alias(f"k{i}")
-        for i, lim in enumerate(limits)
-    ]
-    cooldown = policy.conversationCooldownDays
-    since = contact_history.conversation_since(policy, as_of, zone)
-    if since is not None:
-        aggs.append(pl.col("_day").filter(is_conversation(since)).max().alias("talk"))
-    per_person = (
-        rows.group_by("personId").agg(aggs).collect()
-        if aggs
-        else pl.DataFrame(schema={"personId": pl.String()})
-    )
+    per_person = _counted_days(rows, limits, since)
     frame = pending.join(per_person, on="personId", how="left")
     clears = [pl.lit(as_of + timedelta(days=1), dtype=DAY)]
     channel = pl.col("channel")
@@ -125,6 +110,24 @@ def _first_dates(
     if since is not None:
         clears.append(pl.when(channel == "voice").then(pl.col("talk") + timedelta(days=cooldown)))
     return frame.select(OPEN, pl.max_horizontal(clears).alias("t0"))
+
+
+def _counted_days(rows: pl.LazyFrame, limits: list[Limit], since: datetime | None) -> pl.DataFrame:
+    """personId, k<i>: the day of the attempt that reached limit i; talk: the last conversation's day."""
+    aggs = [
+        pl.col("_day")
+        .filter(counted_by(lim))
+        .sort(descending=True)
+        .slice(lim.max_attempts - 1, 1)
+        .first()
+        .alias(f"k{i}")
+        for i, lim in enumerate(limits)
+    ]
+    if since is not None:
+        aggs.append(pl.col("_day").filter(is_conversation(since)).max().alias("talk"))
+    if not aggs:
+        return pl.DataFrame(schema={"personId": pl.String()})
+    return rows.group_by("personId").agg(aggs).collect()
 
 
 def next_eligible(
@@ -165,6 +168,35 @@ def _search(
 ) -> pl.DataFrame:
     """OPEN, nextEligibleDate: the first passing date of each open row that has one (OPEN: the
     row's position in `open_rows`; the day-by-day work is keyed by it rather than by contact id)."""
+    pending, mine = _pending(open_rows, matched, tables, instant)
+    first = _first_dates(pending, tables, company, as_of, instant)
+    last = as_of + timedelta(days=HORIZON_DAYS)
+    covering = _covering_dnis(pending, mine, tables, company, check, instant)
+    hours_pairs = (
+        pending.filter(one_of(pl.col("channel"), HOURS_CHANNELS))
+        .select(OPEN, pl.col("zones").alias("zone"))
+        .explode("zone")
+        .drop_nulls("zone")
+    )
+    zones = hours_pairs.get_column("zone").to_list() + covering.get_column("zone").to_list()
+    facts = day_facts(company, as_of + timedelta(days=1), HORIZON_DAYS, zones)
+    never = _never(hours_pairs, covering, facts, as_of)
+    todo = first.join(never, on=OPEN, how="anti").filter(pl.col("t0") <= last)
+    # A zone whose contact hours hold the company's noon on every day of the horizon never blocks;
+    # an open row with no other zone and no DNI covering it passes on its first possible date.
+    always = facts.group_by("zone").agg(pl.col("outside").not_().all().alias("always")).filter("always")
+    hours_pairs = hours_pairs.join(always, on="zone", how="anti")
+    constrained = pl.concat([hours_pairs.select(OPEN), covering.select(OPEN)])
+    found = [todo.join(constrained, on=OPEN, how="anti").select(OPEN, pl.col("t0").alias("nextEligibleDate"))]
+    todo = todo.join(constrained, on=OPEN, how="semi")
+    found += _day_by_day(todo, hours_pairs, covering, facts, last)
+    return pl.concat(found).cast(FOUND)
+
+
+def _pending(
+    open_rows: pl.DataFrame, matched: pl.LazyFrame, tables: SourceTables, instant: datetime
+) -> tuple[pl.DataFrame, pl.LazyFrame]:
+    """The open rows numbered (OPEN) with their candidate zones and states, and their contacts."""
     all_contacts, borrowers = contacts_at(tables.contacts, instant), tables.borrowers
     mine = (
         contacts_at(matched, instant)
@@ -181,32 +213,37 @@ def _search(
     pending = open_rows.with_row_index(OPEN).join(
         places.select("contactId", "zones", "states"), on="contactId", how="left"
     )
-    first = _first_dates(pending, tables, company, as_of, instant)
-    last = as_of + timedelta(days=HORIZON_DAYS)
+    return pending, mine
 
+
+def _covering_dnis(
+    pending: pl.DataFrame,
+    mine: pl.LazyFrame,
+    tables: SourceTables,
+    company: Company,
+    check: CheckCanInteractData,
+    instant: datetime,
+) -> pl.DataFrame:
+    """OPEN and the scope of each DNI that covers the open row's channel and label."""
     persons = pending.select("personId").unique().lazy()
     dnis = dnis_in_scope(tables, persons, company, check, instant).collect()
     labels = mine.select(pl.col("id").alias("contactId"), "label").collect()
-    covering = (
+    return (
         pending.select(OPEN, "contactId", "personId", "channel")
         .join(labels, on="contactId", how="left")
         .join(dnis, on="personId", how="inner")
         .filter(dni.covers(pl.col("channel"), pl.col("label")))
         .select(OPEN, "zone", "startDate", "endDate", "daysOfWeek", "timesOfDay")
     )
-    hours_pairs = (
-        pending.filter(one_of(pl.col("channel"), HOURS_CHANNELS))
-        .select(OPEN, pl.col("zones").alias("zone"))
-        .explode("zone")
-        .drop_nulls("zone")
-    )
-    zones = hours_pairs.get_column("zone").to_list() + covering.get_column("zone").to_list()
-    facts = day_facts(company, as_of + timedelta(days=1), HORIZON_DAYS, zones)
 
-    # Never: a zone whose contact hours never hold the company's noon, or a DNI that covers every
-    # later day (started, no end date, every weekday and hour).
+
+def _never(
+    hours_pairs: pl.DataFrame, covering: pl.DataFrame, facts: pl.DataFrame, as_of: date
+) -> pl.DataFrame:
+    """OPEN of the rows never eligible: a zone whose contact hours never hold the company's noon, or a
+    DNI that covers every later day (started, no end date, every weekday and hour)."""
     never_zones = facts.group_by("zone").agg(pl.col("outside").all().alias("never")).filter("never")
-    never = pl.concat(
+    return pl.concat(
         [
             hours_pairs.join(never_zones, on="zone", how="semi").select(OPEN),
             covering.filter(
@@ -217,14 +254,14 @@ def _search(
             ).select(OPEN),
         ]
     )
-    todo = first.join(never, on=OPEN, how="anti").filter(pl.col("t0") <= last)
-    # A zone whose contact hours hold the company's noon on every day of the horizon never blocks;
-    # an open row with no other zone and no DNI covering it passes on its first possible date.
-    always = facts.group_by("zone").agg(pl.col("outside").not_().all().alias("always")).filter("always")
-    hours_pairs = hours_pairs.join(always, on="zone", how="anti")
-    constrained = pl.concat([hours_pairs.select(OPEN), covering.select(OPEN)])
-    found = [todo.join(constrained, on=OPEN, how="anti").select(OPEN, pl.col("t0").alias("nextEligibleDate"))]
-    todo = todo.join(constrained, on=OPEN, how="semi")
+
+
+def _day_by_day(
+    todo: pl.DataFrame, hours_pairs: pl.DataFrame, covering: pl.DataFrame, facts: pl.DataFrame, last: date
+) -> list[pl.DataFrame]:
+    """OPEN, nextEligibleDate of the rows in `todo` that pass on a day up to `last`, tried in blocks
+    of days from each row's first possible date (`t0`)."""
+    found = []
     for lo, hi in BLOCKS:
         if todo.height == 0:
             break
@@ -242,7 +279,7 @@ def _search(
         )
         found.append(first_pass)
         todo = todo.join(first_pass, on=OPEN, how="anti")
-    return pl.concat(found).cast(FOUND)
+    return found
 
 
 def _blocked_days(

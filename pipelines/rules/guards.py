@@ -305,6 +305,15 @@ def failed_checks(failure_cases: pl.DataFrame, frame: pl.DataFrame, key: str, ta
         pl.col("check").cast(pl.String),
         pl.col("failure_case").cast(pl.String),
     )
+    return (
+        pl.concat([_about_frame(cases), _about_rows(cases, frame, key)])
+        .select(pl.lit("guard:" + table).alias("tableName"), "rowKey", "checks")
+        .cast(REJECTED_SCHEMA)
+    )
+
+
+def _about_rows(cases: pl.DataFrame, frame: pl.DataFrame, key: str) -> pl.DataFrame:
+    """rowKey (the row's id, else `row <n>`), checks: one row per row that failed a row check."""
     about_rows = cases.filter(pl.col("index").is_not_null() & ~pl.col("check").is_in(FRAME_CHECKS))
     keys = (
         frame.select(pl.col(key).cast(pl.String).alias("rowKey"))
@@ -313,7 +322,7 @@ def failed_checks(failure_cases: pl.DataFrame, frame: pl.DataFrame, key: str, ta
         if key in frame.columns
         else pl.DataFrame(schema={"index": pl.Int64, "rowKey": pl.String})
     )
-    per_row = (
+    return (
         about_rows.join(keys, on="index", how="left")
         .with_columns(pl.coalesce("rowKey", pl.format("row {}", pl.col("index") + 1)).alias("rowKey"))
         .unique(["index", "check"], maintain_order=True)
@@ -322,7 +331,11 @@ def failed_checks(failure_cases: pl.DataFrame, frame: pl.DataFrame, key: str, ta
         .sort("index")
         .select("rowKey", "checks")
     )
-    about_frame = (
+
+
+def _about_frame(cases: pl.DataFrame) -> pl.DataFrame:
+    """rowKey null, checks: the checks about the frame or its columns, with what they saw."""
+    return (
         cases.filter(pl.col("index").is_null() | pl.col("check").is_in(FRAME_CHECKS))
         .select(
             pl.lit(None, pl.String).alias("rowKey"),
@@ -333,11 +346,6 @@ def failed_checks(failure_cases: pl.DataFrame, frame: pl.DataFrame, key: str, ta
             ).alias("checks"),
         )
         .unique(maintain_order=True)
-    )
-    return (
-        pl.concat([about_frame, per_row])
-        .select(pl.lit("guard:" + table).alias("tableName"), "rowKey", "checks")
-        .cast(REJECTED_SCHEMA)
     )
 
 

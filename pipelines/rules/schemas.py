@@ -15,7 +15,6 @@ and upper-cased before the checks (`ma`, ` HI`); nothing else is guessed.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -45,32 +44,33 @@ from pipelines.model.tables import (
     type_check_name,
 )
 from pipelines.model.vocab import (
-    AFFILIATIONS,
     CONSENT_NAMES,
     CONSENT_STATUSES,
-    CONTACT_STATUSES,
-    CONTACT_TYPES,
     DIRECTIONS,
-    DNI_CHANNELS,
     INTERACTION_CHANNELS,
     INTERACTION_STATUSES,
-    LABELS,
     STATUS_DETAILS,
     THEMES,
-    iana_zones,
-    one_of,
 )
-from pipelines.rules.borrower_keys import BORROWER_KEY, keyed_contacts, numbered
+from pipelines.rules.borrower_keys import keyed_contacts, numbered
+from pipelines.rules.row_checks import (
+    REFERENCE_CHECK,
+    STATE,
+    RowCheck,
+    borrower_key_check,
+    borrower_reference_check,
+    common_checks,
+    contact_checks,
+    dni_checks,
+    in_vocab,
+    timezone_check,
+)
 
 if TYPE_CHECKING:
     from pipelines.rules.table_wide import TableWide
 
 log = logging.getLogger(__name__)
 
-E164: Final = r"^\+[1-9][0-9]{1,14}$"
-NON_ASCII_DIGIT: Final = r"[\d&&[^0-9]]"
-EMAIL: Final = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-STATE: Final = r"^[A-Z]{2}$"
 MAX_ERROR_ITEMS: Final = 50
 
 REJECTED_SCHEMA: Final = pl.Schema(
@@ -83,17 +83,6 @@ Engine = Literal["polars", "pandera"]
 
 
 @dataclass(frozen=True)
-class RowCheck:
-    """One named row check. `passes` is true where the row passes; null is a failure."""
-
-    name: str
-    column: str | None  # the column the check is about (None: the whole row)
-    passes: pl.Expr
-    # the same check, cheaper when `column` is sorted (used by the fast path only)
-    passes_sorted: pl.Expr | None = None
-
-
-@dataclass(frozen=True)
 class ValidatedSources:
     """Validated tables (rejected borrowers and contacts left out) and the rejected rows."""
 
@@ -103,115 +92,7 @@ class ValidatedSources:
     # the same rows plus personId: the borrower each belongs to (null when the row names none)
 
 
-# ---------------------------------------------------------------- check definitions
-
-
-@functools.cache
-def _zones() -> tuple[str, ...]:
-    return tuple(sorted(iana_zones()))
-
-
-def _cast_failed(name: str) -> pl.Expr:
-    return pl.col(CAST_ERRORS).list.contains(pl.lit(name)).fill_null(False)
-
-
-def _in_vocab(column: str, vocab: Sequence[str]) -> RowCheck:
-    col = pl.col(column)
-    return RowCheck(f"{column}_in_vocabulary", column, col.is_null() | one_of(col, vocab))
-
-
-def _list_in_vocab(column: str, vocab: Sequence[str]) -> RowCheck:
-    col = pl.col(column)
-    each = one_of(pl.element(), vocab).fill_null(False)
-    return RowCheck(f"{column}_in_vocabulary", column, col.is_null() | col.list.eval(each).list.all())
-
-
-def _not_empty(column: str) -> RowCheck:
-    col = pl.col(column)
-    # an empty channels/themes list would be a DNI that blocks nothing: refuse it (fail closed)
-    return RowCheck(f"{column}_not_empty", column, col.is_null() | (col.list.len() > 0))
-
-
-def _timezone(column: str = "timezone") -> RowCheck:
-    col = pl.col(column)
-    return RowCheck(f"{column}_is_iana", column, col.is_null() | col.is_in(list(_zones())))
-
-
-def _common_checks(spec: TableSpec, repeated: pl.Series | None = None) -> list[RowCheck]:
-    # a CSV row with too few or too many fields: none of its values can be trusted
-    checks: list[RowCheck] = [RowCheck(FIELDS_CHECK, None, ~_cast_failed(FIELDS_CHECK))]
-    for column in spec.columns:
-        typed = column.dtype != pl.String()
-        type_name = type_check_name(column.name, column.dtype)
-        if typed:
-            checks.append(RowCheck(type_name, column.name, ~_cast_failed(type_name)))
-        if column.required:
-            present = pl.col(column.name).is_not_null()
-            # a value that did not convert is reported by its type check, not as missing
-            checks.append(
-                RowCheck(
-                    f"{column.name}_not_null",
-                    column.name,
-                    present | _cast_failed(type_name) if typed else present,
-                )
-            )
-    if spec.key == "id":
-        ident = pl.col("id")
-        # on a sorted column a duplicate sits next to its twin: no hashing needed
-        apart = (ident != ident.shift(1)).fill_null(True) & (ident != ident.shift(-1)).fill_null(True)
-        alone, alone_sorted = ~ident.is_duplicated(), apart
-        if repeated is not None:
-            # the ids repeated anywhere in the whole source (pipelines.rules.table_wide): a twin in another
-            # partition rejects this row too
-            elsewhere = ident.cast(pl.String).is_in(repeated.cast(pl.String).implode())
-            alone, alone_sorted = alone & ~elsewhere, alone_sorted & ~elsewhere
-        checks.append(RowCheck("id_unique", "id", ident.is_null() | alone, ident.is_null() | alone_sorted))
-    return checks
-
-
-def _contact_checks() -> list[RowCheck]:
-    kind = pl.col("contactType")
-    value = pl.col("value")
-    return [
-        _in_vocab("contactType", CONTACT_TYPES),
-        _in_vocab("label", LABELS),
-        _in_vocab("affiliation", AFFILIATIONS),
-        _in_vocab("status", CONTACT_STATUSES),
-        RowCheck("value_is_e164_phone", "value", kind.ne_missing("phone") | value.str.contains(E164)),
-        RowCheck("value_is_email", "value", kind.ne_missing("email") | value.str.contains(EMAIL)),
-        RowCheck(
-            "postalCode_has_ascii_digits",
-            "postalCode",
-            pl.col("postalCode").is_null() | ~pl.col("postalCode").str.contains(NON_ASCII_DIGIT),
-        ),
-        RowCheck(
-            "state_is_two_letters", "state", pl.col("state").is_null() | pl.col("state").str.contains(STATE)
-        ),
-        _timezone(),
-    ]
-
-
-def _dni_checks() -> list[RowCheck]:
-    days = pl.col("daysOfWeek")
-    windows = pl.col("timesOfDay")
-    start = pl.element().struct.field("fromHour")
-    end = pl.element().struct.field("toHour")
-    window_ok = ((start >= 0) & (start < end) & (end <= 24)).fill_null(False)
-    day_ok = pl.element().is_between(0, 6).fill_null(False)
-    return [
-        _list_in_vocab("channels", ("all", *DNI_CHANNELS)),
-        _not_empty("channels"),
-        _list_in_vocab("themes", ("all", *THEMES)),
-        _not_empty("themes"),
-        RowCheck("daysOfWeek_in_range", "daysOfWeek", days.is_null() | days.list.eval(day_ok).list.all()),
-        RowCheck(
-            "timesOfDay_hours_valid",
-            "timesOfDay",
-            windows.is_null() | windows.list.eval(window_ok).list.all(),
-        ),
-        _list_in_vocab("contactLabels", LABELS),
-        _timezone(),
-    ]
+# ---------------------------------------------------------------- which checks a table gets (row_checks.py)
 
 
 def table_checks(spec: TableSpec, repeated: pl.Series | None = None) -> tuple[RowCheck, ...]:
@@ -220,19 +101,19 @@ def table_checks(spec: TableSpec, repeated: pl.Series | None = None) -> tuple[Ro
     `repeated`: the ids the whole source holds more than once (`pipelines.rules.table_wide`), for a table
     read in part; without it `id_unique` looks only at the rows given."""
     specific: dict[str, list[RowCheck]] = {
-        BORROWERS.name: [_timezone()],
-        CONTACTS.name: _contact_checks(),
+        BORROWERS.name: [timezone_check()],
+        CONTACTS.name: contact_checks(),
         INTERACTIONS.name: [
-            _in_vocab("channel", INTERACTION_CHANNELS),
-            _in_vocab("direction", DIRECTIONS),
-            _in_vocab("status", INTERACTION_STATUSES),
-            _in_vocab("statusDetails", STATUS_DETAILS),
-            _in_vocab("theme", THEMES),
+            in_vocab("channel", INTERACTION_CHANNELS),
+            in_vocab("direction", DIRECTIONS),
+            in_vocab("status", INTERACTION_STATUSES),
+            in_vocab("statusDetails", STATUS_DETAILS),
+            in_vocab("theme", THEMES),
         ],
-        DO_NOT_INTERACT.name: _dni_checks(),
-        CONSENTS.name: [_in_vocab("name", CONSENT_NAMES), _in_vocab("status", CONSENT_STATUSES)],
+        DO_NOT_INTERACT.name: dni_checks(),
+        CONSENTS.name: [in_vocab("name", CONSENT_NAMES), in_vocab("status", CONSENT_STATUSES)],
     }
-    return tuple(_common_checks(spec, repeated) + specific[spec.name])
+    return tuple(common_checks(spec, repeated) + specific[spec.name])
 
 
 def unchecked_columns(spec: TableSpec) -> frozenset[str]:
@@ -247,22 +128,6 @@ def unchecked_columns(spec: TableSpec) -> frozenset[str]:
     return frozenset(
         c.name for c in spec.columns if c.name not in checked and not c.required and c.dtype == pl.String()
     )
-
-
-REFERENCE_CHECK: Final = "personId_references_borrower"
-
-
-def borrower_reference_check(borrower_ids: pl.Series) -> RowCheck:
-    """contacts.personId must name a borrower that passed validation (fail closed)."""
-    return RowCheck(
-        REFERENCE_CHECK, "personId", pl.col("personId").is_in(borrower_ids.cast(pl.String).implode())
-    )
-
-
-def borrower_key_check() -> RowCheck:
-    """The same check over contacts that carry their borrower's key (`keyed_contacts`): read from
-    the lookup that gave the keys, rather than looking every personId up again."""
-    return RowCheck(REFERENCE_CHECK, "personId", pl.col(BORROWER_KEY).is_not_null())
 
 
 # ---------------------------------------------------------------- Pandera models
@@ -465,6 +330,25 @@ def validate_sources(
     as the whole source.
     """
     started = time.perf_counter()
+    frames = _conformed(tables, source)
+    failures, kept = _checked(frames, engine, source, table_wide)
+    owned = pl.concat(
+        [_owned(spec, frames[spec.name], failures[spec.name]) for spec in TABLES], how="vertical"
+    ).cast(OWNED_SCHEMA)
+    validated = SourceTables(
+        **{name: frame.drop(CAST_ERRORS, SOURCE_ROW, strict=False).lazy() for name, frame in kept.items()}
+    )
+    log.info(
+        "validated source %s in %.2fs: rejected %s",
+        source,
+        time.perf_counter() - started,
+        ", ".join(f"{name} {f.height}" for name, f in failures.items()),
+    )
+    return ValidatedSources(validated, owned.select(REJECTED_SCHEMA.names()), owned)
+
+
+def _conformed(tables: SourceTables, source: str) -> dict[str, pl.DataFrame]:
+    """Each table collected in its declared shape, contacts' `state` trimmed and upper-cased."""
     frames = {spec.name: _conform(tables.get(spec.name).collect(), spec, source) for spec in TABLES}
     contacts = frames[CONTACTS.name]
     state = pl.col("state")
@@ -473,7 +357,13 @@ def validate_sources(
         frames[CONTACTS.name] = contacts.with_columns(
             pl.when(state.str.contains(STATE)).then(state).otherwise(normalized_state(state)).alias("state")
         )
+    return frames
 
+
+def _checked(
+    frames: dict[str, pl.DataFrame], engine: Engine, source: str, table_wide: TableWide | None
+) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+    """Each table's failures, and its rows kept; contacts are checked against the borrowers kept."""
     failures: dict[str, pl.DataFrame] = {}
     kept: dict[str, pl.DataFrame] = {}
     for spec in TABLES:
@@ -488,20 +378,7 @@ def validate_sources(
         kept[spec.name] = _drop_rows(frame, found)
         if spec.name == BORROWERS.name:
             kept[spec.name] = numbered(kept[spec.name])
-
-    owned = pl.concat(
-        [_owned(spec, frames[spec.name], failures[spec.name]) for spec in TABLES], how="vertical"
-    ).cast(OWNED_SCHEMA)
-    validated = SourceTables(
-        **{name: frame.drop(CAST_ERRORS, SOURCE_ROW, strict=False).lazy() for name, frame in kept.items()}
-    )
-    log.info(
-        "validated source %s in %.2fs: rejected %s",
-        source,
-        time.perf_counter() - started,
-        ", ".join(f"{name} {f.height}" for name, f in failures.items()),
-    )
-    return ValidatedSources(validated, owned.select(REJECTED_SCHEMA.names()), owned)
+    return failures, kept
 
 
 def normalized_state(state: pl.Expr) -> pl.Expr:

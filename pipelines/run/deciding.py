@@ -55,12 +55,10 @@ def decide(
 ) -> Decided:
     """Read, validate, select, screen and project: the body of a run, and of each of its partitions.
 
-    `rows` reads only some borrowers' rows of the source; `population_ids` replaces reading the
-    plan's population file (a partition gets its share of it). Rejected rows that name no borrower
-    block every matched contact here; `report_unowned` says whether they are listed in `rejected`
-    (every partition reads them, the first one reports them). `table_wide` carries the answers of
-    the rules that span the whole source (`pipelines.rules.table_wide`); a read of some rows needs it.
-    """
+    `rows`: only some borrowers' rows; `population_ids`: the partition's share of the population file.
+    Rejected rows naming no borrower block every matched contact; `report_unowned`: whether they are
+    listed in `rejected` (the first partition reports them). `table_wide`: the answers of the rules
+    spanning the whole source (`pipelines.rules.table_wide`), which a read of some rows needs."""
     if rows is not None and table_wide is None:
         raise ValueError("a partition's read needs the table-wide checks of the whole source")
     timings: dict[str, float] = {}

@@ -128,7 +128,7 @@ def deliver_run(
     The run's row gets deliveryStatus (and deliveryError when it failed); deliveredAt keeps the
     time these bytes were last delivered, so a skipped or repeated delivery never erases it.
     """
-    from pipelines.delivery import uploads as delivery  # paramiko is only loaded when something is delivered
+    from pipelines.delivery import sftp  # paramiko is only loaded when something is delivered
 
     plan = built.plan
     if plan.sftp is None:
@@ -136,7 +136,7 @@ def deliver_run(
     if not enabled:
         return _not_sent(built, "skipped", "delivery disabled (--no-deliver)")
     try:
-        result = delivery.deliver(
+        result = sftp.upload(
             plan.sftp,
             plan.home,
             built.file.path,
@@ -181,9 +181,9 @@ def _not_sent(built: Built, status: str, detail: str, error: str | None = None) 
     plan = built.plan
     earlier: datetime | None = None
     try:
-        from pipelines.delivery import uploads as delivery
+        from pipelines.delivery import ledger
 
-        earlier = delivery.last_delivery(
+        earlier = ledger.last_delivery(
             plan.warehouse, plan.exporter_id, plan.as_of, built.file.sha256, built.file.path.name
         )
         _record_status(built, status, earlier, error)

@@ -71,7 +71,7 @@ def test_invalid_cron_is_refused_at_validation(tmp_path: Path, cron: str) -> Non
 def test_crons_accepted_here_are_accepted_by_prefect() -> None:
     from prefect.client.schemas.schedules import CronSchedule
 
-    from pipelines.model.config import check_cron
+    from pipelines.model.strict import check_cron
 
     for cron in ("0 6 * * *", "30 6 * * 1-5", "*/15 8-18 * * MON-FRI", "0 0 1 */3 *", "0 7 L * *"):
         assert CronSchedule(cron=check_cron(cron), timezone="America/New_York").cron == cron

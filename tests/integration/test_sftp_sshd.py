@@ -11,7 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.delivery.uploads import already_delivered, check_destination
+from pipelines.delivery.ledger import already_delivered
+from pipelines.delivery.sftp import check_destination
 from pipelines.model.config import Home, SftpSetting
 from pipelines.model.errors import TerminalError, TransientError
 from tests.sftp_exports import AS_OF, EXPORTER, Export, send, write_export

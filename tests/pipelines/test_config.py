@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from pipelines.model.config import Company, ExporterBody, parse
+from pipelines.model.config import Company, ExporterBody
 from pipelines.model.errors import InvalidInputError
+from pipelines.model.strict import parse
 from tests.worlds import SEED_REQUEST
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from pipelines.model import safeload
-from pipelines.model.config import Campaign, Company, ExporterBody, Home, SftpSetting, parse
+from pipelines.model.config import Campaign, Company, ExporterBody, Home, SftpSetting
 from pipelines.model.errors import BadRequestError, InvalidInputError
+from pipelines.model.strict import parse
 from tests.worlds import SEED_REQUEST
 
 

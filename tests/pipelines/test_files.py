@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from pipelines.io import files
-from pipelines.model.config import FileSettings, render_file_name
+from pipelines.model.file_names import FileSettings, render_file_name
 
 AS_OF = date(2026, 11, 3)
 INSTANT = datetime(2026, 11, 3, 17, 0, tzinfo=UTC)

@@ -48,3 +48,62 @@ def test_the_library_imports_neither_prefect_nor_the_entry_points() -> None:
 def test_every_module_lives_in_a_floor() -> None:
     loose = [p.name for p in PIPELINES.glob("*.py") if p.name != "__init__.py"]
     assert loose == []
+
+
+MAX_FUNCTION_LINES = 40
+MAX_MODULE_LINES = 500
+# Still over the limits, in modules being reworked elsewhere: shrink them, then delete their entry
+# (the last test fails while an entry here is no longer over).
+MODULES_OVER: frozenset[str] = frozenset({"io/sources.py"})
+FUNCTIONS_OVER: frozenset[str] = frozenset(
+    {
+        "io/sources.py:read_csv_strict",
+        "io/sources.py:conform",
+        "io/sources.py:_write_duckdb",
+        "lookup/checks.py:_duckdb_rows",
+        "lookup/checks.py:check_contacts",
+    }
+)
+
+
+def module_lines() -> dict[str, int]:
+    return {
+        path.relative_to(PIPELINES).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+        for path in PIPELINES.rglob("*.py")
+    }
+
+
+def function_lines() -> dict[str, int]:
+    """`module:qualified.name` → lines from the `def` (decorators excluded) to the last line."""
+    found: dict[str, int] = {}
+
+    def visit(node: ast.AST, module: str, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                name = f"{prefix}{child.name}"
+                if not isinstance(child, ast.ClassDef):
+                    found[f"{module}:{name}"] = (child.end_lineno or child.lineno) - child.lineno + 1
+                visit(child, module, f"{name}.")
+            else:
+                visit(child, module, prefix)
+
+    for path in PIPELINES.rglob("*.py"):
+        visit(ast.parse(path.read_text(encoding="utf-8")), path.relative_to(PIPELINES).as_posix(), "")
+    return found
+
+
+def test_no_module_is_over_500_lines() -> None:
+    over = {m: n for m, n in module_lines().items() if n > MAX_MODULE_LINES and m not in MODULES_OVER}
+    assert over == {}
+
+
+def test_no_function_is_over_40_lines() -> None:
+    over = {f: n for f, n in function_lines().items() if n > MAX_FUNCTION_LINES and f not in FUNCTIONS_OVER}
+    assert over == {}
+
+
+def test_the_lists_of_what_is_still_over_hold_only_what_is_still_over() -> None:
+    modules, functions = module_lines(), function_lines()
+    fixed = [m for m in MODULES_OVER if modules.get(m, 0) <= MAX_MODULE_LINES]
+    fixed += [f for f in FUNCTIONS_OVER if functions.get(f, 0) <= MAX_FUNCTION_LINES]
+    assert sorted(fixed) == []

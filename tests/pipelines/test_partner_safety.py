@@ -21,8 +21,10 @@ from flows.envelopes import error_envelope
 from flows.sftp_server import LocalSftp, local_sftp_server
 from pipelines.io import files
 from pipelines.io.store import ExporterStore
-from pipelines.model.config import ExporterBody, FileSettings, Home, is_formula_like, parse
+from pipelines.model.config import ExporterBody, Home
 from pipelines.model.errors import ConflictError, InvalidInputError, TerminalError
+from pipelines.model.file_names import FileSettings, is_formula_like
+from pipelines.model.strict import parse
 from pipelines.run import job
 from tests import frontdoor
 from tests.worlds import SEED_REQUEST, make_home

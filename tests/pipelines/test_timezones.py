@@ -12,6 +12,7 @@ import us
 import zipcodes
 from phonenumbers.timezone import time_zones_for_number
 
+from pipelines.rules import lookups, nanp_patterns, phone_numbers
 from pipelines.rules import timezones as tz
 from tests.pipelines.compliance_fixtures import address, borrower, email, phone, world
 
@@ -120,18 +121,18 @@ def test_lookup_tables_come_from_the_packages() -> None:
     zips = tz.zip_table()
     assert zips.get_column("zip").is_unique().all()
     assert zips.height == len(zipcodes.list_all())
-    assert set(zips.get_column("zipZone").drop_nulls()) <= tz.known_zones()
+    assert set(zips.get_column("zipZone").drop_nulls()) <= lookups.known_zones()
     assert zips.filter(pl.col("zip") == "96813").row(0) == ("96813", HONOLULU, "HI")
 
 
 def test_phone_metadata_is_analysed_so_the_prefix_lookup_is_used() -> None:
-    sets = tz._nanp_prefix_sets()
+    sets = nanp_patterns.nanp_prefix_sets()
     assert sets is not None
     assert sets[0] == frozenset({""})
     assert sets[-1] == frozenset()
     # New York numbers are decided by area code and the exchange's first digit.
     keys = pl.DataFrame({"value": ["+12125550123", "+12125559876", "+12125020000"]}).select(
-        tz.phone_key(pl.col("value"))
+        phone_numbers.phone_key(pl.col("value"))
     )
     assert keys.to_series().to_list() == ["N2125", "N2125", "N2125"]
 
@@ -139,7 +140,7 @@ def test_phone_metadata_is_analysed_so_the_prefix_lookup_is_used() -> None:
 @pytest.mark.parametrize("seed", [1, 2])
 def test_per_prefix_lookup_equals_one_lookup_per_number(seed: int) -> None:
     rng = random.Random(seed)
-    sets = tz._nanp_prefix_sets()
+    sets = nanp_patterns.nanp_prefix_sets()
     assert sets is not None
     deep = sorted(set().union(*sets) - {""})
     numbers = ["+1" + str(rng.randint(2_000_000_000, 9_999_999_999)) for _ in range(1000)]
@@ -159,13 +160,15 @@ def test_per_prefix_lookup_equals_one_lookup_per_number(seed: int) -> None:
         "+1212555012",
         "+12125550123 ",
     ]
-    table = tz.phone_zones(pl.Series(numbers))
+    table = phone_numbers.phone_zones(pl.Series(numbers))
     got: dict[str, set[str]] = {}
     for value, zone in table.iter_rows():
         got.setdefault(value, set()).add(zone)
     mismatches = [n for n in set(numbers) if got.get(n, set()) != direct(n)]
     assert mismatches == []
-    distinct_keys = pl.DataFrame({"value": numbers}).select(tz.phone_key(pl.col("value"))).n_unique()
+    distinct_keys = (
+        pl.DataFrame({"value": numbers}).select(phone_numbers.phone_key(pl.col("value"))).n_unique()
+    )
     assert distinct_keys < len(set(numbers))
 
 
@@ -173,14 +176,21 @@ def test_every_nanp_number_has_its_key_in_the_key_table() -> None:
     """The cached table holds every key `phone_key` can give a +1 number, and agrees with lookups."""
     rnd = random.Random(5)
     numbers = [f"+1{rnd.randint(2, 9)}{rnd.randrange(10**9):09d}" for _ in range(20_000)]
-    keys = set(pl.DataFrame({"value": numbers}).select(tz.phone_key(pl.col("value"))).to_series().to_list())
-    enumerated = set(tz.nanp_keys())
+    keys = set(
+        pl.DataFrame({"value": numbers})
+        .select(phone_numbers.phone_key(pl.col("value")))
+        .to_series()
+        .to_list()
+    )
+    enumerated = set(phone_numbers.nanp_keys())
     assert keys <= enumerated
-    table = tz.phone_key_zones(sorted(keys))
+    table = phone_numbers.phone_key_zones(sorted(keys))
     got: dict[str, set[str]] = {}
     for key, zone in table.iter_rows():
         got.setdefault(key, set()).add(zone)
-    assert [k for k in rnd.sample(sorted(keys), 400) if got.get(k, set()) != set(tz.zones_for_key(k))] == []
+    assert [
+        k for k in rnd.sample(sorted(keys), 400) if got.get(k, set()) != set(phone_numbers.zones_for_key(k))
+    ] == []
 
 
 def deciding_prefix(national: str, sets: tuple[frozenset[str], ...]) -> str:
@@ -193,8 +203,8 @@ def deciding_prefix(national: str, sets: tuple[frozenset[str], ...]) -> str:
 def test_key_index_gives_each_number_its_deciding_prefix() -> None:
     """The gather by a number's first seven digits finds the key the prefix sets define, at every
     range edge of every key and at random numbers; any other value has no position."""
-    sets = tz._nanp_prefix_sets()
-    index = tz.nanp_key_index()
+    sets = nanp_patterns.nanp_prefix_sets()
+    index = phone_numbers.nanp_key_index()
     assert sets is not None
     assert index is not None
     keys, by_start = index
@@ -209,27 +219,33 @@ def test_key_index_gives_each_number_its_deciding_prefix() -> None:
             national = digits.ljust(10, fill)
             if national[0] not in "01":
                 numbers.append("+1" + national)
-    frame = pl.DataFrame({"value": numbers}).with_columns(tz.nanp_key_position(pl.col("value")).alias("at"))
+    frame = pl.DataFrame({"value": numbers}).with_columns(
+        phone_numbers.nanp_key_position(pl.col("value")).alias("at")
+    )
     got = keys.gather(frame.get_column("at")).to_list()
     want = ["N" + deciding_prefix(n[2:], sets) for n in numbers]
     assert [n for n, g, w in zip(numbers, got, want, strict=True) if g != w] == []
     others = ["+1212555012", "+12125550123 ", "+11125550123", "+442071838750", "+1-212555012", None]
     assert (
-        pl.DataFrame({"value": others}).select(tz.nanp_key_position(pl.col("value"))).null_count().item() == 6
+        pl.DataFrame({"value": others})
+        .select(phone_numbers.nanp_key_position(pl.col("value")))
+        .null_count()
+        .item()
+        == 6
     )
 
 
 def test_key_index_is_read_from_the_cache_as_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    built = tz.nanp_key_index()
-    monkeypatch.setenv(tz.CACHE_ENV, str(tmp_path / "cache"))
-    tz.nanp_key_index.cache_clear()
+    built = phone_numbers.nanp_key_index()
+    monkeypatch.setenv(lookups.CACHE_ENV, str(tmp_path / "cache"))
+    phone_numbers.nanp_key_index.cache_clear()
     try:
-        first = tz.nanp_key_index()  # built and written
-        tz.nanp_key_index.cache_clear()
-        second = tz.nanp_key_index()  # read back
+        first = phone_numbers.nanp_key_index()  # built and written
+        phone_numbers.nanp_key_index.cache_clear()
+        second = phone_numbers.nanp_key_index()  # read back
         assert len(list((tmp_path / "cache").glob("phone-key-index-*.parquet"))) == 1
     finally:
-        tz.nanp_key_index.cache_clear()
+        phone_numbers.nanp_key_index.cache_clear()
     assert built is not None
     assert first is not None
     assert second is not None
@@ -239,13 +255,13 @@ def test_key_index_is_read_from_the_cache_as_built(tmp_path: Path, monkeypatch: 
 
 
 def test_keys_outside_the_table_are_looked_up_directly() -> None:
-    table = tz.phone_key_zones(["V+442071838750", "V+33142685300"])
+    table = phone_numbers.phone_key_zones(["V+442071838750", "V+33142685300"])
     assert set(table.get_column("key")) == {"V+442071838750", "V+33142685300"}
     assert set(table.get_column("zone")) == direct("+442071838750") | direct("+33142685300")
 
 
 def test_lookup_cache_is_built_once_then_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(tz.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(lookups.CACHE_ENV, str(tmp_path / "cache"))
     schema = pl.Schema({"key": pl.String(), "zone": pl.String()})
     builds: list[int] = []
 
@@ -253,14 +269,14 @@ def test_lookup_cache_is_built_once_then_read(tmp_path: Path, monkeypatch: pytes
         builds.append(1)
         return pl.DataFrame({"key": ["N212"], "zone": ["America/New_York"]})
 
-    first = tz._cached("probe", schema, build)
-    second = tz._cached("probe", schema, build)
+    first = lookups.cached("probe", schema, build)
+    second = lookups.cached("probe", schema, build)
     assert first.equals(second)
     assert len(builds) == 1
     (cached,) = (tmp_path / "cache").glob("probe-*.parquet")
 
     cached.write_bytes(b"not parquet")  # a damaged cache is rebuilt and replaced, not trusted
-    assert tz._cached("probe", schema, build).equals(first)
+    assert lookups.cached("probe", schema, build).equals(first)
     assert len(builds) == 2
     assert pl.read_parquet(cached).equals(first)
 
@@ -270,7 +286,7 @@ def test_lookup_cache_that_cannot_be_written_still_answers(
 ) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder would be")
-    monkeypatch.setenv(tz.CACHE_ENV, str(blocker / "cache"))
+    monkeypatch.setenv(lookups.CACHE_ENV, str(blocker / "cache"))
     schema = pl.Schema({"zip": pl.String()})
-    frame = tz._cached("probe", schema, lambda: pl.DataFrame({"zip": ["02108"]}))
+    frame = lookups.cached("probe", schema, lambda: pl.DataFrame({"zip": ["02108"]}))
     assert frame.to_dict(as_series=False) == {"zip": ["02108"]}

@@ -18,12 +18,10 @@ from paramiko.hostkeys import HostKeys
 from pydantic import SecretStr
 
 from flows.sftp_server import LocalSftp, local_sftp_server
-from pipelines.delivery import uploads as delivery
-from pipelines.delivery.uploads import (
-    already_delivered,
-    check_destination,
-    load_pinned_keys,
-)
+from pipelines.delivery.credentials import credentials
+from pipelines.delivery.hostkeys import load_pinned_keys
+from pipelines.delivery.ledger import already_delivered
+from pipelines.delivery.sftp import check_destination
 from pipelines.model.config import Home, SftpSetting, Timeouts
 from pipelines.model.errors import InvalidInputError, TerminalError, TransientError
 from tests.sftp_exports import AS_OF, EXPORTER, Export, send, write_export
@@ -346,7 +344,7 @@ def test_a_password_is_a_secret_from_the_moment_it_is_resolved(
     secret = "hunter2-Sup3r-Secret"
     monkeypatch.setenv("CE_TEST_SFTP_PASSWORD", secret)
     by_env = setting.model_copy(update={"privateKeyFile": None, "passwordEnv": "CE_TEST_SFTP_PASSWORD"})
-    _, resolved = delivery._credentials(by_env, home, None)
+    _, resolved = credentials(by_env, home, None)
     assert isinstance(resolved, SecretStr)
     assert secret not in repr(resolved)
     assert secret not in str(resolved)
