@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,3 +78,35 @@ def serving(home: Path, log_path: Path, ready: str) -> Iterator[tuple[str, subpr
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def deployments_serving(home_root: Path, env: dict[str, str]) -> Iterator[list[str]]:
+    """`contact-exporter deployments serve` in its own process until the block ends, then stopped by
+    Ctrl-C as a person stops it; yields its output lines (they keep coming) once it is polling."""
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "flows", "--home", str(home_root), "deployments", "serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    polling = threading.Event()
+
+    def read() -> None:
+        assert serving.stdout is not None
+        for line in serving.stdout:
+            lines.append(line)
+            if "being served and polling" in line:
+                polling.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert polling.wait(timeout=180), "".join(lines)
+        yield lines
+    finally:
+        serving.send_signal(signal.SIGINT)
+        serving.wait(timeout=120)
+        reader.join(timeout=10)

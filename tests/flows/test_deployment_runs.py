@@ -6,10 +6,8 @@ and a run that could not deliver is refused by its plan step before it reads a r
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ import duckdb
 import pytest
 
 from pipelines.model.config import Home
+from tests.flows.served import deployments_serving
 from tests.worlds import make_home
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -37,32 +36,8 @@ def _env() -> dict[str, str]:
 def served(tmp_path: Path) -> Iterator[Home]:
     """A home whose deployments are being served (polling) by `contact-exporter deployments serve`."""
     home = make_home(tmp_path / "home", borrowers=60)
-    serving = subprocess.Popen(
-        [sys.executable, "-m", "flows", "--home", str(home.root), "deployments", "serve"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=_env(),
-    )
-    lines: list[str] = []
-    polling = threading.Event()
-
-    def read() -> None:
-        assert serving.stdout is not None
-        for line in serving.stdout:
-            lines.append(line)
-            if "being served and polling" in line:
-                polling.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert polling.wait(timeout=180), "".join(lines)
+    with deployments_serving(home.root, _env()):
         yield home
-    finally:
-        serving.send_signal(signal.SIGINT)
-        serving.wait(timeout=120)
-        reader.join(timeout=10)
 
 
 def deployment_run(*params: str) -> subprocess.CompletedProcess[str]:

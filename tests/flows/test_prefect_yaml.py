@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import yaml
 from flows.deployments import SERVED_SUFFIX, deployment_specs, prefect_yaml, without_home
 from pipelines.model.config import Home
 from pipelines.model.errors import InvalidInputError
+from tests.flows.served import deployments_serving
 from tests.worlds import REPO, make_home
 
 
@@ -173,33 +172,9 @@ def test_stopping_serve_never_pauses_the_work_pool_deployments(tmp_path: Path) -
     specs = deployment_specs(home)
     pool_names = {spec.name for spec in specs}
 
-    serving = subprocess.Popen(
-        [sys.executable, "-m", "flows", "--home", str(home.root), "deployments", "serve"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    lines: list[str] = []
-    polling = threading.Event()
-
-    def read() -> None:
-        assert serving.stdout is not None
-        for line in serving.stdout:
-            lines.append(line)
-            if "being served and polling" in line:
-                polling.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
+    with deployments_serving(home.root, env) as lines:
         served = _wait_for({spec.served_name for spec in specs})
-        assert polling.wait(timeout=120), "".join(lines)
-        time.sleep(2)  # the runner is polling: stopped now, it stops as it would after a day of work
-    finally:
-        serving.send_signal(signal.SIGINT)  # Ctrl-C, as a person stops it
-        serving.wait(timeout=120)
-        reader.join(timeout=10)
+        time.sleep(5)  # the runner is polling: stopped now, it stops as it would after a day of work
     output = "".join(lines)
     assert "work-pool deployment(s) of this home are scheduled too" in output  # each would run twice
 
