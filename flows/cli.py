@@ -691,20 +691,46 @@ def sql(
 @app.command("report")
 def report(
     ctx: typer.Context,
-    run_id: Annotated[str, typer.Argument(help="The run (export_runs.runId; see run_summary).")],
+    run_id: Annotated[
+        str | None, typer.Argument(help="The run (export_runs.runId; see run_summary). Or give --exporter.")
+    ] = None,
+    exporter: Annotated[
+        str | None, typer.Option(help="A page across days of this exporter's daily runs instead of one run.")
+    ] = None,
+    days: Annotated[int, typer.Option(help="With --exporter: how many company days, up to its latest.")] = 30,
     warehouse: Annotated[
         Path | None, typer.Option(help="DuckDB file. Default data/warehouse.duckdb.")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Where to write the page. Default: report.html beside the run's file.")
+        Path | None,
+        typer.Option(
+            help="Where to write the page. Default: report.html beside the run's file; with --exporter, "
+            "days.html beside the exporter's date folders."
+        ),
     ] = None,
 ) -> None:
-    """Write a run's report as an HTML page (counts, blocked by reason, rejected rows, delivery)."""
+    """Write a run's report as an HTML page (counts, blocked by reason, rejected rows, delivery), or with
+    --exporter a page across its last --days company days (exported and blocked per day, top reasons,
+    links to each day's run page)."""
     from pipelines.lookup import report as run_report
 
+    if (run_id is None) == (exporter is None):
+        raise InvalidInputError(
+            "arguments",
+            [ErrorItem("RUN_ID", "give a run id, or --exporter for a page across days (not both)")],
+        )
     home = home_of(ctx)
     path = home.path(warehouse) if warehouse else home.warehouse
-    target = run_report.write_report(path, run_id, home.path(out) if out else None)
+    target_out = home.path(out) if out else None
+    if exporter is not None:
+        from pipelines.lookup import days_report
+
+        target = days_report.write_days_report(path, exporter, days, target_out)
+        say(f"report of {exporter} across {days} days: {target}")
+        emit({"exporterId": exporter, "days": days, "file": str(target)})
+        return
+    assert run_id is not None
+    target = run_report.write_report(path, run_id, target_out)
     say(f"report of {run_id}: {target}")
     emit({"runId": run_id, "file": str(target)})
 

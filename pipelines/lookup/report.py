@@ -9,6 +9,7 @@ counts, codes, ids and paths only: no contact values or names.
 from __future__ import annotations
 
 import html
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -218,10 +219,21 @@ def read_run(warehouse: Path, run_id: str) -> RunReport:
     )
 
 
-def default_target(report: RunReport) -> Path | None:
-    """Beside the run's export file (its folder is the exporter's, date's and campaign's own)."""
-    file_path = report.run.get("filePath")
+def report_path(file_path: str | Path | None) -> Path | None:
+    """Where the page of a run that wrote `file_path` goes: report.html beside its file (whose folder
+    is the exporter's, date's and campaign's own); None for a run that wrote no file. Pure."""
     return Path(file_path).parent / REPORT_NAME if file_path else None
+
+
+def report_url(file_path: str | Path | None) -> str | None:
+    """`report_path` as a file:// URL (absolute), for a link from a Prefect artifact. Pure."""
+    path = report_path(file_path)
+    return Path(os.path.abspath(path)).as_uri() if path is not None else None
+
+
+def default_target(report: RunReport) -> Path | None:
+    """Beside the run's export file (`report_path`)."""
+    return report_path(report.run.get("filePath"))
 
 
 def write_report(warehouse: Path, run_id: str, out: Path | None = None) -> Path:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -17,7 +18,7 @@ from flows.sftp_server import local_sftp_server
 from pipelines.model.config import Home
 from pipelines.run import job
 from tests import browser
-from tests.worlds import make_home
+from tests.worlds import make_home, without_sftp
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +87,53 @@ def test_report_of_an_unknown_run_is_a_usage_error(tmp_path: Path) -> None:
     missing = cli(home, "report", "RUN-NOPE")
     assert missing.returncode == 2
     assert "no run RUN-NOPE" in missing.stderr
+
+
+def test_the_page_across_days_links_each_days_run_and_renders(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home", borrowers=300, with_sftp=False)
+    without_sftp(home, "CE-VOICECOL")
+    first = job.run_export(job.plan_run(home, "CE-VOICECOL", AS_OF), deliver_enabled=False)
+    for day in (AS_OF + timedelta(days=2), AS_OF + timedelta(days=3), AS_OF + timedelta(days=3)):  # a rerun
+        job.run_export(job.plan_run(home, "CE-VOICECOL", day), deliver_enabled=False)
+
+    made = cli(home, "report", "--exporter", "CE-VOICECOL", "--days", "30")
+    assert made.returncode == 0, made.stderr
+    page_path = Path(json.loads(made.stdout)["file"])
+    assert page_path == Path(first["file"]).parent.parent / "days.html"
+    page = page_path.read_text(encoding="utf-8")
+
+    assert page.count('<rect class="exported"') == 30
+    links = sorted(set(re.findall(r'<a href="([^"]+)">', page)))
+    assert links == [f"{d}/report.html" for d in ("2026-11-03", "2026-11-05", "2026-11-06")]
+    assert all((page_path.parent / link).is_file() for link in links)  # each day's run page is written
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        shown = con.execute(
+            "SELECT runId FROM blocked_contacts WHERE exporterId = 'CE-VOICECOL' AND asOfDate = ? LIMIT 1",
+            [AS_OF + timedelta(days=3)],
+        ).fetchall()
+        reasons = con.execute(
+            "SELECT u.code, count(*) AS n FROM blocked_contacts AS b, unnest(b.reasons) AS u(code) "
+            "WHERE b.exporterId = 'CE-VOICECOL' GROUP BY u.code ORDER BY n DESC, u.code"
+        ).fetchall()
+    assert shown[0][0] in page  # the rerun's day shows the run blocked_contacts counts
+    section = page[page.index("Blocked contacts by reason") :]
+    expected = [code for code, _ in reasons]
+    assert len(expected) > 1
+    assert sorted(expected, key=section.index) == expected  # by count, not by name
+
+    url = page_path.as_uri()
+    rendered = browser.rendered_text(url)
+    assert "Exported and blocked per day" in rendered
+    png = browser.screenshot(url, tmp_path / "days-report.png", size="1280,1300")
+    assert png.stat().st_size > 30_000
+    browser.keep(png, "days-report.png")
+
+
+def test_a_page_across_days_needs_an_exporter_that_ran(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home", borrowers=50, with_sftp=False)
+    both = cli(home, "report", "RUN-1", "--exporter", "CE-VOICECOL")
+    assert both.returncode == 2
+    assert "not both" in both.stderr
+    never = cli(home, "report", "--exporter", "CE-VOICECOL")
+    assert never.returncode == 2
+    assert "no daily run of CE-VOICECOL" in never.stderr
