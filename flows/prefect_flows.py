@@ -268,7 +268,19 @@ def artifact_key(plan: RunPlan) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", key.lower()))
 
 
-def artifact_markdown(result: dict[str, Any], sha256: str) -> str:
+def run_report(plan: RunPlan, run_id: str) -> str | None:
+    """Write the run's HTML report beside its file; its file:// URL, or None when it could not be
+    written (bookkeeping: it never fails a run that exported and recorded)."""
+    from pipelines.lookup import report
+
+    try:
+        return report.write_report(plan.warehouse, run_id).resolve().as_uri()
+    except Exception:
+        logging.getLogger(__name__).warning("could not write the report of run %s", run_id, exc_info=True)
+        return None
+
+
+def artifact_markdown(result: dict[str, Any], sha256: str, report_url: str | None = None) -> str:
     counts = result["counts"]
     lines = [
         f"## Contact export {result['exporterId']} as of {result['asOfDate']}",
@@ -286,6 +298,8 @@ def artifact_markdown(result: dict[str, Any], sha256: str) -> str:
         f"File: `{Path(result['file']).name}` sha256 `{sha256}`",
         f"Delivery: {'delivered' if result['delivered'] else 'not delivered'} ({result['delivery']})",
     ]
+    if report_url:
+        lines += ["", f"Report (counts, reasons, rejected rows, delivery): [{report_url}]({report_url})"]
     return "\n".join(lines)
 
 
@@ -341,7 +355,7 @@ def export_contacts(
     key = artifact_key(plan)
     create_markdown_artifact(
         key=key,
-        markdown=artifact_markdown(result, built.file.sha256),
+        markdown=artifact_markdown(result, built.file.sha256, run_report(plan, run_id)),
         description=f"{plan.label}",
     )
     create_table_artifact(

@@ -102,6 +102,10 @@ def test_export_flow_runs_and_publishes_an_artifact(home: Home) -> None:
     assert {"contact-export-ce-emailsvc-2026-12-01", "contact-export-ce-emailsvc-2026-12-01-reasons"} <= keys
     (summary,) = [a for a in artifacts if a.key == "contact-export-ce-emailsvc-2026-12-01"]
     assert "| population | matched |" in str(summary.data)
+    # the artifact links the run's HTML report, written beside its file
+    report = Path(str(result["file"])).parent / "report.html"
+    assert report.as_uri() in str(summary.data)
+    assert result["runId"] in report.read_text(encoding="utf-8")
     (table,) = [a for a in artifacts if a.key == "contact-export-ce-emailsvc-2026-12-01-reasons"]
     assert table.type == "table"
     rows = [{"reason": r, "contacts": n} for r, n in result["counts"]["byReason"].items()]
