@@ -15,6 +15,7 @@ and upper-cased before the checks (`ma`, ` HI`); nothing else is guessed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -100,6 +101,17 @@ def table_checks(spec: TableSpec, repeated: pl.Series | None = None) -> tuple[Ro
 
     `repeated`: the ids the whole source holds more than once (`pipelines.rules.table_wide`), for a table
     read in part; without it `id_unique` looks only at the rows given."""
+    if repeated is None:
+        return _whole_table_checks(spec)  # built once: a check of a few contacts must not rebuild them
+    return _built_checks(spec, repeated)
+
+
+@functools.cache
+def _whole_table_checks(spec: TableSpec) -> tuple[RowCheck, ...]:
+    return _built_checks(spec, None)
+
+
+def _built_checks(spec: TableSpec, repeated: pl.Series | None) -> tuple[RowCheck, ...]:
     specific: dict[str, list[RowCheck]] = {
         BORROWERS.name: [timezone_check()],
         CONTACTS.name: contact_checks(),
