@@ -148,9 +148,11 @@ def run_row(home: Home) -> tuple[object, ...] | None:
         ).fetchone()
 
 
-def assert_clean(home: Home, sshd: Sshd) -> None:
+def assert_clean(home: Home, sshd: Sshd, *, report: bool = False) -> None:
+    """Only the lock, the file, its manifest (and the run's report page, when a flow ran it) remain."""
     folder = home.exports / EXPORTER / AS_OF
-    assert sorted(p.name for p in folder.iterdir()) == sorted([".run.lock", DATA, MANIFEST])
+    expected = [".run.lock", DATA, MANIFEST, *(["report.html"] if report else [])]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
     runs = home.root / "data" / "runs"
     assert not runs.exists() or list(runs.iterdir()) == []
     assert sorted(p.name for p in sshd.upload.iterdir()) == sorted([DATA, MANIFEST])
@@ -212,7 +214,7 @@ def test_cli_killed_after_the_data_rename_is_completed_by_the_next_cli_run(home:
     assert json.loads(rerun.stdout)["deliveryStatus"] == "delivered"
     assert identity(sshd.upload / DATA) == published
     assert_consistent(sshd.upload)
-    assert_clean(home, sshd)
+    assert_clean(home, sshd, report=True)
     assert run_row(home) == ("delivered", None, True)
 
 
