@@ -315,7 +315,7 @@ def campaign_population_task(
     campaign = h.campaign(campaign_id)
     ExporterStore(h).get(campaign.exporterId)  # an unknown exporter fails before the query runs
     chosen = source or campaign.source
-    src = h.path(chosen) if chosen else h.warehouse
+    src = sources.SourceRef.parse(chosen or h.warehouse, h.root)
     ids = population.campaign_ids(
         campaign.query,
         sources.open_source(src),
@@ -327,7 +327,7 @@ def campaign_population_task(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "population.parquet"
     ids.write_parquet(path)
-    return campaign.exporterId, str(path), str(src) if chosen else None
+    return campaign.exporterId, str(path), src.uri if chosen else None
 
 
 @flow(name="run-campaign")

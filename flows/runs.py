@@ -35,6 +35,13 @@ def _opt(path: Path | None, home: Home) -> str | None:
     return str(home.path(path)) if path else None
 
 
+def _source(value: str | None, home: Home) -> str | None:
+    """A --source as the flows take it: a local path made absolute, a URI as given."""
+    from pipelines.io.source_ref import SourceRef
+
+    return SourceRef.parse(value, home.root).uri if value else None
+
+
 def dry_run(home: Home, request: RunRequest, campaign_id: str | None = None) -> dict[str, Any]:
     """The plan of a run, checked as a run would check it, without starting Prefect or writing."""
     from pipelines.run import job, preflight
@@ -71,7 +78,7 @@ def run_backfill(home: Home, request: RunRequest, start: date, end: date) -> dic
         start,
         end,
         home=str(home.root),
-        source=_opt(request.path(request.source), home),
+        source=_source(request.source, home),
         deliver=request.deliver,
         partitions=request.partitions,
         memory_budget=request.memory_budget,
@@ -93,7 +100,7 @@ def run_campaign(home: Home, campaign_id: str, request: RunRequest) -> dict[str,
     campaign = home.campaign(campaign_id)
     # Before Prefect starts and before the query runs: an unknown exporter is a config error.
     ExporterStore(home).get(campaign.exporterId)
-    given = request.path(request.source) if request.source else None
+    given = _source(request.source, home)
     source = given or (home.path(campaign.source) if campaign.source else None)
     plan = job.plan_run(
         home,
@@ -112,7 +119,7 @@ def run_campaign(home: Home, campaign_id: str, request: RunRequest) -> dict[str,
         partitions=request.partitions,
         memory_budget=request.memory_budget,
         dask_address=request.dask_address,
-        source=_opt(given, home),
+        source=given,
         warehouse=_opt(request.path(request.warehouse), home),
     )
     return result
