@@ -154,6 +154,10 @@ class SourceRef:
     def __str__(self) -> str:
         return redact(self.uri)
 
+    def __fspath__(self) -> str:
+        """A local source is a path (`Path(ref)`); a remote one has none (exit 2, see `path`)."""
+        return str(self.path)
+
 
 @dataclass(frozen=True)
 class RowFilter:

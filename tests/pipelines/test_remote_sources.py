@@ -319,3 +319,32 @@ def test_generate_writes_the_same_rows_to_every_kind(
                 name
             )
     assert pl.DataFrame(frames[0].borrowers.collect()).height == 60
+
+
+def test_the_cli_refuses_a_wrong_password_with_exit_2(
+    tmp_path: Path, servers: tuple[PostgresServer, S3Server]
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.worlds import make_home as make_sample_home
+    from tests.worlds import without_sftp
+
+    pg_server, _ = servers
+    home = make_sample_home(tmp_path / "home", 20, with_sftp=False)
+    without_sftp(home, "CE-VOICECOL")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PGPASSWORD"] = "Not-The-Password-42"
+    for extra in ([], ["--dry-run"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "flows", "--home", str(home.root), "run", "CE-VOICECOL", "--no-deliver",
+             "--source", pg_server.uri(), *extra],
+            capture_output=True, timeout=300, env=env, check=False,
+        )  # fmt: skip
+        err = done.stderr.decode()
+        assert done.returncode == 2, err
+        assert pg_server.uri() in err
+        assert "Not-The-Password-42" not in err + done.stdout.decode()
+        assert "Traceback" not in err
+        assert not home.exports.exists(), "nothing created"
