@@ -130,9 +130,23 @@ def read_table(
         f"FROM {table_name(ref, spec.name)} WHERE {where}"
     )
     cur.execute(query, params or None)
-    frame = pl.from_arrow(cur.fetch_arrow_table())
-    assert isinstance(frame, pl.DataFrame)
-    return _with_positions(cur, ref, spec.name, keyless, frame)
+    return _with_positions(cur, ref, spec.name, keyless, fetched(cur))
+
+
+def fetched(cur: Cursor) -> pl.DataFrame:
+    """The result as a frame, converted one Arrow batch at a time: each batch's Arrow copy is freed
+    once converted, so the read holds the frame and one batch rather than the frame twice."""
+    reader = cur.fetch_record_batch()
+    frames = []
+    for batch in reader:
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        frames.append(frame)
+    if not frames:
+        empty = pl.from_arrow(reader.schema.empty_table())
+        assert isinstance(empty, pl.DataFrame)
+        return empty
+    return pl.concat(frames, rechunk=False)
 
 
 def _with_positions(
@@ -147,9 +161,7 @@ def _with_positions(
         f"row_number() OVER (ORDER BY ctid) - 1 AS p FROM {table_name(ref, table)}) s WHERE k"
     )
     cur.execute(query)
-    ranks = pl.from_arrow(cur.fetch_arrow_table())
-    assert isinstance(ranks, pl.DataFrame)
-    ranks = ranks.with_columns(pl.col(SOURCE_ROW).cast(pl.Int64))
+    ranks = fetched(cur).with_columns(pl.col(SOURCE_ROW).cast(pl.Int64))
     return frame.join(ranks, on=_CTID, how="left", maintain_order="left").drop(_CTID)
 
 
@@ -159,9 +171,7 @@ def column(cur: Cursor, ref: SourceRef, table: str, name: str) -> pl.Series | No
     if name not in kinds:
         return None
     cur.execute(f"SELECT {quoted(name)}::text AS v FROM {table_name(ref, table)}")  # noqa: S608
-    frame = pl.from_arrow(cur.fetch_arrow_table())
-    assert isinstance(frame, pl.DataFrame)
-    return frame.get_column("v").cast(pl.String).alias(name)
+    return fetched(cur).get_column("v").cast(pl.String).alias(name)
 
 
 def row_count(cur: Cursor, ref: SourceRef) -> int:
