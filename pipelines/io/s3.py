@@ -10,6 +10,7 @@ region and credentials come from the standard AWS variables (`AWS_ENDPOINT_URL`,
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from typing import Final
@@ -149,10 +150,11 @@ def row_count(ref: SourceRef) -> int:
 
 def write_tables(ref: SourceRef, chunks: Iterable[dict[str, pl.DataFrame]]) -> None:
     """One `<table>.parquet` per table under the prefix, written chunk by chunk (the same bytes as a
-    local Parquet folder). Each object appears when its upload completes; an upload that fails
-    leaves the earlier object in place."""
+    local Parquet folder): each under a temporary key, moved into place once every table is
+    written, so a write that fails leaves the earlier objects as they were."""
     fs = filesystem()
     base = f"{ref.bucket}/{ref.prefix}".rstrip("/")
+    temps = {spec.name: f"{base}/.{spec.name}.parquet.{os.getpid()}.tmp" for spec in TABLES}
     writers: dict[str, pq.ParquetWriter] = {}
     streams = {}
     try:
@@ -160,11 +162,21 @@ def write_tables(ref: SourceRef, chunks: Iterable[dict[str, pl.DataFrame]]) -> N
             for spec in TABLES:
                 table = frames[spec.name].to_arrow()
                 if spec.name not in writers:
-                    streams[spec.name] = fs.open_output_stream(f"{base}/{spec.name}.parquet")
+                    streams[spec.name] = fs.open_output_stream(temps[spec.name])
                     writers[spec.name] = pq.ParquetWriter(streams[spec.name], table.schema)
                 writers[spec.name].write_table(table)
-        for name, writer in writers.items():
-            writer.close()
-            streams[name].close()
+        for name in list(writers):
+            writers.pop(name).close()
+            streams.pop(name).close()
+        for name, temp in temps.items():
+            fs.move(temp, f"{base}/{name}.parquet")
     except OSError as exc:
         raise error(ref, exc, "writing the tables", during_run=False) from None
+    finally:
+        # an open stream uploads what it holds when it is closed: close it before removing its key
+        for stream in streams.values():
+            with contextlib.suppress(OSError):
+                stream.close()
+        for temp in temps.values():
+            with contextlib.suppress(OSError):
+                fs.delete_file(temp)

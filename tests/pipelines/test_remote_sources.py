@@ -308,6 +308,12 @@ def test_generate_writes_the_same_rows_to_every_kind(
     targets = [tmp_path / "p", "s3://generated/book/", pg_server.uri() + "?schema=generated"]
     for target in targets:
         sources.write_source(tables, target, "parquet")
+    import pyarrow.fs as pafs
+
+    keys = sources.s3.filesystem().get_file_info(pafs.FileSelector("generated/book"))
+    assert sorted(k.base_name for k in keys) == sorted(f"{name}.parquet" for name in HEADERS), (
+        "no temporary keys"
+    )
     frames = [
         sources.open_source(target if isinstance(target, Path) else SourceRef.parse(target))
         for target in targets
