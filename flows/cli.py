@@ -235,8 +235,11 @@ AsOf = Annotated[
     str | None, typer.Option("--as-of", help="YYYY-MM-DD; default today in the company time zone.")
 ]
 Source = Annotated[
-    Path | None,
-    typer.Option(help="DuckDB file or folder of Parquet/CSV tables. Default data/warehouse.duckdb."),
+    str | None,
+    typer.Option(
+        help="DuckDB file, folder of Parquet/CSV tables, s3://bucket/prefix/ or "
+        "postgresql://user@host:port/db[?schema=S] (docs/sources.md). Default data/warehouse.duckdb."
+    ),
 ]
 NoDeliver = Annotated[bool, typer.Option("--no-deliver", help="Write the file(s) but do not send them.")]
 DryRun = Annotated[
@@ -278,7 +281,7 @@ def run_request(
     exporter_id: str,
     *,
     as_of: str | None = None,
-    source: Path | None = None,
+    source: str | None = None,
     warehouse: Path | None = None,
     population: Path | None = None,
     no_deliver: bool = False,
@@ -294,7 +297,7 @@ def run_request(
     return RunRequest.from_options(
         exporter_id=exporter_id,
         as_of=parse_date(as_of, "--as-of"),
-        source=str(source) if source else None,
+        source=source or None,  # a path or a URI, as given (a Path would mangle s3://)
         warehouse=str(warehouse) if warehouse else None,
         population_file=str(population) if population else None,
         deliver=not no_deliver,
@@ -465,7 +468,7 @@ def check(
 
     moment = parse_instant(at, "--at")
     plan = job.plan_run(home_of(ctx), exporter_id, moment.date(), source=source)
-    emit(checks.check_contacts(plan.exporter, plan.company, plan.source, contact_ids, moment))
+    emit(checks.check_contacts(plan.exporter, plan.company, plan.source.path, contact_ids, moment))
 
 
 @campaigns_app.command("run")
@@ -474,9 +477,10 @@ def campaigns_run(
     campaign_id: Annotated[str, typer.Argument(metavar="CAMPAIGN_ID")],
     as_of: AsOf = None,
     source: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            help="DuckDB file or folder of tables for the query and the run. Default the campaign's."
+            help="DuckDB file, folder of tables, s3:// or postgresql:// URI for the query and the run. "
+            "Default the campaign's."
         ),
     ] = None,
     warehouse: Warehouse = None,
@@ -511,7 +515,12 @@ def campaigns_run(
 def generate(
     ctx: typer.Context,
     out: Annotated[
-        Path, typer.Option("--out", help="DuckDB file (duckdb) or folder (parquet, csv) to write.")
+        str,
+        typer.Option(
+            "--out",
+            help="DuckDB file (duckdb) or folder (parquet, csv) to write, or s3://bucket/prefix/ "
+            "(Parquet) or postgresql://user@host:port/db (tables).",
+        ),
     ],
     borrowers: Annotated[int, typer.Option("--borrowers", min=1, help="Number of borrowers.")],
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 1,
@@ -533,8 +542,9 @@ def generate(
     started = time.perf_counter()
     # Generated and written a chunk of borrowers at a time: memory does not grow with --borrowers.
     chunks = synth.generate_blocks(borrowers, seed, companies, progress=say)
-    target = home.path(out)
-    with progress.bar(f"generate {target.name}", borrowers, "borrowers") as bar:
+    target = sources.SourceRef.parse(out, home.root)
+    label = target.path.name if target.kind in ("duckdb", "folder") else target.kind
+    with progress.bar(f"generate {label}", borrowers, "borrowers") as bar:
         written = progress.counted(
             chunks, bar, lambda chunk: chunk.borrowers.select(pl.len()).collect().item()
         )
@@ -561,7 +571,7 @@ def serve(
     """Serve the exporter API and compliance checks (needs $CONTACT_EXPORTER_API_KEY)."""
     from flows.api import serve as serve_api
 
-    serve_api(home_of(ctx), host, port, source)
+    serve_api(home_of(ctx), host, port, Path(source) if source else None)
 
 
 @sftp_app.command("check")

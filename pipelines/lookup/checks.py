@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 
 from pipelines.io import duck, files, sources
@@ -54,29 +55,31 @@ def _duckdb_rows(path: Path, contact_ids: list[str]) -> dict[str, pl.DataFrame]:
                 [contact_ids],
             ).fetchall()
         ]
-        frames = {}
-        for spec in TABLES:
-            # table and column names are constants; values are bound
-            if spec.name == "borrowers":
-                sql = "SELECT * FROM borrowers WHERE id IN (SELECT unnest(?::VARCHAR[]))"
-            else:
-                sql = f'SELECT * FROM "{spec.name}" WHERE "personId" IN (SELECT unnest(?::VARCHAR[]))'  # noqa: S608
-            frame = con.sql(sql, params=[persons]).pl()
-            if spec.name in BY_ID:
-                # Every row of the borrowers is there (a row without an id too: validation rejects it,
-                # which blocks its borrower as in a run); add the other rows sharing an id with one of
-                # them or with a requested contact. Two plain filtered scans: one query with OR or
-                # NOT IN instead reads the table several times over (3-8 x slower at 1M borrowers).
-                ids = frame.get_column("id").cast(pl.String).drop_nulls().unique().to_list()
-                if spec.name == "contacts":
-                    ids += contact_ids
-                same = f'SELECT * FROM "{spec.name}" WHERE id IN (SELECT unnest(?::VARCHAR[]))'  # noqa: S608
-                twins = con.sql(same, params=[ids]).pl()
-                others = pl.col("personId").is_null() | ~pl.col("personId").cast(pl.String).is_in(persons)
-                frame = pl.concat([frame, twins.filter(others)], how="vertical_relaxed")
-            frames[spec.name] = frame
+        frames = {spec.name: _duckdb_table(con, spec, persons, contact_ids) for spec in TABLES}
         con.execute("COMMIT")
     return frames
+
+
+def _duckdb_table(
+    con: duckdb.DuckDBPyConnection, spec: TableSpec, persons: list[str], contact_ids: list[str]
+) -> pl.DataFrame:
+    """The rows of `persons` in one table (table and column names are constants; values are bound)."""
+    key = "id" if spec.name == "borrowers" else "personId"
+    sql = f'SELECT * FROM "{spec.name}" WHERE "{key}" IN (SELECT unnest(?::VARCHAR[]))'  # noqa: S608
+    frame: pl.DataFrame = con.sql(sql, params=[persons]).pl()
+    if spec.name not in BY_ID:
+        return frame
+    # Every row of the borrowers is there (a row without an id too: validation rejects it, which
+    # blocks its borrower as in a run); add the other rows sharing an id with one of them or with a
+    # requested contact. Two plain filtered scans: one query with OR or NOT IN reads the table
+    # several times over.
+    ids = frame.get_column("id").cast(pl.String).drop_nulls().unique().to_list()
+    if spec.name == "contacts":
+        ids += contact_ids
+    same = f'SELECT * FROM "{spec.name}" WHERE id IN (SELECT unnest(?::VARCHAR[]))'  # noqa: S608
+    twins: pl.DataFrame = con.sql(same, params=[ids]).pl()
+    others = pl.col("personId").is_null() | ~pl.col("personId").cast(pl.String).is_in(persons)
+    return pl.concat([frame, twins.filter(others)], how="vertical_relaxed")
 
 
 def _folder_rows(folder: Path, contact_ids: list[str]) -> dict[str, pl.DataFrame]:
@@ -165,26 +168,56 @@ def check_contacts(
     instant, day = compliance.judged_at(company, at.date(), at)
     wanted = list(dict.fromkeys(contact_ids))
     present = contacts_at(tables.contacts, instant).filter(pl.col("id").is_in(wanted)).collect()
+    screening, matched_ids = _screened(exporter, company, tables, owned, present, day, instant)
+    results, errors = _answers(wanted, screening, matched_ids, owned, tables)
+    blocked = sum(1 for r in results if not r["canInteract"])
+    at_text = files.iso_utc(instant)
+    log.info("checked %d contacts of exporter %s at %s: %d blocked, %d unknown", len(results), exporter.id, at_text, blocked, len(errors))  # fmt: skip
+    return {
+        "exporterId": exporter.id,
+        "companyId": company.id,
+        "at": files.iso_utc(instant),
+        "date": day.isoformat(),
+        "screened": exporter.checkCanInteractData is not None,
+        "results": results,
+        "errors": errors,
+    }
+
+
+def _screened(
+    exporter: Exporter,
+    company: Company,
+    tables: SourceTables,
+    owned: pl.DataFrame,
+    present: pl.DataFrame,
+    day: date,
+    instant: datetime,
+) -> tuple[pl.DataFrame, set[str]]:
+    """The screening rows of the contacts present at the instant (by the batch's own rules), and
+    which of them the exporter's criteria match."""
     population = matching.company_population(tables.borrowers, company.id)
-    matched_ids = set(
-        matching.match_contacts(present.lazy(), population, exporter.contactMatchingCriteria)
-        .select("id")
-        .collect()
-        .get_column("id")
-        .to_list()
-    )
+    matched = matching.match_contacts(present.lazy(), population, exporter.contactMatchingCriteria)
+    matched_ids = set(matched.select("id").collect().get_column("id").to_list())
     check = exporter.checkCanInteractData
     if check is None:
-        screening = compliance.unscreened(present.lazy()).collect()
-    else:
-        screening = compliance.screen(
-            present.lazy(), tables, company, check, day, rejected=owned, at=instant
-        ).collect()
-        screening = eligibility.next_eligible(
-            screening, present.lazy(), tables, company, check, day, at=instant
-        )
+        return compliance.unscreened(present.lazy()).collect(), matched_ids
+    screening = compliance.screen(present.lazy(), tables, company, check, day, rejected=owned, at=instant)
+    rows = eligibility.next_eligible(
+        screening.collect(), present.lazy(), tables, company, check, day, at=instant
+    )
+    return rows, matched_ids
+
+
+def _answers(
+    wanted: list[str],
+    screening: pl.DataFrame,
+    matched_ids: set[str],
+    owned: pl.DataFrame,
+    tables: SourceTables,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """One answer per requested contact, in request order; an error for each one not there."""
     rows = {r["contactId"]: r for r in screening.to_dicts()}
-    own_rejected = owned.filter(pl.col("tableName") == "contacts")
+    own_rejected = set(owned.filter(pl.col("tableName") == "contacts").get_column("rowKey").to_list())
     results: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
     for index, contact_id in enumerate(wanted):
@@ -192,18 +225,11 @@ def check_contacts(
         if row is not None:
             next_date = row.get("nextEligibleDate")
             results.append(
-                {
-                    "contactId": contact_id,
-                    "personId": row["personId"],
-                    "matched": contact_id in matched_ids,
-                    "channel": row["channel"],
-                    "canInteract": row["canInteract"],
-                    "reasons": row["reasons"],
-                    "nextEligibleDate": next_date.isoformat() if next_date else None,
-                }
-            )
-        elif own_rejected.filter(pl.col("rowKey") == contact_id).height:
-            # its own row could not be read: never exported, so blocked here
+                {"contactId": contact_id, "personId": row["personId"], "matched": contact_id in matched_ids,
+                 "channel": row["channel"], "canInteract": row["canInteract"], "reasons": row["reasons"],
+                 "nextEligibleDate": next_date.isoformat() if next_date else None}
+            )  # fmt: skip
+        elif contact_id in own_rejected:  # its own row could not be read: never exported, so blocked here
             results.append(
                 {"contactId": contact_id, "personId": None, "matched": False, "channel": None,
                  "canInteract": False, "reasons": ["SOURCE_ROW_REJECTED"], "nextEligibleDate": None}
@@ -214,24 +240,7 @@ def check_contacts(
                 "the contact did not exist yet at that instant" if known else "no such contact in the source"
             )
             errors.append({"path": f"/contactIds/{index}", "message": why})
-    blocked = sum(1 for r in results if not r["canInteract"])
-    log.info(
-        "checked %d contacts of exporter %s at %s: %d blocked, %d unknown",
-        len(results),
-        exporter.id,
-        files.iso_utc(instant),
-        blocked,
-        len(errors),
-    )
-    return {
-        "exporterId": exporter.id,
-        "companyId": company.id,
-        "at": files.iso_utc(instant),
-        "date": day.isoformat(),
-        "screened": check is not None,
-        "results": results,
-        "errors": errors,
-    }
+    return results, errors
 
 
 __all__ = ["check_contacts", "conform_rows", "read_for_contacts"]

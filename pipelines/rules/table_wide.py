@@ -73,16 +73,24 @@ class TableWide:
         return TableWide.from_frame(pl.read_parquet(folder / FILE_NAME))
 
 
-def scan(source: Path) -> TableWide:
-    """Answer the table-wide rules over every row of `source` (one aggregate per table).
+def scan(source: sources.Source) -> TableWide:
+    """Answer the table-wide rules over every row of `source` (one aggregate per table, reading the
+    ids only; from S3 or Postgres the `id` column of each table).
 
-    A table or column that is missing is left out here: reading the source reports it (exit 2)."""
+    A table or column that is missing is left out here: reading the source reports it (exit 2). A
+    read that fails raises: never "no repeats" for a table that could not be read."""
     started = time.perf_counter()
-    source = Path(source)
-    found = _scan_folder(source) if source.is_dir() else _scan_duckdb(source) if source.is_file() else {}
+    ref = sources.ref_of(source)
+    if not ref.is_local:
+        ids = sources.remote_column(ref, list(UNIQUE_ID_TABLES), "id")
+        found = {name: repeated(column) for name, column in ids.items()}
+    elif ref.path.is_dir():
+        found = _scan_folder(ref.path)
+    else:
+        found = _scan_duckdb(ref.path) if ref.path.is_file() else {}
     log.info(
         "table-wide checks over %s in %.2fs: repeated ids %s",
-        source,
+        ref,
         time.perf_counter() - started,
         ", ".join(f"{name} {ids.len()}" for name, ids in found.items()) or "none",
     )

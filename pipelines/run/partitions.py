@@ -50,6 +50,11 @@ BATCH_ROWS: Final = ROW_GROUP_ROWS  # rows per part-file batch and per merged ba
 # measurements are in bench/results and the README's "Scaling out"; a slow test holds the model
 # above the measured peak).
 PEAK_PER_ROW: Final = 300
+# A Postgres source's rows arrive as Arrow batches that are converted (strings copied into Polars'
+# layout), so a partition peaks higher per row: at 1M borrowers in 2 partitions, 2,215 MiB against
+# 1,512 MiB from DuckDB (bench/sources.py, side by side), i.e. 400 bytes per row above the baseline
+# against 236; with a margin:
+PEAK_PER_POSTGRES_ROW: Final = 500
 # CSV files are sized by their bytes (counting their rows means reading them). Every partition
 # reads each CSV file whole (strictly, see sources.read_csv_strict) and then keeps its rows, so it
 # holds the largest file whole for a while whatever N is: bytes of memory per byte of the largest
@@ -150,8 +155,13 @@ def parts_of(cut_ids: Sequence[str], count: int) -> list[Part]:
     return [Part(k, count, bounds[k], bounds[k + 1]) for k in range(count)]
 
 
-def sorted_borrower_ids(path: Path) -> pl.Series:
+def sorted_borrower_ids(source: sources.Source) -> pl.Series:
     """The distinct non-null borrower ids of a source, as text, sorted (one column read)."""
+    ref = sources.ref_of(source)
+    if not ref.is_local:
+        ids = sources.remote_column(ref, ["borrowers"], "id").get("borrowers")
+        return pl.Series("id", [], pl.String) if ids is None else _distinct_sorted(ids.drop_nulls())
+    path = ref.path
     if path.is_dir():
         found = sources.table_files(path, BORROWERS)
         if not found:
@@ -169,6 +179,10 @@ def sorted_borrower_ids(path: Path) -> pl.Series:
         )
     if not path.is_file():
         return pl.Series("id", [], pl.String)
+    return _duckdb_borrower_ids(path)
+
+
+def _duckdb_borrower_ids(path: Path) -> pl.Series:
     with duck.connect(path, read_only=True) as con:
         con.execute("SET enable_progress_bar = false")
         present = con.execute(
@@ -194,25 +208,37 @@ def _distinct_sorted(ids: pl.Series) -> pl.Series:
 # ---------------------------------------------------------------- choosing N
 
 
-def source_format(path: Path) -> str:
+def source_format(source: sources.Source) -> str:
+    ref = sources.ref_of(source)
+    if not ref.is_local:
+        return ref.kind
+    path = ref.path
     if path.is_dir():
         return "csv" if any(p.suffix == ".csv" for p in path.iterdir()) else "parquet"
     return "duckdb"
 
 
-def source_bytes(path: Path) -> int:
-    """Bytes on disk of a source: the DuckDB file, or the table files of a folder."""
+def source_bytes(source: sources.Source) -> int:
+    """Bytes on disk of a local source: the DuckDB file, or the table files of a folder."""
+    ref = sources.ref_of(source)
+    if not ref.is_local:
+        return 0
+    path = ref.path
     if path.is_dir():
         return sum(f.stat().st_size for f in sources.folder_files(path))
     return path.stat().st_size if path.is_file() else 0
 
 
-def source_rows(path: Path) -> int | None:
-    """Rows in the five tables, from metadata (DuckDB table counts, Parquet footers); None for CSV,
-    and for a file that cannot be opened (a Parquet file cut short): the read then fails with an
-    error that names it (exit 2), rather than this estimate with a library's traceback."""
+def source_rows(source: sources.Source) -> int | None:
+    """Rows in the five tables, from metadata (DuckDB table counts, Parquet footers, Postgres
+    statistics); None for CSV, and for a file that cannot be opened (a Parquet file cut short): the
+    read then fails with an error that names it (exit 2), rather than this estimate with a library's
+    traceback."""
+    ref = sources.ref_of(source)
+    if not ref.is_local:
+        return sources.remote_rows(ref)
     try:
-        return _source_rows(path)
+        return _source_rows(ref.path)
     except (OSError, pa.ArrowException, duckdb.Error):
         return None
 
@@ -234,13 +260,15 @@ def _source_rows(path: Path) -> int | None:
     return total
 
 
-def auto_partitions(path: Path, memory_budget: int) -> int:
+def auto_partitions(source: sources.Source, memory_budget: int) -> int:
     """N for `--partitions auto`: the run's expected memory over what the budget leaves per part.
 
         N = ceil(expected / usable), at least 1, at most MAX_AUTO_PARTITIONS
         usable = budget - BASELINE_BYTES                 (at least 64 MiB)
-        DuckDB file, Parquet folder:
+        DuckDB file, Parquet folder, S3:
             expected = source rows x PEAK_PER_ROW
+        Postgres (rows: its planner's estimate):
+            expected = source rows x PEAK_PER_POSTGRES_ROW
         CSV folder (every partition holds its largest file whole for a while):
             expected = CSV bytes x PEAK_PER_CSV_BYTE
             usable   = usable - largest CSV file's bytes x PEAK_PER_WHOLE_CSV_BYTE
@@ -250,10 +278,12 @@ def auto_partitions(path: Path, memory_budget: int) -> int:
     did not.
     """
     usable = max(memory_budget - BASELINE_BYTES, 64 << 20)
-    rows = source_rows(path)
+    rows = source_rows(source)
     if rows is not None:
-        return _within(rows * PEAK_PER_ROW, usable)
-    return _within(source_bytes(path) * PEAK_PER_CSV_BYTE, _room_beside_largest_csv(path, usable))
+        per_row = PEAK_PER_POSTGRES_ROW if sources.ref_of(source).kind == "postgres" else PEAK_PER_ROW
+        return _within(rows * per_row, usable)
+    folder = sources.ref_of(source).path
+    return _within(source_bytes(folder) * PEAK_PER_CSV_BYTE, _room_beside_largest_csv(folder, usable))
 
 
 def _within(expected: float, usable: int) -> int:
@@ -291,7 +321,7 @@ def _population_file(folder: Path, part: Part) -> Path:
     return folder / f"population-{part.name}.arrow"
 
 
-def split(source: Path, population: pl.DataFrame | None, count: int, folder: Path) -> list[Part]:
+def split(source: sources.Source, population: pl.DataFrame | None, count: int, folder: Path) -> list[Part]:
     """Cut the source's borrower ids into `count` ranges; write each part's share of `population`
     and, when the parts read only some rows, the table-wide checks over the whole source."""
     cut_ids = cuts(sorted_borrower_ids(source), count) if count > 1 else []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pipelines.io import files
+from pipelines.io import files, sources
 from pipelines.io.store import ExporterStore
 from pipelines.model.config import Company, Exporter, Home, SftpSetting
 from pipelines.model.request import RunRequest
@@ -31,7 +31,7 @@ class RunPlan:
     sftp: SftpSetting | None
     as_of: date
     as_of_instant: datetime
-    source: Path
+    source: sources.SourceRef
     warehouse: Path
     population_file: Path | None = None
     campaign_id: str | None = None  # a campaign run: its own file, lock, ledger entry and warehouse rows
@@ -86,7 +86,7 @@ def plan_request(request: RunRequest) -> RunPlan:
         home,
         request.exporter_id,
         request.as_of,
-        source=request.path(source),
+        source=source,  # a path (against the home) or a URI: SourceRef.parse tells them apart
         warehouse_path=request.path(request.warehouse),
         population_file=request.path(request.population_file),
         campaign_id=request.campaign_id,
@@ -107,7 +107,7 @@ def plan_run(
     exporter_id: str,
     as_of: date | None = None,
     *,
-    source: Path | None = None,
+    source: sources.Source | None = None,
     warehouse_path: Path | None = None,
     population_file: Path | None = None,
     campaign_id: str | None = None,
@@ -123,7 +123,7 @@ def plan_run(
         sftp=sftp,
         as_of=day,
         as_of_instant=compliance.as_of_instant(company, day),
-        source=home.path(source) if source else home.warehouse,
+        source=sources.SourceRef.parse(source or home.warehouse, home.root),
         warehouse=home.path(warehouse_path) if warehouse_path else home.warehouse,
         population_file=home.path(population_file) if population_file else None,
         campaign_id=campaign_id,

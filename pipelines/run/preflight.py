@@ -12,47 +12,40 @@ from datetime import date
 from pathlib import Path
 from typing import NoReturn
 
-import duckdb
-
 from pipelines.io import duck, sources
-from pipelines.io.sources import FOLDER_FORMATS, duckdb_tables, not_a_duckdb_file
 from pipelines.model.config import Home, SftpSetting
 from pipelines.model.errors import ErrorItem, InvalidInputError, SourceDataError
 from pipelines.model.request import RunRequest
-from pipelines.model.tables import TABLES
 from pipelines.run.planning import RunPlan, plan_request
 
 
-def check_source(path: Path) -> None:
-    """The source exists and holds the five tables (their rows are validated by the run)."""
-    source = str(path)
-    if path.is_dir():
-        missing = [
-            spec.name
-            for spec in TABLES
-            if not any((path / f"{spec.name}.{ext}").is_file() for ext in FOLDER_FORMATS)
-        ]
-        how = "add <table>.parquet or <table>.csv files"
-    elif path.is_file():
-        try:
-            with duck.connect(path, read_only=True) as con:
-                present = duckdb_tables(con)
-        except duckdb.Error as exc:
-            raise not_a_duckdb_file(source, exc) from None
-        missing = [spec.name for spec in TABLES if spec.name not in present]
-        how = "give the source tables with --source, or `contact-exporter generate --out PATH` to make some"
-    else:
+def check_source(source: sources.Source) -> None:
+    """The source exists, answers (a server reachable, the credentials accepted, the bucket there)
+    and holds the five tables (their rows are validated by the run). Any failure is exit 2, naming
+    the source (a password in its URI masked), never a secret."""
+    ref = sources.ref_of(source)
+    kind = ref.kind
+    if kind == "duckdb" and not ref.path.exists():
         raise SourceDataError(
-            source,
+            str(ref),
             [ErrorItem("", "does not exist")],
-            message=f"source {source} does not exist; give a DuckDB file or a folder of "
-            "<table>.parquet/<table>.csv files with --source (contact-exporter generate --out PATH makes one)",
+            message=f"source {ref} does not exist; give a DuckDB file, a folder of "
+            "<table>.parquet/<table>.csv files, s3://bucket/prefix/ or postgresql://user@host:port/db "
+            "with --source (contact-exporter generate --out SOURCE makes one)",
         )
+    missing = sources.missing_tables(ref)
+    how = {
+        "folder": "add <table>.parquet or <table>.csv files",
+        "s3": "add <table>.parquet files (or <table>/ folders of parts) under the prefix",
+        "postgres": f"create them in schema {ref.schema}",
+    }.get(
+        kind, "give the source tables with --source, or `contact-exporter generate --out PATH` to make some"
+    )
     if missing:
         raise SourceDataError(
-            source,
+            str(ref),
             [ErrorItem(f"/{name}", "required table is missing") for name in missing],
-            message=f"source {source} has no table {', '.join(missing)}; {how}",
+            message=f"source {ref} has no table {', '.join(missing)}; {how}",
         )
 
 
