@@ -122,15 +122,38 @@ def plan_task(request: RunRequest) -> RunPlan:
 
 def export_run_name() -> str:
     """The flow run's name when it is created: `<exporterId> <asOfDate>` (+ ` campaign <id>`), from
-    the plan the CLI handed down; a deployment run without a date is renamed once it is planned."""
+    the plan the CLI handed down, else from the parameters (a deployment's run without a date: today
+    in the company's time zone)."""
     from prefect.runtime import flow_run
 
     params = flow_run.parameters
     plan = params.get("plan")
     if isinstance(plan, RunPlan):
         return plan.label
-    label = f"{params.get('exporter_id')} {params.get('as_of') or 'today'}"
+    label = f"{params.get('exporter_id')} {params.get('as_of') or _today(params)}"
     return f"{label} campaign {params['campaign_id']}" if params.get("campaign_id") else label
+
+
+def campaign_run_name() -> str:
+    """`campaign <id> <asOfDate>` when the run is created."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    plan = params.get("plan")
+    day = plan.as_of if isinstance(plan, RunPlan) else params.get("as_of") or _today(params)
+    return f"campaign {params.get('campaign_id')} {day}"
+
+
+def _today(params: dict[str, Any]) -> str:
+    """Today in the company's time zone, for a name only (a config that cannot be read leaves it to
+    the plan step, which reports it)."""
+    try:
+        home = _home(params.get("home"))
+        exporter_id = params.get("exporter_id") or home.campaign(str(params.get("campaign_id"))).exporterId
+        company = home.company(ExporterStore(home).get(str(exporter_id)).companyId)
+        return planning.today_in(company).isoformat()
+    except Exception:
+        return "today"
 
 
 def run_tags(exporter_id: str, company_id: str, campaign_id: str | None = None) -> list[str]:
@@ -394,7 +417,7 @@ def campaign_population_task(plan: RunPlan) -> int:
     return ids.height
 
 
-@flow(name="run-campaign", validate_parameters=False)
+@flow(name="run-campaign", flow_run_name=campaign_run_name, validate_parameters=False)
 def run_campaign(
     campaign_id: str,
     as_of: date | str | None = None,
@@ -426,7 +449,7 @@ def run_campaign(
     if plan is None:
         plan = plan_task.with_options(task_run_name=f"campaign {campaign_id} plan")(request)
     labels = run_tags(plan.exporter_id, plan.company.id, campaign_id)
-    label_flow_run(f"campaign {campaign_id} {plan.exporter_id} {plan.as_of.isoformat()}", labels)
+    label_flow_run(f"campaign {campaign_id} {plan.as_of.isoformat()}", labels)
     campaign_population_task.with_options(task_run_name=f"campaign {campaign_id} population")(plan)
     result: dict[str, Any] = export_contacts(**request.flow_parameters(), plan=plan)  # tags its own run
     result["campaignId"] = campaign_id

@@ -179,7 +179,7 @@ def test_a_campaign_run_never_touches_the_daily_run_of_the_same_date(home: Home)
     assert campaign_screening == (again["counts"]["matched"],)
 
     flow_run = read_api(lambda c: c.read_flow_run(state.state_details.flow_run_id))
-    assert flow_run.name == "campaign collections-daily CE-VOICECOL 2026-12-01"
+    assert flow_run.name == "campaign collections-daily 2026-12-01"
     assert "campaign:collections-daily" in flow_run.tags
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
