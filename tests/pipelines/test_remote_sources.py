@@ -26,7 +26,7 @@ from pipelines.model.errors import ContactExporterError, SourceDataError, Transi
 from pipelines.rules import table_wide
 from pipelines.run import job, preflight
 from tests.frontdoor import COMPANY, HEADERS, add_exporter, make_home
-from tests.pipelines.test_table_wide import Row, outcome, world, write
+from tests.pipelines.test_table_wide import Row, keyless_world, outcome, world, write
 from tests.reference.source import reference_run
 from tests.servers import PG_PASSWORD, S3_SECRET, PostgresServer, S3Server, aws_environment
 
@@ -131,14 +131,7 @@ def test_rows_without_a_key_are_named_by_their_place_in_every_kind(
 ) -> None:
     home = make_home(tmp_path / "home", maxRejectedShare=1.0)
     exporter = add_exporter(home, BODY)
-    raw: dict[str, list[Row]] = {name: [] for name in HEADERS}
-    for pid in ("A", "M", "Z"):
-        raw["borrowers"].append({"id": pid, "companyId": COMPANY, "timezone": "America/New_York"})
-        raw["contacts"].append({"id": f"{pid}-P", "personId": pid, "contactType": "phone", "label": "personal",
-                                "affiliation": "self", "status": "primary", "value": "+12125550123"})  # fmt: skip
-        raw["consents"].append({"personId": pid, "name": "autodialedColl", "status": "consented",
-                                "updatedAt": "2026-01-01T00:00:00Z"})  # fmt: skip
-    raw["consents"].append({"personId": "Z", "name": "autodialedColl", "status": "consented"})
+    raw = keyless_world()
     raw["contacts"].insert(1, {"personId": "M", "contactType": "phone", "label": "personal",
                                "affiliation": "self", "status": "primary", "value": "+12125550123"})  # fmt: skip
     for kind, source in every_kind(tmp_path, raw, servers).items():

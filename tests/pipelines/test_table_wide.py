@@ -207,9 +207,9 @@ def test_a_partition_cannot_validate_without_the_table_wide_answers(tmp_path: Pa
         deciding.decide(plan, rows=RowFilter("A", "B"))
 
 
-def test_a_rejected_row_without_a_key_is_named_by_its_place_in_the_source(tmp_path: Path) -> None:
-    home = make_home(tmp_path / "home", maxRejectedShare=1.0)
-    exporter = add_exporter(home)
+def keyless_world() -> dict[str, list[Row]]:
+    """Borrowers A, M and Z with a phone and an autodial consent each, then a consent of Z without
+    its `updatedAt`: rejected, and without a key of its own it is named `row 4` of consents."""
     raw: dict[str, list[Row]] = {name: [] for name in HEADERS}
     for pid in ("A", "M", "Z"):
         raw["borrowers"].append({"id": pid, "companyId": COMPANY, "timezone": "America/New_York"})
@@ -218,6 +218,13 @@ def test_a_rejected_row_without_a_key_is_named_by_its_place_in_the_source(tmp_pa
         raw["consents"].append({"personId": pid, "name": "autodialedColl", "status": "consented",
                                 "updatedAt": "2026-01-01T00:00:00Z"})  # fmt: skip
     raw["consents"].append({"personId": "Z", "name": "autodialedColl", "status": "consented"})
+    return raw
+
+
+def test_a_rejected_row_without_a_key_is_named_by_its_place_in_the_source(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home", maxRejectedShare=1.0)
+    exporter = add_exporter(home)
+    raw = keyless_world()
     for fmt in FORMATS:
         source = write(tmp_path / fmt, raw, fmt)
         for n in (1, 3):
