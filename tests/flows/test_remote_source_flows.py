@@ -43,15 +43,13 @@ def run(home: Home, name: str, source: str, **options: Any) -> str:
     from flows.prefect_flows import export_contacts
 
     result = export_contacts(
-        RunRequest(
-            exporter_id="CE-VOICECOL",
-            as_of=AS_OF,
-            home=str(home.root),
-            source=source,
-            warehouse=str(home.root / "data" / f"{name}.duckdb"),
-            deliver=False,
-            **options,
-        )
+        exporter_id="CE-VOICECOL",
+        as_of=AS_OF,
+        home=str(home.root),
+        source=source,
+        warehouse=str(home.root / "data" / f"{name}.duckdb"),
+        deliver=False,
+        **options,
     )
     assert result["counts"]["exported"] > 0
     return hashlib.sha256(Path(result["file"]).read_bytes()).hexdigest()
