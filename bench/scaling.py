@@ -1,6 +1,6 @@
 """`python -m bench.scaling`: partitioned runs beside the unpartitioned one, each in a fresh process.
 
-- 1M borrowers: the unpartitioned run (`job.build`) and the default partitioned run
+- 1M borrowers: the run in one partition (N = 1) and the default partitioned run
   (`--partitions auto --memory-budget 2GiB`), alternated, `--repeat` times each (median time, max peak);
 - `--large`: 4M borrowers, the default partitioned run once (peak RSS, per-borrower time);
 - `--dask`: the 1M run's partitions on a 2-worker Dask LocalCluster, once (time; file sha compared).

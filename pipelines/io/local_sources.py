@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import logging
+from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -16,6 +18,7 @@ import duckdb
 import polars as pl
 
 from pipelines.io import duck
+from pipelines.io.files import ROW_GROUP_ROWS
 from pipelines.io.source_ref import BORROWER_KEYS, RowFilter
 from pipelines.model.errors import ErrorItem, SourceDataError
 from pipelines.model.tables import CAST_ERRORS, FIELDS_CHECK, SOURCE_ROW, TABLES, TableSpec
@@ -51,8 +54,14 @@ def skipped(skip: Skip | None, spec: TableSpec) -> frozenset[str]:
 
 
 def read_folder_table(
-    folder: Path, spec: TableSpec, rows: RowFilter | None = None, skip: frozenset[str] = frozenset()
+    folder: Path,
+    spec: TableSpec,
+    rows: RowFilter | None = None,
+    skip: frozenset[str] = frozenset(),
+    shape: CsvShape | None = None,
 ) -> pl.DataFrame:
+    """One table of a folder source (the rows `rows` keeps, without `skip`'s columns). A CSV file
+    read in part is marked by its `shape`, counted once for the run (counted here when not given)."""
     source = str(folder)
     found = table_files(folder, spec)
     if not found:
@@ -65,11 +74,9 @@ def read_folder_table(
         )
     file = found[0]
     if file.suffix == ".csv":
-        # Read whole (strictly: every row with the header's fields), then this partition's rows.
-        frame = read_csv_strict(file, spec.name)
         if rows is None:
-            return frame
-        return frame.with_row_index(SOURCE_ROW).filter(rows.expr(BORROWER_KEYS[spec.name]))
+            return read_csv_strict(file, spec.name, skip)
+        return read_csv_rows(file, spec, rows, shape or csv_shape(file, spec.name), skip)
     try:
         if rows is None and not skip:
             return pl.read_parquet(file)
@@ -105,39 +112,185 @@ def _lines_as_polars_reads(lines: Iterable[str]) -> Iterator[str]:
         yield line
 
 
-def read_csv_strict(file: Path, table: str) -> pl.DataFrame:
+@dataclass(frozen=True)
+class CsvShape:
+    """What counting a CSV file's fields once finds: its data records, and the source rows (0-based,
+    `SOURCE_ROW`) of those without the header's number of fields, which validation rejects
+    (`fields_match_header`) rather than fill in or cut."""
+
+    records: int
+    ragged: pl.Series
+    # The file's rows as Parquet in the run's staging (`stage_csv`), each with its SOURCE_ROW: a
+    # partition filters this copy by its borrower range (the filter pushed into the scan) rather
+    # than parse the whole CSV file again.
+    copy: str | None = None
+
+    def marks(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` (whose `SOURCE_ROW` numbers rows of this file) with the ragged rows marked in
+        `CAST_ERRORS`."""
+        if self.ragged.is_empty():
+            return frame
+        hit = frame.get_column(SOURCE_ROW).cast(pl.Int64).is_in(self.ragged.implode())
+        if not hit.any():
+            return frame
+        return frame.with_columns(
+            pl.when(hit).then(pl.lit([FIELDS_CHECK], pl.List(pl.String()))).alias(CAST_ERRORS)
+        )
+
+
+def csv_shape(file: Path, table: str) -> CsvShape:
+    """Count the fields of every record of a CSV file, as Polars splits its records (see
+    `_lines_as_polars_reads`). A file cut short (no final line end, an unterminated quote, no
+    header) or whose records two readings count differently is a source error (exit 2).
+
+    A file without quotes, CRs and blank lines (most machine-written files) is counted in Polars,
+    a field being what lies between commas; any other file record by record by the csv module."""
+    unreadable = _unreadable_csv(file, table)
+    _check_ends_with_a_line_end(file, unreadable)
+    try:
+        counts = _plain_field_counts(file)
+        if counts is None:
+            counts = _quoted_field_counts(file, unreadable)
+        records = pl.scan_csv(file, infer_schema=False, encoding="utf8", truncate_ragged_lines=True)
+        read = int(records.select(pl.len()).collect().item()) if counts.len() else 0
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        raise unreadable(type(exc).__name__) from None
+    if counts.is_empty():
+        raise unreadable("it has no header row")
+    if read != counts.len() - 1:
+        raise unreadable(f"{counts.len() - 1} records by one reading and {read} by another")
+    body = counts.slice(1)
+    ragged = pl.int_range(0, body.len(), dtype=pl.Int64, eager=True).filter(body != counts[0])
+    if not ragged.is_empty():
+        log.warning("source %s: %d rows without %d fields", file, ragged.len(), counts[0])
+    return CsvShape(body.len(), ragged)
+
+
+_LINE_COLUMN_SEPARATOR: Final = b"\x1f"  # a byte that no plain file read as one column may hold
+
+
+def _plain_field_counts(file: Path) -> pl.Series | None:
+    """The fields of each line of a file without `"`, CR, blank lines or the unit separator: the
+    commas of the line plus one, counted by Polars reading each line as one column. None for any
+    other file."""
+    last = b"\n"  # a blank first line counts as blank
+    with file.open("rb") as fh:
+        while chunk := fh.read(16 << 20):
+            if (
+                b'"' in chunk
+                or b"\r" in chunk
+                or _LINE_COLUMN_SEPARATOR in chunk
+                or b"\n\n" in chunk
+                or (last == b"\n" and chunk[:1] == b"\n")
+            ):
+                return None
+            last = chunk[-1:]
+    lines = pl.scan_csv(
+        file,
+        has_header=False,
+        separator=_LINE_COLUMN_SEPARATOR.decode(),
+        quote_char=None,
+        new_columns=["line"],
+        infer_schema=False,
+        encoding="utf8",
+    )
+    fields = pl.col("line").str.count_matches(",", literal=True).cast(pl.UInt32) + 1
+    return lines.select(fields.alias("fields")).collect(engine="streaming").to_series()
+
+
+def _quoted_field_counts(file: Path, unreadable: Callable[[str], SourceDataError]) -> pl.Series:
+    """The fields of each record, read by the csv module (strict: an unterminated quote is an error)."""
+    counts = array("I")
+    try:
+        # Split at LF only, as Polars does: see _lines_as_polars_reads.
+        with file.open(newline="\n", encoding="utf8") as text:
+            counts.extend(len(row) for row in csv.reader(_lines_as_polars_reads(text), strict=True))
+    except csv.Error as exc:
+        raise unreadable(f"{exc} (an unterminated quote?)") from None
+    return pl.Series("fields", counts, pl.UInt32)
+
+
+def read_csv_strict(file: Path, table: str, skip: frozenset[str] = frozenset()) -> pl.DataFrame:
     """A CSV table as text, every row with exactly the header's number of fields.
 
     All text: ids, ZIP codes and phone numbers keep leading zeros; types come from the spec. A row
     with too few or too many fields (or a blank line) is not filled in or cut: it gets the failed
     check `fields_match_header` in CAST_ERRORS, so validation rejects it. A file that does not end
     with a line end, or ends inside a quoted field, was cut short: that is a source error.
+    `skip`'s columns are not read.
     """
-
-    unreadable = _unreadable_csv(file, table)
-    _check_ends_with_a_line_end(file, unreadable)
-    counts: list[int] = []
+    shape = csv_shape(file, table)
     try:
-        # Split at LF only, as Polars does: see _lines_as_polars_reads.
-        with file.open(newline="\n", encoding="utf8") as text:
-            counts = [len(row) for row in csv.reader(_lines_as_polars_reads(text), strict=True)]
-        frame = pl.read_csv(file, infer_schema=False, encoding="utf8", truncate_ragged_lines=True)
-    except csv.Error as exc:
-        raise unreadable(f"{exc} (an unterminated quote?)") from None
+        scan = pl.scan_csv(file, infer_schema=False, encoding="utf8", truncate_ragged_lines=True)
+        frame = scan.select([c for c in scan.collect_schema().names() if c not in skip]).collect()
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-        raise unreadable(type(exc).__name__) from None
-    if not counts:
-        raise unreadable("it has no header row")
-    fields = counts[0]
-    if frame.height != len(counts) - 1:
-        raise unreadable(f"{len(counts) - 1} records by one reading and {frame.height} by another")
-    ragged = pl.Series([n != fields for n in counts[1:]], dtype=pl.Boolean)
-    if ragged.any():
-        log.warning("source %s: %d rows without %d fields", file, int(ragged.sum()), fields)
-        frame = frame.with_columns(
-            pl.when(pl.lit(ragged)).then(pl.lit([FIELDS_CHECK], pl.List(pl.String()))).alias(CAST_ERRORS)
-        )
-    return frame
+        raise _unreadable_csv(file, table)(type(exc).__name__) from None
+    if shape.ragged.is_empty():
+        return frame
+    return shape.marks(frame.with_row_index(SOURCE_ROW)).drop(SOURCE_ROW)
+
+
+def csv_records_estimate(file: Path, sample: int = 4 << 20) -> int:
+    """About how many records a CSV file holds, from the lines of its first `sample` bytes (exact
+    for a file no larger, quoted line ends aside): for sizing a run without reading the file."""
+    with file.open("rb") as fh:
+        head = fh.read(sample)
+        size = fh.seek(0, 2)
+    lines = head.count(b"\n")
+    if size <= sample or not lines:
+        return max(lines - 1, 0)
+    return max(round(size * lines / (head.rindex(b"\n") + 1)) - 1, 0)
+
+
+def _scan_csv_rows(file: Path) -> pl.LazyFrame:
+    """A CSV file as `read_csv_strict` reads it (all text), each row numbered (`SOURCE_ROW`)."""
+    return pl.scan_csv(
+        file, infer_schema=False, encoding="utf8", truncate_ragged_lines=True, row_index_name=SOURCE_ROW
+    )
+
+
+def stage_csv(file: Path, spec: TableSpec, shape: CsvShape, folder: Path, skip: frozenset[str]) -> CsvShape:
+    """Parse a CSV file once for a partitioned run: its rows, without `skip`'s columns, streamed into
+    a Parquet copy in `folder` (row groups with statistics, so that a range filter on the borrower
+    key skips what it can). The shape, with the copy's path."""
+    target = folder / f"csv-{spec.name}.parquet"
+    try:
+        scan = _scan_csv_rows(file)
+        scan = scan.select([c for c in scan.collect_schema().names() if c not in skip])
+        scan.sink_parquet(target, compression="lz4", row_group_size=ROW_GROUP_ROWS, statistics=True)
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        raise _unreadable_csv(file, spec.name)(type(exc).__name__) from None
+    return replace(shape, copy=str(target))
+
+
+def stage_csv_tables(folder: Path, staging: Path, skip: Skip | None = None) -> dict[str, CsvShape]:
+    """Each CSV file of a folder source counted (`csv_shape`) and copied (`stage_csv`) once, for
+    the partitions of one run to read their rows from."""
+    shapes = {}
+    for spec in TABLES:
+        files = table_files(folder, spec)
+        if len(files) == 1 and files[0].suffix == ".csv":
+            staging.mkdir(parents=True, exist_ok=True)
+            shape = csv_shape(files[0], spec.name)
+            shapes[spec.name] = stage_csv(files[0], spec, shape, staging, skipped(skip, spec))
+    return shapes
+
+
+def read_csv_rows(
+    file: Path, spec: TableSpec, rows: RowFilter, shape: CsvShape, skip: frozenset[str] = frozenset()
+) -> pl.DataFrame:
+    """The rows of a CSV table that `rows` keeps, without `skip`'s columns, marked by the file's
+    `shape` (counted once for the run, see `csv_shape`): read from the shape's Parquet copy when
+    the run made one (`stage_csv`), else by one scan of the file that keeps only these rows."""
+    try:
+        scan = pl.scan_parquet(shape.copy) if shape.copy else _scan_csv_rows(file)
+        scan = scan.select([c for c in scan.collect_schema().names() if c not in skip])
+        key = BORROWER_KEYS[spec.name]
+        # without its key column, the whole table: conform reports the missing column (exit 2)
+        frame = (scan.filter(rows.expr(key)) if key in scan.collect_schema().names() else scan).collect()
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        raise _unreadable_csv(file, spec.name)(type(exc).__name__) from None
+    return shape.marks(frame)
 
 
 def _unreadable_csv(file: Path, table: str) -> Callable[[str], SourceDataError]:

@@ -10,6 +10,7 @@ kind: partitions, the table-wide checks and preflight ask it for ids, sizes and 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
@@ -18,7 +19,10 @@ from pipelines.io import postgres, s3
 from pipelines.io.conform import TIMESTAMP_FORMAT, conform, text_frame
 from pipelines.io.local_sources import (
     FOLDER_FORMATS,
+    CsvShape,
     Skip,
+    csv_records_estimate,
+    csv_shape,
     duckdb_columns,
     duckdb_tables,
     folder_files,
@@ -28,6 +32,7 @@ from pipelines.io.local_sources import (
     read_duckdb,
     read_folder_table,
     skipped,
+    stage_csv_tables,
     table_files,
     unreadable_file,
 )
@@ -48,16 +53,23 @@ def ref_of(source: Source) -> SourceRef:
     return SourceRef.local(source) if isinstance(source, Path) else SourceRef.parse(source)
 
 
-def open_source(source: Source, rows: RowFilter | None = None, skip: Skip | None = None) -> SourceTables:
+def open_source(
+    source: Source,
+    rows: RowFilter | None = None,
+    skip: Skip | None = None,
+    csv_shapes: Mapping[str, CsvShape] | None = None,
+) -> SourceTables:
     """Read the five source tables of any kind of source, typed.
 
     With `rows`, only the rows of those borrowers are read (the filter runs inside the read).
-    `skip`: per table, columns not to read (a CSV file is read whole); they come back as nulls. Only
+    `csv_shapes`: per CSV table, its fields as counted once for the run (`csv_shape`), so that a read
+    of some rows does not count the whole file again.
+    `skip`: per table, columns not to read; they come back as nulls. Only
     for columns no check and no step reads (`schemas.unchecked_columns`): a run reads the others,
     and the rows a check rejects stay the same.
     """
     ref = ref_of(source)
-    raw = raw_tables(ref, rows, skip)
+    raw = raw_tables(ref, rows, skip, csv_shapes)
     frames = {spec.name: conform(raw[spec.name], spec, str(ref)) for spec in TABLES}
     log.info("read source %s: %s", ref, ", ".join(f"{k}={v.height}" for k, v in frames.items()))
     return SourceTables(**{name: frame.lazy() for name, frame in frames.items()})
@@ -79,12 +91,19 @@ def _does_not_exist(ref: SourceRef) -> SourceDataError:
 
 
 def raw_tables(
-    ref: SourceRef, rows: RowFilter | None = None, skip: Skip | None = None
+    ref: SourceRef,
+    rows: RowFilter | None = None,
+    skip: Skip | None = None,
+    csv_shapes: Mapping[str, CsvShape] | None = None,
 ) -> dict[str, pl.DataFrame]:
     """The raw tables of any kind of source (the rows `rows` keeps, without `skip`'s columns)."""
     kind = ref.kind
     if kind == "folder":
-        return {spec.name: read_folder_table(ref.path, spec, rows, skipped(skip, spec)) for spec in TABLES}
+        shapes = csv_shapes or {}
+        return {
+            spec.name: read_folder_table(ref.path, spec, rows, skipped(skip, spec), shapes.get(spec.name))
+            for spec in TABLES
+        }
     if kind == "duckdb":
         if not ref.path.is_file():
             raise _does_not_exist(ref)
@@ -103,6 +122,15 @@ def raw_tables(
             if spec.name not in present:
                 raise missing_table(str(ref), spec.name, f"create it in schema {ref.schema}")
         return {spec.name: postgres.read_table(cur, ref, spec, rows, skipped(skip, spec)) for spec in TABLES}
+
+
+def csv_pass(source: Source, staging: Path, skip: Skip | None = None) -> dict[str, CsvShape]:
+    """For a partitioned run over a folder of CSV files: each file's fields counted and its rows
+    copied to Parquet in `staging`, once (`stage_csv_tables`); nothing for other sources."""
+    ref = ref_of(source)
+    if ref.kind != "folder":
+        return {}
+    return stage_csv_tables(ref.path, staging, skip)
 
 
 def missing_tables(ref: SourceRef) -> list[str]:
@@ -205,6 +233,9 @@ __all__ = [
     "not_a_duckdb_file",
     "open_source",
     "read_csv_strict",
+    "CsvShape",
+    "csv_shape",
+    "csv_records_estimate",
     "read_duckdb",
     "read_ids",
     "redact",

@@ -9,6 +9,9 @@ source in one piece finds the same answer among the rows it read (`validate_sour
 
 Today's one table-wide rule is `id_unique`: an id held by two or more rows of contacts,
 interactions, do_not_interact or borrowers rejects every one of those rows, wherever they live.
+Which records of a CSV file lack the header's number of fields (`fields_match_header`) is likewise
+a fact of the whole file: counted once (`sources.csv_pass`), it is kept here beside the cuts
+(`csv_shapes.parquet`), with the path of the file's Parquet copy that the partitions read.
 Rows without a borrower key are the other cross-borrower case; every partition reads them (see
 `partitions.Part.rows`), so they need nothing here.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -33,7 +36,12 @@ log = logging.getLogger(__name__)
 # The tables whose rows carry an `id` that must be unique across the whole table.
 UNIQUE_ID_TABLES: Final = tuple(spec.name for spec in TABLES if spec.key == "id")
 FILE_NAME: Final = "table_wide.parquet"
+SHAPES_FILE_NAME: Final = "csv_shapes.parquet"
 _SCHEMA: Final = pl.Schema({"tableName": pl.String(), "id": pl.String()})
+# one row per ragged record, and one with a null sourceRow per CSV table (counted, maybe none ragged)
+_SHAPES_SCHEMA: Final = pl.Schema(
+    {"tableName": pl.String(), "records": pl.Int64(), "copy": pl.String(), "sourceRow": pl.Int64()}
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class TableWide:
     """The answers of the table-wide rules for one source: per table, the ids held by more than one row."""
 
     repeated: Mapping[str, pl.Series] = field(default_factory=dict)
+    csv_shapes: Mapping[str, sources.CsvShape] = field(default_factory=dict)
 
     def repeated_ids(self, table: str) -> pl.Series:
         """The ids of `table` that more than one row of the whole source holds (as text)."""
@@ -62,20 +71,50 @@ class TableWide:
             }
         )
 
+    def shapes_frame(self) -> pl.DataFrame:
+        frames = [
+            pl.DataFrame(
+                {
+                    "tableName": [name] * (shape.ragged.len() + 1),
+                    "records": [shape.records] * (shape.ragged.len() + 1),
+                    "copy": [shape.copy] * (shape.ragged.len() + 1),
+                    "sourceRow": [None, *shape.ragged.to_list()],
+                },
+                schema=_SHAPES_SCHEMA,
+            )
+            for name, shape in sorted(self.csv_shapes.items())
+        ]
+        return pl.concat(frames) if frames else pl.DataFrame(schema=_SHAPES_SCHEMA)
+
+    @staticmethod
+    def shapes_from_frame(frame: pl.DataFrame) -> dict[str, sources.CsvShape]:
+        return {
+            str(name): sources.CsvShape(
+                int(group.item(0, "records")),
+                group.get_column("sourceRow").drop_nulls().sort(),
+                group.item(0, "copy"),
+            )
+            for (name,), group in frame.group_by("tableName", maintain_order=True)
+        }
+
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / FILE_NAME
         self.to_frame().write_parquet(path)
+        self.shapes_frame().write_parquet(folder / SHAPES_FILE_NAME)
         return path
 
     @staticmethod
     def load(folder: Path) -> TableWide:
-        return TableWide.from_frame(pl.read_parquet(folder / FILE_NAME))
+        shapes = TableWide.shapes_from_frame(pl.read_parquet(folder / SHAPES_FILE_NAME))
+        return replace(TableWide.from_frame(pl.read_parquet(folder / FILE_NAME)), csv_shapes=shapes)
 
 
-def scan(source: sources.Source) -> TableWide:
+def scan(source: sources.Source, csv_shapes: Mapping[str, sources.CsvShape] | None = None) -> TableWide:
     """Answer the table-wide rules over every row of `source` (one aggregate per table, reading the
-    ids only; from S3 or Postgres the `id` column of each table).
+    ids only; from S3 or Postgres the `id` column of each table). `csv_shapes`: the CSV files as
+    counted and copied for the run (`sources.csv_pass`), kept with the answers; their ids are read
+    from the copies.
 
     A table or column that is missing is left out here: reading the source reports it (exit 2). A
     read that fails raises: never "no repeats" for a table that could not be read."""
@@ -85,16 +124,23 @@ def scan(source: sources.Source) -> TableWide:
         ids = sources.remote_column(ref, list(UNIQUE_ID_TABLES), "id")
         found = {name: repeated(column) for name, column in ids.items()}
     elif ref.path.is_dir():
-        found = _scan_folder(ref.path)
+        shapes = dict(csv_shapes or {})
+        found = _repeated_in_folder(ref.path, shapes)
+        _log_scan(ref, started, found)
+        return TableWide(found, shapes)
     else:
         found = _scan_duckdb(ref.path) if ref.path.is_file() else {}
+    _log_scan(ref, started, found)
+    return TableWide(found)
+
+
+def _log_scan(ref: sources.SourceRef, started: float, found: Mapping[str, pl.Series]) -> None:
     log.info(
         "table-wide checks over %s in %.2fs: repeated ids %s",
         ref,
         time.perf_counter() - started,
         ", ".join(f"{name} {ids.len()}" for name, ids in found.items()) or "none",
     )
-    return TableWide(found)
 
 
 def repeated(ids: pl.Series) -> pl.Series:
@@ -113,7 +159,7 @@ def repeated(ids: pl.Series) -> pl.Series:
     return twins.unique().sort().alias("id")
 
 
-def _scan_folder(folder: Path) -> dict[str, pl.Series]:
+def _repeated_in_folder(folder: Path, shapes: Mapping[str, sources.CsvShape]) -> dict[str, pl.Series]:
     found = {}
     for spec in TABLES:
         if spec.name not in UNIQUE_ID_TABLES:
@@ -124,10 +170,11 @@ def _scan_folder(folder: Path) -> dict[str, pl.Series]:
         file = files[0]
         # CSV read as the partitions read it (all text, ragged lines cut to the header's width), so
         # an id means the same here as there.
+        copy = shapes[spec.name].copy if spec.name in shapes else None
         scan = (
-            pl.scan_csv(file, infer_schema=False, encoding="utf8", truncate_ragged_lines=True)
-            if file.suffix == ".csv"
-            else pl.scan_parquet(file)
+            pl.scan_parquet(copy or file)
+            if copy or file.suffix != ".csv"
+            else pl.scan_csv(file, infer_schema=False, encoding="utf8", truncate_ragged_lines=True)
         )
         try:
             if "id" not in scan.collect_schema().names():

@@ -25,7 +25,7 @@ from pipelines.model.progress import Progress, silent
 from pipelines.model.request import DEFAULT_MEMORY_BUDGET
 from pipelines.rules.table_wide import TableWide
 from pipelines.run import partitions as parts
-from pipelines.run.deciding import Decided, check_rejected_share, decide, reason_counts, timed
+from pipelines.run.deciding import Decided, check_rejected_share, decide, reason_counts, timed, unread_columns
 from pipelines.run.planning import RunPlan, export_target, manifest_fields
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,8 @@ def split(plan: RunPlan, run_id: str, count: int) -> list[parts.Part]:
     clean_leftovers(plan, run_id)
     own_staging(plan, run_id)
     population_ids = sources.read_ids(plan.population_file) if plan.population_file is not None else None
-    return parts.split(plan.source, population_ids, count, staging_dir(plan, run_id) / "split")
+    skip = unread_columns(plan.exporter)
+    return parts.split(plan.source, population_ids, count, staging_dir(plan, run_id) / "split", skip)
 
 
 def own_staging(plan: RunPlan, run_id: str) -> Path:

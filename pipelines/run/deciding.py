@@ -105,7 +105,8 @@ def _validated(
     """The source read and validated, narrowed to what the run reads, as of the instant; the
     rejected rows to report, and every rejected row with its borrower (for the fail-closed rule)."""
     t = time.perf_counter()
-    raw = sources.open_source(plan.source, rows, skip=unread_columns(plan.exporter))
+    shapes = None if table_wide is None else table_wide.csv_shapes
+    raw = sources.open_source(plan.source, rows, skip=unread_columns(plan.exporter), csv_shapes=shapes)
     timed(timings, "read", t)
     checked = schemas.validate_sources(raw, source=str(plan.source), table_wide=table_wide)
     rejected, owned = checked.rejected, checked.owned

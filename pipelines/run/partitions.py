@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 
 from pipelines.io import duck, sources
 from pipelines.io.files import ROW_GROUP_ROWS, WrittenFile, side_by_side
+from pipelines.io.local_sources import Skip
 from pipelines.model.tables import BORROWERS, TABLES
 from pipelines.rules import table_wide
 
@@ -55,13 +56,6 @@ PEAK_PER_ROW: Final = 300
 # 1,512 MiB from DuckDB (bench/sources.py, side by side), i.e. 400 bytes per row above the baseline
 # against 236; with a margin:
 PEAK_PER_POSTGRES_ROW: Final = 500
-# CSV files are sized by their bytes (counting their rows means reading them). Every partition
-# reads each CSV file whole (strictly, see sources.read_csv_strict) and then keeps its rows, so it
-# holds the largest file whole for a while whatever N is: bytes of memory per byte of the largest
-# file, plus per byte of the partition's share, each with a margin over the measured (README "CSV
-# sources and partitions"):
-PEAK_PER_WHOLE_CSV_BYTE: Final = 3.0
-PEAK_PER_CSV_BYTE: Final = 1.0
 BASELINE_BYTES: Final = 512 << 20
 MAX_AUTO_PARTITIONS: Final = 256
 
@@ -208,32 +202,11 @@ def _distinct_sorted(ids: pl.Series) -> pl.Series:
 # ---------------------------------------------------------------- choosing N
 
 
-def source_format(source: sources.Source) -> str:
-    ref = sources.ref_of(source)
-    if not ref.is_local:
-        return ref.kind
-    path = ref.path
-    if path.is_dir():
-        return "csv" if any(p.suffix == ".csv" for p in path.iterdir()) else "parquet"
-    return "duckdb"
-
-
-def source_bytes(source: sources.Source) -> int:
-    """Bytes on disk of a local source: the DuckDB file, or the table files of a folder."""
-    ref = sources.ref_of(source)
-    if not ref.is_local:
-        return 0
-    path = ref.path
-    if path.is_dir():
-        return sum(f.stat().st_size for f in sources.folder_files(path))
-    return path.stat().st_size if path.is_file() else 0
-
-
 def source_rows(source: sources.Source) -> int | None:
     """Rows in the five tables, from metadata (DuckDB table counts, Parquet footers, Postgres
-    statistics); None for CSV, and for a file that cannot be opened (a Parquet file cut short): the
-    read then fails with an error that names it (exit 2), rather than this estimate with a library's
-    traceback."""
+    statistics, a CSV file's size over the length of its first lines); None for a file that cannot
+    be opened (a Parquet file cut short): the read then fails with an error that names it (exit 2),
+    rather than this estimate with a library's traceback."""
     ref = sources.ref_of(source)
     if not ref.is_local:
         return sources.remote_rows(ref)
@@ -245,10 +218,10 @@ def source_rows(source: sources.Source) -> int | None:
 
 def _source_rows(path: Path) -> int | None:
     if path.is_dir():
-        files = sources.folder_files(path)
-        if any(f.suffix == ".csv" for f in files):
-            return None
-        return sum(int(pq.read_metadata(f).num_rows) for f in files)
+        return sum(
+            sources.csv_records_estimate(f) if f.suffix == ".csv" else int(pq.read_metadata(f).num_rows)
+            for f in sources.folder_files(path)
+        )
     if not path.is_file():
         return 0
     total = 0
@@ -264,54 +237,16 @@ def auto_partitions(source: sources.Source, memory_budget: int) -> int:
     """N for `--partitions auto`: the run's expected memory over what the budget leaves per part.
 
         N = ceil(expected / usable), at least 1, at most MAX_AUTO_PARTITIONS
-        usable = budget - BASELINE_BYTES                 (at least 64 MiB)
-        DuckDB file, Parquet folder, S3:
-            expected = source rows x PEAK_PER_ROW
-        Postgres (rows: its planner's estimate):
-            expected = source rows x PEAK_PER_POSTGRES_ROW
-        CSV folder (every partition holds its largest file whole for a while):
-            expected = CSV bytes x PEAK_PER_CSV_BYTE
-            usable   = usable - largest CSV file's bytes x PEAK_PER_WHOLE_CSV_BYTE
+        usable   = budget - BASELINE_BYTES             (at least 64 MiB)
+        expected = source rows x PEAK_PER_ROW          (PEAK_PER_POSTGRES_ROW from Postgres)
 
-    When the largest CSV file alone needs more than the budget leaves, no N keeps a partition within
-    it: a warning says so (Parquet partitions read only their rows), and N bounds the rest as if it
-    did not.
+    The rows come from metadata (`source_rows`): a CSV file's are estimated from its first lines.
+    The partitions of a CSV source read a Parquet copy of their rows (made once by the split), so
+    they hold what a partition of Parquet files holds.
     """
     usable = max(memory_budget - BASELINE_BYTES, 64 << 20)
-    rows = source_rows(source)
-    if rows is not None:
-        per_row = PEAK_PER_POSTGRES_ROW if sources.ref_of(source).kind == "postgres" else PEAK_PER_ROW
-        return _within(rows * per_row, usable)
-    folder = sources.ref_of(source).path
-    return _within(source_bytes(folder) * PEAK_PER_CSV_BYTE, _room_beside_largest_csv(folder, usable))
-
-
-def _within(expected: float, usable: int) -> int:
-    return max(1, min(MAX_AUTO_PARTITIONS, math.ceil(expected / usable)))
-
-
-def _room_beside_largest_csv(folder: Path, usable: int) -> int:
-    """What `usable` leaves a partition's share once its largest CSV file is held whole; all of it,
-    with a warning, when that file alone needs more."""
-    csv_files = [f for f in sources.folder_files(folder) if f.suffix == ".csv"]
-    if not csv_files:
-        return usable
-    largest = max(csv_files, key=lambda f: f.stat().st_size)
-    size = largest.stat().st_size
-    whole = int(size * PEAK_PER_WHOLE_CSV_BYTE)
-    if whole < usable:
-        return usable - whole
-    log.warning(
-        "source %s: every partition reads each CSV file whole; the largest, %s (%d MB), needs about "
-        "%d MB, more than the memory budget leaves (%d MB), so a partition may exceed the budget; "
-        "from Parquet files a partition reads only its own rows",
-        folder,
-        largest.name,
-        size // 10**6,
-        whole // 10**6,
-        usable // 10**6,
-    )
-    return usable
+    per_row = PEAK_PER_POSTGRES_ROW if sources.ref_of(source).kind == "postgres" else PEAK_PER_ROW
+    return max(1, min(MAX_AUTO_PARTITIONS, math.ceil((source_rows(source) or 0) * per_row / usable)))
 
 
 # ---------------------------------------------------------------- split
@@ -321,14 +256,21 @@ def _population_file(folder: Path, part: Part) -> Path:
     return folder / f"population-{part.name}.arrow"
 
 
-def split(source: sources.Source, population: pl.DataFrame | None, count: int, folder: Path) -> list[Part]:
+def split(
+    source: sources.Source,
+    population: pl.DataFrame | None,
+    count: int,
+    folder: Path,
+    skip: Skip | None = None,
+) -> list[Part]:
     """Cut the source's borrower ids into `count` ranges; write each part's share of `population`
-    and, when the parts read only some rows, the table-wide checks over the whole source."""
+    and, when the parts read only some rows, the table-wide checks over the whole source (and each
+    CSV file counted and copied once, without `skip`'s columns, for the parts to read by range)."""
     cut_ids = cuts(sorted_borrower_ids(source), count) if count > 1 else []
     parts = parts_of(cut_ids, count)
     if count > 1:
         # An id repeated in two partitions is seen by neither: answer it once, over every row.
-        table_wide.scan(source).save(folder)
+        table_wide.scan(source, sources.csv_pass(source, folder, skip)).save(folder)
     if population is not None:
         folder.mkdir(parents=True, exist_ok=True)
         which = partition_of(population.get_column("id"), cut_ids)
