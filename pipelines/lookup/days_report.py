@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.io import duck
-from pipelines.lookup.report import STYLE, bars, largest_first, report_path, write_report
+from pipelines.lookup.report import STYLE, bars, largest_first, reasons_sql, report_path, write_report
 from pipelines.model.errors import ErrorItem, InvalidInputError
 
 DAYS_NAME = "days.html"
@@ -142,10 +142,7 @@ _DAY_RUNS = """SELECT asOfDate, runId, status, coalesce(exported, 0), coalesce(s
 FROM run_summary WHERE exporterId = ? AND campaignId IS NULL AND asOfDate BETWEEN ? AND ?
 QUALIFY row_number() OVER (PARTITION BY asOfDate
     ORDER BY status = 'succeeded' DESC, finishedAt DESC NULLS LAST, runId DESC) = 1"""
-_REASONS = """SELECT u.code, count(*), coalesce(any_value(r.meaning), '')
-FROM blocked_contacts AS b, unnest(b.reasons) AS u(code)
-LEFT JOIN reason_codes AS r ON r.code = u.code
-WHERE b.exporterId = ? AND b.campaignId IS NULL AND b.asOfDate BETWEEN ? AND ? GROUP BY u.code"""
+_REASONS = reasons_sql("b.exporterId = ? AND b.campaignId IS NULL AND b.asOfDate BETWEEN ? AND ?")
 
 
 def _last_day(con: Any, warehouse: Path, exporter_id: str) -> date:

@@ -186,6 +186,19 @@ def _dicts(con: Any, sql: str, params: list[Any]) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+def reasons_sql(where: str) -> str:
+    """(code, contacts, meaning) of the blocked contacts `where` selects (over `blocked_contacts AS
+    b`): counted first, then named. Joined to the meanings before counting, the query held every
+    unnested reason of the run in a join (at 16M borrowers 35 s and 9 GB against 0.7 s and 130 MB)."""
+    # `where` is a constant condition of this package with bound parameters; no value is formatted in
+    return (
+        "WITH counted AS (SELECT u.code, count(*) AS contacts "  # noqa: S608
+        f"FROM blocked_contacts AS b, unnest(b.reasons) AS u(code) WHERE {where} GROUP BY u.code) "
+        "SELECT c.code, c.contacts, coalesce(r.meaning, '') "
+        "FROM counted AS c LEFT JOIN reason_codes AS r ON r.code = c.code"
+    )
+
+
 def read_run(warehouse: Path, run_id: str) -> RunReport:
     """The report's rows for `run_id` from the warehouse views (read-only)."""
     if not warehouse.exists():
@@ -199,12 +212,7 @@ def read_run(warehouse: Path, run_id: str) -> RunReport:
             raise InvalidInputError(
                 "arguments", [ErrorItem("RUN_ID", f"no run {run_id} in {warehouse} (see run_summary)")]
             )
-        reasons = con.execute(
-            "SELECT u.code, count(*), coalesce(any_value(r.meaning), '') "
-            "FROM blocked_contacts AS b, unnest(b.reasons) AS u(code) "
-            "LEFT JOIN reason_codes AS r ON r.code = u.code WHERE b.runId = ? GROUP BY u.code",
-            [run_id],
-        ).fetchall()
+        reasons = con.execute(reasons_sql("b.runId = ?"), [run_id]).fetchall()
         rejected = con.execute(
             "SELECT tableName, checkName, rowCount FROM rejected_by_check WHERE runId = ? "
             "ORDER BY rowCount DESC, tableName, checkName",
