@@ -143,3 +143,16 @@ def test_the_csv_row_estimate_sizes_a_run_without_reading_it(home: Home) -> None
     line = b"CT-000000001,BR-00000001,phone,personal,self,primary,+14155550123\n"
     big.write_bytes(b"id,personId,contactType,label,affiliation,status,value\n" + line * 200_000)
     assert abs(sources.csv_records_estimate(big, sample=1 << 16) - 200_000) <= 200  # within 0.1 %
+
+
+def test_a_csv_file_cut_short_fails_a_partitioned_run_at_the_split_leaving_nothing(home: Home) -> None:
+    source = ragged_source(home.root / "data" / "csv")
+    contacts = source / "contacts.csv"
+    contacts.write_bytes(contacts.read_bytes()[:-7])  # the last record cut, no final line end
+    with pytest.raises(SourceDataError, match="contacts.csv") as caught:
+        outcome(home, "CE-VOICECOL", 3, source=source)
+    assert caught.value.exit_code == 2
+    assert "cut short" in caught.value.message
+    assert list(home.exports.rglob("*.csv")) == []
+    runs = home.root / "data" / "runs"  # the runs' staging folders: no staged copy left behind
+    assert not runs.exists() or list(runs.rglob("*.parquet")) == []
