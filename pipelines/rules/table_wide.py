@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
 import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines.io import duck, sources
 from pipelines.model.tables import TABLES
@@ -159,6 +161,45 @@ def repeated(ids: pl.Series) -> pl.Series:
     return twins.unique().sort().alias("id")
 
 
+BATCH_IDS: Final = 1 << 20  # ids per batch when a table's ids are compared as they stream by
+
+
+def repeated_streamed(batches: Iterable[pl.Series]) -> pl.Series | None:
+    """`repeated` over a column read in batches, holding one batch at a time, when the ids come
+    sorted (a repeat then sits next to its twin, perhaps across two batches); None as soon as they
+    are not, for the caller to read the column whole. Ids compare as UTF-8 bytes, as the cuts do."""
+    twins: list[pl.Series] = []
+    last: str | None = None
+    for batch in batches:
+        ids = batch.cast(pl.String).drop_nulls()
+        if ids.is_empty():
+            continue
+        first = str(ids[0])
+        if not ids.is_sorted() or (last is not None and first.encode() < last.encode()):
+            return None
+        if first == last:
+            twins.append(pl.Series("id", [first], pl.String))
+        twins.append(ids.slice(1).filter(ids.slice(1) == ids.slice(0, ids.len() - 1)))
+        last = str(ids[-1])
+    if not twins:
+        return pl.Series("id", [], pl.String)
+    return pl.concat(twins).unique().sort().alias("id")
+
+
+def _parquet_id_batches(file: str | Path) -> Iterator[pl.Series]:
+    reader = pq.ParquetFile(file)
+    for batch in reader.iter_batches(batch_size=BATCH_IDS, columns=["id"]):
+        yield pl.Series("id", batch.column(0))
+
+
+def _repeated_in_parquet(file: str | Path) -> pl.Series:
+    """The repeated ids of a Parquet file: streamed when sorted, else read whole."""
+    found = repeated_streamed(_parquet_id_batches(file))
+    if found is not None:
+        return found
+    return repeated(pl.scan_parquet(file).select(pl.col("id").cast(pl.String)).collect().get_column("id"))
+
+
 def _repeated_in_folder(folder: Path, shapes: Mapping[str, sources.CsvShape]) -> dict[str, pl.Series]:
     found = {}
     for spec in TABLES:
@@ -179,8 +220,13 @@ def _repeated_in_folder(folder: Path, shapes: Mapping[str, sources.CsvShape]) ->
         try:
             if "id" not in scan.collect_schema().names():
                 continue  # reading the table reports the missing column (exit 2)
-            found[spec.name] = repeated(scan.select(pl.col("id").cast(pl.String)).collect().get_column("id"))
-        except (pl.exceptions.PolarsError, OSError) as exc:
+            if copy or file.suffix != ".csv":
+                found[spec.name] = _repeated_in_parquet(copy or file)
+            else:
+                found[spec.name] = repeated(
+                    scan.select(pl.col("id").cast(pl.String)).collect().get_column("id")
+                )
+        except (pl.exceptions.PolarsError, OSError, pa.ArrowException) as exc:
             # never "no repeats" for a table that could not be read: that would fail open
             raise sources.unreadable_file(file, spec.name, exc) from None
     return found
@@ -197,8 +243,15 @@ def _scan_duckdb(path: Path) -> dict[str, pl.Series]:
                 if name not in present or "id" not in sources.duckdb_columns(con, name):
                     continue
                 # the table name is a constant of pipelines.model.tables; no value is formatted in
-                column = con.sql(f'SELECT CAST(id AS VARCHAR) AS id FROM "{name}"').pl()  # noqa: S608
-                found[name] = repeated(column.get_column("id"))
+                query = f'SELECT CAST(id AS VARCHAR) AS id FROM "{name}"'  # noqa: S608
+                reader = con.sql(query).to_arrow_reader(BATCH_IDS)
+                try:
+                    streamed = repeated_streamed(pl.Series("id", batch.column(0)) for batch in reader)
+                finally:
+                    reader.close()  # the connection takes no other query while a result is open
+                found[name] = (
+                    streamed if streamed is not None else repeated(con.sql(query).pl().get_column("id"))
+                )
     except duckdb.Error as exc:
         # never "no repeats" for a source that could not be read: that would fail open
         raise sources.not_a_duckdb_file(str(path), exc) from None
