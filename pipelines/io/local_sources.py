@@ -151,8 +151,7 @@ def csv_shape(file: Path, table: str) -> CsvShape:
         counts = _plain_field_counts(file)
         if counts is None:
             counts = _quoted_field_counts(file, unreadable)
-        records = pl.scan_csv(file, infer_schema=False, encoding="utf8", truncate_ragged_lines=True)
-        read = int(records.select(pl.len()).collect().item()) if counts.len() else 0
+        read = int(scan_csv_text(file).select(pl.len()).collect().item()) if counts.len() else 0
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
         raise unreadable(type(exc).__name__) from None
     if counts.is_empty():
@@ -207,7 +206,7 @@ def read_csv_strict(file: Path, table: str, skip: frozenset[str] = frozenset()) 
     """
     shape = csv_shape(file, table)
     try:
-        scan = pl.scan_csv(file, infer_schema=False, encoding="utf8", truncate_ragged_lines=True)
+        scan = scan_csv_text(file)
         frame = scan.select([c for c in scan.collect_schema().names() if c not in skip]).collect()
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
         raise _unreadable_csv(file, table)(type(exc).__name__) from None
@@ -228,10 +227,15 @@ def csv_records_estimate(file: Path, sample: int = 4 << 20) -> int:
     return max(round(size * lines / (head.rindex(b"\n") + 1)) - 1, 0)
 
 
-def _scan_csv_rows(file: Path) -> pl.LazyFrame:
-    """A CSV file as `read_csv_strict` reads it (all text), each row numbered (`SOURCE_ROW`)."""
+def scan_csv_text(file: Path, numbered: bool = False) -> pl.LazyFrame:
+    """A CSV file as every reader here reads it: all text, a row with too many fields cut to the
+    header's width (`csv_shape` finds it), each row numbered (`SOURCE_ROW`) when `numbered`."""
     return pl.scan_csv(
-        file, infer_schema=False, encoding="utf8", truncate_ragged_lines=True, row_index_name=SOURCE_ROW
+        file,
+        infer_schema=False,
+        encoding="utf8",
+        truncate_ragged_lines=True,
+        row_index_name=SOURCE_ROW if numbered else None,
     )
 
 
@@ -241,7 +245,7 @@ def stage_csv(file: Path, spec: TableSpec, shape: CsvShape, folder: Path, skip: 
     key skips what it can). The shape, with the copy's path."""
     target = folder / f"csv-{spec.name}.parquet"
     try:
-        scan = _scan_csv_rows(file)
+        scan = scan_csv_text(file, numbered=True)
         scan = scan.select([c for c in scan.collect_schema().names() if c not in skip])
         # uncompressed: the copy lives for one run, and compressing it cost more than it saved
         scan.sink_parquet(target, compression="uncompressed", row_group_size=ROW_GROUP_ROWS, statistics=True)
@@ -270,7 +274,7 @@ def read_csv_rows(
     `shape` (counted once for the run, see `csv_shape`): read from the shape's Parquet copy when
     the run made one (`stage_csv`), else by one scan of the file that keeps only these rows."""
     try:
-        scan = pl.scan_parquet(shape.copy) if shape.copy else _scan_csv_rows(file)
+        scan = pl.scan_parquet(shape.copy) if shape.copy else scan_csv_text(file, numbered=True)
         scan = scan.select([c for c in scan.collect_schema().names() if c not in skip])
         key = BORROWER_KEYS[spec.name]
         # without its key column, the whole table: conform reports the missing column (exit 2)

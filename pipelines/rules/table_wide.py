@@ -151,14 +151,10 @@ def repeated(ids: pl.Series) -> pl.Series:
     Ids usually come sorted (a source written in id order): then a repeat sits next to its twin and
     neighbours are compared, which is several times cheaper than hashing every id."""
     ids = ids.cast(pl.String).drop_nulls()
-    if ids.len() < 2:
-        return pl.Series("id", [], pl.String)
-    if ids.is_sorted():
-        same = ids.slice(1) == ids.slice(0, ids.len() - 1)
-        twins = ids.slice(1).filter(same)
-    else:
-        twins = ids.filter(ids.is_duplicated())
-    return twins.unique().sort().alias("id")
+    neighbours = repeated_streamed([ids])
+    if neighbours is not None:
+        return neighbours
+    return ids.filter(ids.is_duplicated()).unique().sort().alias("id")
 
 
 BATCH_IDS: Final = 1 << 20  # ids per batch when a table's ids are compared as they stream by
@@ -212,11 +208,7 @@ def _repeated_in_folder(folder: Path, shapes: Mapping[str, sources.CsvShape]) ->
         # CSV read as the partitions read it (all text, ragged lines cut to the header's width), so
         # an id means the same here as there.
         copy = shapes[spec.name].copy if spec.name in shapes else None
-        scan = (
-            pl.scan_parquet(copy or file)
-            if copy or file.suffix != ".csv"
-            else pl.scan_csv(file, infer_schema=False, encoding="utf8", truncate_ragged_lines=True)
-        )
+        scan = pl.scan_parquet(copy or file) if copy or file.suffix != ".csv" else sources.scan_csv_text(file)
         try:
             if "id" not in scan.collect_schema().names():
                 continue  # reading the table reports the missing column (exit 2)

@@ -161,11 +161,7 @@ def sorted_borrower_ids(source: sources.Source) -> pl.Series:
         if not found:
             return pl.Series("id", [], pl.String)
         file = found[0]
-        scan = (
-            pl.scan_csv(file, infer_schema=False, encoding="utf8")
-            if file.suffix == ".csv"
-            else pl.scan_parquet(file)
-        )
+        scan = sources.scan_csv_text(file) if file.suffix == ".csv" else pl.scan_parquet(file)
         if "id" not in scan.collect_schema().names():
             return pl.Series("id", [], pl.String)
         return _distinct_sorted(
