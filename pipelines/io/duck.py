@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Final
 
 import duckdb
 from filelock import FileLock, Timeout
@@ -164,6 +165,11 @@ def _open_to_read(path: Path) -> duckdb.DuckDBPyConnection:
         return open_file(path, read_only=True)
     except duckdb.Error as exc:
         raise unopenable(path, exc) from None
+
+
+# What DuckDB may keep in memory while it writes a large insert. Unbounded, it caches every block it
+# wrote, up to 80 % of the machine's memory; bounded, it writes them out and drops them.
+WRITE_MEMORY: Final = "512MB"
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Final, Literal
+from typing import Literal
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -55,7 +55,7 @@ def write_source_chunks(chunks: Iterable[SourceTables], path: Target, fmt: Sourc
                 counts[name] += frame.height
             yield got
 
-    _write_frames(frames(), _target(path), fmt, memory_limit=CHUNKED_WRITE_MEMORY)
+    _write_frames(frames(), _target(path), fmt, memory_limit=duck.WRITE_MEMORY)
     return counts
 
 
@@ -85,10 +85,6 @@ def _write_frames(
             "arguments", [ErrorItem("/format", f"unknown format {fmt!r}; use duckdb, parquet or csv")]
         )
     log.info("wrote source %s (%s)", ref, fmt)
-
-
-# What DuckDB may keep of a file written chunk by chunk (it caches the blocks it wrote otherwise).
-CHUNKED_WRITE_MEMORY: Final = "512MB"
 
 
 def _write_duckdb(

@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
-import pyarrow.dataset as pads
+import pyarrow as pa
 
 from pipelines.io import analyst, duck
 
@@ -135,21 +135,22 @@ def _insert_rejected(con: duckdb.DuckDBPyConnection, run_id: str, rejected: pl.D
 
 
 def record_success(
-    path: Path, run: RunRecord, screening: pl.DataFrame | pads.Dataset, rejected: pl.DataFrame
+    path: Path, run: RunRecord, screening: pl.DataFrame | pa.RecordBatchReader, rejected: pl.DataFrame
 ) -> None:
     """Replace every earlier row of (exporterId, asOfDate, campaignId) with this run's, atomically.
 
     The daily run (campaignId NULL) and each campaign's runs of the same exporter and date are kept
     apart: a campaign run never replaces the daily run's rows, nor the other way round.
 
-    `screening` may be an Arrow dataset (a partitioned run's parts, with every screening column and
-    nextEligibleDate): DuckDB then scans it batch by batch instead of holding every row at once.
+    `screening` may be a stream of Arrow batches (a partitioned run's parts, with every screening
+    column and nextEligibleDate): DuckDB then inserts it batch by batch instead of holding every row.
     """
     screening_arrow = _screening_arrow(screening)
     with duck.connect(path) as con:
         # Rows are stored in any order (queries sort): DuckDB then writes a large insert straight
         # to the file in parallel instead of through the WAL.
         con.execute("SET preserve_insertion_order = false")
+        con.execute("SET memory_limit = ?", [duck.WRITE_MEMORY])
         create_tables(con)
         con.register("new_screening", screening_arrow)
         con.execute("BEGIN TRANSACTION")
@@ -161,7 +162,7 @@ def record_success(
             raise
 
 
-def _screening_arrow(screening: pl.DataFrame | pads.Dataset) -> Any:
+def _screening_arrow(screening: pl.DataFrame | pa.RecordBatchReader) -> Any:
     """The screening rows as Arrow, with nextEligibleDate (null when a frame has none)."""
     if isinstance(screening, pl.DataFrame):
         if "nextEligibleDate" not in screening.columns:

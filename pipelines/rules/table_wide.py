@@ -160,11 +160,14 @@ def repeated(ids: pl.Series) -> pl.Series:
 BATCH_IDS: Final = 1 << 20  # ids per batch when a table's ids are compared as they stream by
 
 
-def repeated_streamed(batches: Iterable[pl.Series]) -> pl.Series | None:
-    """`repeated` over a column read in batches, holding one batch at a time, when the ids come
-    sorted (a repeat then sits next to its twin, perhaps across two batches); None as soon as they
-    are not, for the caller to read the column whole. Ids compare as UTF-8 bytes, as the cuts do."""
-    twins: list[pl.Series] = []
+class UnsortedError(Exception):
+    """Ids read in batches did not come in byte order."""
+
+
+def in_order(batches: Iterable[pl.Series]) -> Iterator[pl.Series]:
+    """Each batch's non-null ids as text, checked to continue the byte order of the batches before
+    (a repeat may straddle two batches); empty batches skipped. Raises UnsortedError at the first batch
+    out of order, for the caller to read the column whole instead."""
     last: str | None = None
     for batch in batches:
         ids = batch.cast(pl.String).drop_nulls()
@@ -172,25 +175,40 @@ def repeated_streamed(batches: Iterable[pl.Series]) -> pl.Series | None:
             continue
         first = str(ids[0])
         if not ids.is_sorted() or (last is not None and first.encode() < last.encode()):
-            return None
-        if first == last:
-            twins.append(pl.Series("id", [first], pl.String))
-        twins.append(ids.slice(1).filter(ids.slice(1) == ids.slice(0, ids.len() - 1)))
+            raise UnsortedError
+        yield ids
         last = str(ids[-1])
+
+
+def repeated_streamed(batches: Iterable[pl.Series]) -> pl.Series | None:
+    """`repeated` over a column read in batches, holding one batch at a time, when the ids come
+    sorted (a repeat then sits next to its twin, perhaps across two batches); None as soon as they
+    are not. Ids compare as UTF-8 bytes, as the cuts do."""
+    twins: list[pl.Series] = []
+    last: str | None = None
+    try:
+        for ids in in_order(batches):
+            if str(ids[0]) == last:
+                twins.append(ids.head(1))
+            twins.append(ids.slice(1).filter(ids.slice(1) == ids.slice(0, ids.len() - 1)))
+            last = str(ids[-1])
+    except UnsortedError:
+        return None
     if not twins:
         return pl.Series("id", [], pl.String)
     return pl.concat(twins).unique().sort().alias("id")
 
 
-def _parquet_id_batches(file: str | Path) -> Iterator[pl.Series]:
+def parquet_id_batches(file: str | Path, column: str = "id") -> Iterator[pl.Series]:
+    """A Parquet file's `column`, BATCH_IDS values at a time (one row group's worth read at once)."""
     reader = pq.ParquetFile(file)
-    for batch in reader.iter_batches(batch_size=BATCH_IDS, columns=["id"]):
+    for batch in reader.iter_batches(batch_size=BATCH_IDS, columns=[column]):
         yield pl.Series("id", batch.column(0))
 
 
 def _repeated_in_parquet(file: str | Path) -> pl.Series:
     """The repeated ids of a Parquet file: streamed when sorted, else read whole."""
-    found = repeated_streamed(_parquet_id_batches(file))
+    found = repeated_streamed(parquet_id_batches(file))
     if found is not None:
         return found
     return repeated(pl.scan_parquet(file).select(pl.col("id").cast(pl.String)).collect().get_column("id"))

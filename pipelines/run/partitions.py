@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -33,7 +33,6 @@ from typing import Final
 import duckdb
 import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -44,7 +43,18 @@ from pipelines.model.tables import BORROWERS, TABLES
 from pipelines.rules import table_wide
 
 SORT_KEY: Final = "__contactId"  # the contact id of each projected row in a part file
-BATCH_ROWS: Final = ROW_GROUP_ROWS  # rows per part-file batch and per merged batch (one Parquet row group)
+# Rows per merged batch (one Parquet row group), and at most per batch of a part file.
+BATCH_ROWS: Final = ROW_GROUP_ROWS
+# Rows the merge holds across its parts, one batch of each, whatever their number: a part file's
+# batches shrink as the parts grow in number (at 108 parts, about 9,700 rows each).
+MERGE_HELD_ROWS: Final = 1 << 20
+
+
+def part_batch_rows(count: int) -> int:
+    """Rows per batch of a part file when a run has `count` parts."""
+    return max(4096, min(BATCH_ROWS, MERGE_HELD_ROWS // count))
+
+
 # Peak memory of one partition per source row (all five tables), and the memory every run has
 # whatever its partitions (interpreter, libraries, lookup tables): the peak RSS of a run, less the
 # baseline, per row of its largest partition, with a margin over the worst measured (the
@@ -125,6 +135,40 @@ def cuts(sorted_ids: pl.Series, count: int) -> list[str]:
     return [str(sorted_ids[k * total // count]) for k in range(1, count)]
 
 
+def cuts_streamed(batches: Callable[[], Iterable[pl.Series]], count: int) -> list[str] | None:
+    """`cuts` over ids read twice in batches, holding one batch at a time: once to count the distinct
+    ids, once to pick the cuts. None when the ids do not come sorted (the caller then sorts them)."""
+    try:
+        total = sum(_distinct(ids, last).len() for ids, last in _with_last(batches()))
+        if total == 0:
+            return []
+        wanted = [k * total // count for k in range(1, count)]
+        found: list[str] = []
+        seen = 0  # distinct ids in the batches before this one
+        for ids, last in _with_last(batches()):
+            distinct = _distinct(ids, last)
+            while wanted and wanted[0] < seen + distinct.len():
+                found.append(str(distinct[wanted.pop(0) - seen]))
+            seen += distinct.len()
+        return found
+    except table_wide.UnsortedError:
+        return None
+
+
+def _with_last(batches: Iterable[pl.Series]) -> Iterator[tuple[pl.Series, str | None]]:
+    """Each sorted batch with the last id of the batch before it."""
+    last: str | None = None
+    for ids in table_wide.in_order(batches):
+        yield ids, last
+        last = str(ids[-1])
+
+
+def _distinct(ids: pl.Series, last: str | None) -> pl.Series:
+    """A sorted batch's distinct ids, less the one that continues the batch before."""
+    distinct = ids.filter(ids.ne_missing(ids.shift(1)))
+    return distinct.slice(1) if str(distinct[0]) == last else distinct
+
+
 def partition_of(ids: pl.Series, cut_ids: Sequence[str]) -> pl.Series:
     """Each id's partition: the number of cuts <= id (UInt32); a null id is in partition 0."""
     bounds = pl.Series("cuts", list(cut_ids), pl.String)
@@ -147,6 +191,28 @@ def parts_of(cut_ids: Sequence[str], count: int) -> list[Part]:
         return [Part(0, count)] + [Part(k, count, "", "") for k in range(1, count)]
     bounds: list[str | None] = [None, *cut_ids, None]
     return [Part(k, count, bounds[k], bounds[k + 1]) for k in range(count)]
+
+
+def borrower_cuts(source: sources.Source, count: int) -> list[str]:
+    """The cuts of a source's borrower ids into `count` ranges. A local Parquet table sorted by id
+    (as sources usually come) is read in batches, so memory does not grow with the book; any other
+    source's ids are read whole and sorted."""
+    ref = sources.ref_of(source)
+    if ref.is_local and ref.path.is_dir():
+        found = sources.table_files(ref.path, BORROWERS)
+        if found and found[0].suffix == ".parquet" and _has_id(found[0]):
+            file = found[0]
+            streamed = cuts_streamed(lambda: table_wide.parquet_id_batches(file), count)
+            if streamed is not None:
+                return streamed
+    return cuts(sorted_borrower_ids(source), count)
+
+
+def _has_id(file: Path) -> bool:
+    try:
+        return "id" in pq.read_schema(file).names
+    except (OSError, pa.ArrowException):
+        return False  # read whole below, which reports the file
 
 
 def sorted_borrower_ids(source: sources.Source) -> pl.Series:
@@ -262,7 +328,7 @@ def split(
     """Cut the source's borrower ids into `count` ranges; write each part's share of `population`
     and, when the parts read only some rows, the table-wide checks over the whole source (and each
     CSV file counted and copied once, without `skip`'s columns, for the parts to read by range)."""
-    cut_ids = cuts(sorted_borrower_ids(source), count) if count > 1 else []
+    cut_ids = borrower_cuts(source, count) if count > 1 else []
     parts = parts_of(cut_ids, count)
     if count > 1:
         # An id repeated in two partitions is seen by neither: answer it once, over every row.
@@ -307,7 +373,7 @@ def write_part(
             return
         table = rows.with_columns(keys.alias(SORT_KEY)).rechunk().to_arrow()
         with ipc.new_file(str(rows_file), table.schema) as writer:
-            writer.write_table(table, max_chunksize=BATCH_ROWS)
+            writer.write_table(table, max_chunksize=part_batch_rows(part.count))
 
     def write_screening() -> None:
         screening.rechunk().write_ipc(screening_file, compression="lz4")
@@ -317,9 +383,19 @@ def write_part(
     return (None if rows is None else rows_file), screening_file, rejected_file
 
 
-def screening_dataset(files: Sequence[Path]) -> pads.Dataset:
-    """The screening rows of every part as one Arrow dataset, scanned (not loaded) by the warehouse insert."""
-    return pads.dataset([str(f) for f in files], format="ipc")
+def screening_batches(files: Sequence[Path]) -> pa.RecordBatchReader:
+    """The screening rows of every part, one part's batch at a time, for the warehouse insert to
+    stream. (Scanned as an Arrow dataset instead, several parts are read ahead at once: 2.4 GB at 16M
+    borrowers.)"""
+    schema = ipc.open_file(pa.OSFile(str(files[0]))).schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for file in files:
+            reader = ipc.open_file(pa.OSFile(str(file)))
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def rejected_rows(files: Sequence[Path]) -> pl.DataFrame:
@@ -330,10 +406,11 @@ def rejected_rows(files: Sequence[Path]) -> pl.DataFrame:
 
 
 class _PartReader:
-    """The batches of one sorted part file, one at a time."""
+    """The batches of one sorted part file, one at a time. Read, not memory-mapped: a mapped file's
+    pages stay resident as the merge walks through it, so the merge's memory would grow with the book."""
 
     def __init__(self, path: Path) -> None:
-        self._file = ipc.open_file(pa.memory_map(str(path)))
+        self._file = ipc.open_file(pa.OSFile(str(path)))
         self._next = 0
 
     @property

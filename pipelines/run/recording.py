@@ -29,9 +29,8 @@ def record_run(built: Built) -> None:
     """Replace the warehouse rows of (exporter, as-of date) with this run's, then drop the staging."""
     t = time.perf_counter()
     plan = built.plan
-    screening: pl.DataFrame | Any
-    # the parts' rows, scanned by the insert rather than loaded
-    screening = parts.screening_dataset(sorted(built.staging.glob("screening-*.arrow")))
+    # the parts' rows, streamed into the insert rather than loaded
+    screening = parts.screening_batches(sorted(built.staging.glob("screening-*.arrow")))
     rejected = parts.rejected_rows(sorted(built.staging.glob("rejected-*.arrow")))
     warehouse.record_success(
         plan.warehouse,

@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+import pyarrow.ipc as ipc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -132,6 +133,78 @@ def test_sorted_borrower_ids_are_the_distinct_ids_in_byte_order(
         con.execute("CREATE TABLE borrowers AS SELECT * FROM frame")
     for source in (folder, folder / "source.duckdb"):
         assert partitions.sorted_borrower_ids(source).to_list() == expected, source
+
+
+REPEATING_IDS = st.lists(st.one_of(st.none(), st.sampled_from(["", "A", "A0", "B", "é"])), max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ids=st.one_of(IDS, REPEATING_IDS),
+    presorted=st.booleans(),
+    batch=st.integers(1, 7),
+    count=st.integers(2, 9),
+)
+def test_cuts_from_sorted_batches_are_the_cuts_of_the_whole_column(
+    ids: list[str | None], presorted: bool, batch: int, count: int
+) -> None:
+    """Read in batches (a repeat may straddle two, a batch may be all nulls), sorted ids give the
+    same cuts as the sorted distinct column; unsorted ones give None, for the caller to sort."""
+    if presorted:
+        ids = sorted((i for i in ids if i is not None), key=str.encode) + [None] * ids.count(None)
+    column = pl.Series("id", ids, pl.String)
+
+    def batches() -> list[pl.Series]:
+        return [column.slice(i, batch) for i in range(0, max(len(ids), 1), batch)]
+
+    present = [i for i in ids if i is not None]
+    in_byte_order = [i.encode() for i in present] == sorted(i.encode() for i in present)
+    streamed = partitions.cuts_streamed(batches, count)
+    if in_byte_order:
+        distinct = pl.Series("id", sorted(set(present), key=lambda i: i.encode()), pl.String)
+        assert streamed == partitions.cuts(distinct, count)
+    else:
+        assert streamed is None
+
+
+def test_cuts_of_a_sorted_parquet_table_are_read_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Row groups of 7 and batches of 5 ids, the first id in 30 rows: the same cuts as sorting the
+    column whole, without it."""
+    ids = ["B000"] * 30 + sorted(f"B{i:03d}" for i in range(1, 40) for _ in range(1 + i % 3))
+    pl.DataFrame({"id": ids}).write_parquet(tmp_path / "borrowers.parquet", row_group_size=7)
+    monkeypatch.setattr(partitions.table_wide, "BATCH_IDS", 5)
+    whole = partitions.cuts(partitions.sorted_borrower_ids(tmp_path), 4)
+    assert whole == ["B010", "B020", "B030"]
+
+    def never(source: object) -> pl.Series:
+        raise AssertionError("a sorted Parquet table is not read whole for its cuts")
+
+    monkeypatch.setattr(partitions, "sorted_borrower_ids", never)
+    assert partitions.borrower_cuts(tmp_path, 4) == whole
+
+
+def test_part_files_hold_smaller_batches_as_parts_grow_in_number(tmp_path: Path) -> None:
+    """The merge holds one batch of every part: at most MERGE_HELD_ROWS rows, whatever N."""
+    assert partitions.part_batch_rows(2) == partitions.BATCH_ROWS
+    assert partitions.part_batch_rows(108) * 108 <= partitions.MERGE_HELD_ROWS
+    assert partitions.part_batch_rows(10_000) == 4096
+    keys = pl.Series([f"C{i:05d}" for i in range(10_000)])
+    rows_file, screening_file, _ = partitions.write_part(
+        tmp_path,
+        partitions.Part(0, 1000),
+        pl.DataFrame({"v": keys}),
+        keys,
+        pl.DataFrame({"contactId": keys}),
+        pl.DataFrame({"tableName": []}, schema={"tableName": pl.String}),
+    )
+    assert rows_file is not None
+    reader = ipc.open_file(str(rows_file))
+    sizes = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
+    assert sizes == [4096, 4096, 1808]
+    streamed = partitions.screening_batches([screening_file, screening_file]).read_all()
+    assert streamed.num_rows == 20_000
 
 
 @pytest.mark.parametrize("exporter_id", ["CE-VOICECOL", "CE-EMAILSVC"])
