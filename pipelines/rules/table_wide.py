@@ -200,10 +200,14 @@ def repeated_streamed(batches: Iterable[pl.Series]) -> pl.Series | None:
 
 
 def parquet_id_batches(file: str | Path, column: str = "id") -> Iterator[pl.Series]:
-    """A Parquet file's `column`, BATCH_IDS values at a time (one row group's worth read at once)."""
+    """A Parquet file's `column`, one row group read at a time, in slices of BATCH_IDS values.
+    (`ParquetFile.iter_batches` holds on to what it has read: 1.1 GB for the 230M contact ids of
+    64M borrowers, against 136 MB read by row group, and twice as slow.)"""
     reader = pq.ParquetFile(file)
-    for batch in reader.iter_batches(batch_size=BATCH_IDS, columns=[column]):
-        yield pl.Series("id", batch.column(0))
+    for group in range(reader.num_row_groups):
+        ids = pl.Series(column, reader.read_row_group(group, columns=[column]).column(0))
+        for at in range(0, ids.len(), BATCH_IDS):
+            yield ids.slice(at, BATCH_IDS)
 
 
 def _repeated_in_parquet(file: str | Path) -> pl.Series:

@@ -435,35 +435,58 @@ def empty_part(path: Path) -> pl.DataFrame:
     return frame.drop(SORT_KEY)
 
 
+@dataclass(frozen=True)
+class _Buffer:
+    """The rows of a part read and not yet placed, with their first and last sort keys."""
+
+    frame: pl.DataFrame
+    first: str
+    last: str
+
+    @staticmethod
+    def of(frame: pl.DataFrame | None) -> _Buffer | None:
+        if frame is None:
+            return None
+        keys = frame.get_column(SORT_KEY)
+        return _Buffer(frame, str(keys[0]), str(keys[-1]))
+
+    def split(self, bound: str) -> tuple[pl.DataFrame, _Buffer | None]:
+        """The rows up to `bound` (at least the first), and the buffer of the others (None if none)."""
+        if self.last <= bound:
+            return self.frame, None
+        cut = int(self.frame.get_column(SORT_KEY).search_sorted(bound, side="right"))
+        rest = self.frame.slice(cut)
+        return self.frame.head(cut), _Buffer(rest, str(rest.get_column(SORT_KEY)[0]), self.last)
+
+
 def merged_batches(paths: Sequence[Path], batch_rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
     """The rows of every sorted part in contact-id order, in batches of exactly `batch_rows` (the
-    last one shorter), without the sort key. Memory: one batch per part plus one output batch."""
+    last one shorter), without the sort key. Memory: one batch per part plus one output batch.
+    A step touches only the parts whose next row can be placed: parts that hold ranges of ids one
+    after the other (as they usually do) are read one at a time, not all at every step."""
     readers = [_PartReader(p) for p in paths]
-    buffers: list[pl.DataFrame | None] = [r.read() for r in readers]
+    buffers = {i: b for i, r in enumerate(readers) if (b := _Buffer.of(r.read())) is not None}
     pending: list[pl.DataFrame] = []
     held = 0
-    while True:
-        live = [i for i, b in enumerate(buffers) if b is not None]
-        if not live:
-            break
+    while buffers:
         # Every row up to the smallest last key of the buffers can be placed now.
-        bound = min(str(buffers[i].get_column(SORT_KEY)[-1]) for i in live)  # type: ignore[union-attr]
+        bound = min(b.last for b in buffers.values())
         taken: list[pl.DataFrame] = []
-        for i in live:
-            buffer = buffers[i]
-            assert buffer is not None
-            cut = int(buffer.get_column(SORT_KEY).search_sorted(bound, side="right"))
-            if cut:
-                taken.append(buffer.head(cut))
-            rest = buffer.slice(cut)
-            buffers[i] = rest if rest.height else readers[i].read()
+        for i in [i for i, b in buffers.items() if b.first <= bound]:  # in part order
+            head, rest = buffers[i].split(bound)
+            taken.append(head)
+            following = rest if rest is not None else _Buffer.of(readers[i].read())
+            if following is None:
+                del buffers[i]
+            else:
+                buffers[i] = following
         step = pl.concat(taken).sort(SORT_KEY, maintain_order=True) if len(taken) > 1 else taken[0]
         pending.append(step)
         held += step.height
         while held >= batch_rows:
             joined = pl.concat(pending)
             yield joined.head(batch_rows).drop(SORT_KEY)
-            rest = joined.slice(batch_rows)
-            pending, held = [rest], rest.height
+            rest_rows = joined.slice(batch_rows)
+            pending, held = [rest_rows], rest_rows.height
     if held:
         yield pl.concat(pending).drop(SORT_KEY)

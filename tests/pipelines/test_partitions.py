@@ -297,6 +297,41 @@ def test_merge_streams_sorted_parts_in_fixed_batches(tmp_path: Path) -> None:
     assert pl.concat(batches).equals(frame)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    owners=st.lists(st.integers(0, 5), max_size=300),
+    contiguous=st.booleans(),
+    batch=st.integers(1, 50),
+    out=st.integers(1, 70),
+)
+def test_merged_parts_are_the_rows_in_key_order_in_fixed_batches(
+    tmp_path_factory: pytest.TempPathFactory, owners: list[int], contiguous: bool, batch: int, out: int
+) -> None:
+    """Parts holding interleaved keys or ranges one after the other (some empty), part files in
+    batches of any size: the merge gives every row once, in key order, in batches of `out` rows."""
+    if contiguous:
+        owners = sorted(owners)
+    folder = tmp_path_factory.mktemp("merge")
+    keys = [f"C{i:04d}" for i in range(len(owners))]
+    count = 6
+    files = []
+    for k in range(count):
+        mine = [key for key, owner in zip(keys, owners, strict=True) if owner == k]
+        table = pl.DataFrame(
+            {"v": mine, partitions.SORT_KEY: mine}, schema={"v": pl.String, partitions.SORT_KEY: pl.String}
+        ).to_arrow()
+        path = folder / f"rows-{k}.arrow"
+        with ipc.new_file(str(path), table.schema) as writer:
+            writer.write_table(table, max_chunksize=batch)
+        files.append(path)
+    batches = list(partitions.merged_batches(files, batch_rows=out))
+    assert [b.height for b in batches] == [out] * (len(keys) // out) + (
+        [len(keys) % out] if len(keys) % out else []
+    )
+    merged = pl.concat(batches).get_column("v").to_list() if batches else []
+    assert merged == keys
+
+
 def test_auto_picks_n_from_the_source_size_and_the_budget(
     home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
