@@ -99,3 +99,29 @@ def test_the_lists_of_what_is_still_over_hold_only_what_is_still_over() -> None:
     fixed = [m for m in MODULES_OVER if modules.get(m, 0) <= MAX_MODULE_LINES]
     fixed += [f for f in FUNCTIONS_OVER if functions.get(f, 0) <= MAX_FUNCTION_LINES]
     assert sorted(fixed) == []
+
+
+def test_polars_memory_is_returned_between_partitions_unless_the_environment_says_otherwise() -> None:
+    """pipelines sets jemalloc's decay for Polars before Polars loads (flows imports it first);
+    a value already in the environment wins."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, os, flows.cli, polars; "
+        "print(os.environ.get('_RJEM_MALLOC_CONF')); "
+        "print(list(sys.modules).index('pipelines') < list(sys.modules).index('polars'))"
+    )
+    clean = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    out = subprocess.run([sys.executable, "-c", probe], env=clean, capture_output=True, text=True, check=True)
+    # Polars puts its own defaults first; jemalloc takes the last value of each option
+    conf, first = out.stdout.split()
+    assert conf.endswith(",background_thread:true,dirty_decay_ms:250,muzzy_decay_ms:0")
+    assert first == "True"
+    mine = {**clean, "_RJEM_MALLOC_CONF": "dirty_decay_ms:5000"}
+    out = subprocess.run([sys.executable, "-c", probe], env=mine, capture_output=True, text=True, check=True)
+    conf, first = out.stdout.split()
+    assert conf.endswith(",dirty_decay_ms:5000")
+    assert "background_thread" not in conf
+    assert first == "True"
