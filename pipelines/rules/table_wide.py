@@ -164,10 +164,11 @@ class UnsortedError(Exception):
     """Ids read in batches did not come in byte order."""
 
 
-def in_order(batches: Iterable[pl.Series]) -> Iterator[pl.Series]:
-    """Each batch's non-null ids as text, checked to continue the byte order of the batches before
-    (a repeat may straddle two batches); empty batches skipped. Raises UnsortedError at the first batch
-    out of order, for the caller to read the column whole instead."""
+def in_order(batches: Iterable[pl.Series]) -> Iterator[tuple[pl.Series, str | None]]:
+    """Each batch's non-null ids as text, checked to continue the byte order of the batches before,
+    with the last id of the batch before (None for the first: a repeat may straddle two batches);
+    empty batches skipped. Raises UnsortedError at the first batch out of order, for the caller to
+    read the column whole instead."""
     last: str | None = None
     for batch in batches:
         ids = batch.cast(pl.String).drop_nulls()
@@ -176,7 +177,7 @@ def in_order(batches: Iterable[pl.Series]) -> Iterator[pl.Series]:
         first = str(ids[0])
         if not ids.is_sorted() or (last is not None and first.encode() < last.encode()):
             raise UnsortedError
-        yield ids
+        yield ids, last
         last = str(ids[-1])
 
 
@@ -185,13 +186,11 @@ def repeated_streamed(batches: Iterable[pl.Series]) -> pl.Series | None:
     sorted (a repeat then sits next to its twin, perhaps across two batches); None as soon as they
     are not. Ids compare as UTF-8 bytes, as the cuts do."""
     twins: list[pl.Series] = []
-    last: str | None = None
     try:
-        for ids in in_order(batches):
+        for ids, last in in_order(batches):
             if str(ids[0]) == last:
                 twins.append(ids.head(1))
             twins.append(ids.slice(1).filter(ids.slice(1) == ids.slice(0, ids.len() - 1)))
-            last = str(ids[-1])
     except UnsortedError:
         return None
     if not twins:

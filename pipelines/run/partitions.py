@@ -129,23 +129,23 @@ class PartResult:
 
 def cuts(sorted_ids: pl.Series, count: int) -> list[str]:
     """The N-1 cuts between partitions: ids[floor(k * K / N)] of the sorted distinct ids."""
-    total = sorted_ids.len()
-    if total == 0:
-        return []
-    return [str(sorted_ids[k * total // count]) for k in range(1, count)]
+    return [str(sorted_ids[k]) for k in _cut_positions(sorted_ids.len(), count)]
+
+
+def _cut_positions(total: int, count: int) -> list[int]:
+    """Where the cuts fall among `total` sorted distinct ids: floor(k * K / N), none without ids."""
+    return [k * total // count for k in range(1, count)] if total else []
 
 
 def cuts_streamed(batches: Callable[[], Iterable[pl.Series]], count: int) -> list[str] | None:
     """`cuts` over ids read twice in batches, holding one batch at a time: once to count the distinct
     ids, once to pick the cuts. None when the ids do not come sorted (the caller then sorts them)."""
     try:
-        total = sum(_distinct(ids, last).len() for ids, last in _with_last(batches()))
-        if total == 0:
-            return []
-        wanted = [k * total // count for k in range(1, count)]
+        total = sum(_distinct(ids, last).len() for ids, last in table_wide.in_order(batches()))
+        wanted = _cut_positions(total, count)
         found: list[str] = []
         seen = 0  # distinct ids in the batches before this one
-        for ids, last in _with_last(batches()):
+        for ids, last in table_wide.in_order(batches()):
             distinct = _distinct(ids, last)
             while wanted and wanted[0] < seen + distinct.len():
                 found.append(str(distinct[wanted.pop(0) - seen]))
@@ -155,18 +155,10 @@ def cuts_streamed(batches: Callable[[], Iterable[pl.Series]], count: int) -> lis
         return None
 
 
-def _with_last(batches: Iterable[pl.Series]) -> Iterator[tuple[pl.Series, str | None]]:
-    """Each sorted batch with the last id of the batch before it."""
-    last: str | None = None
-    for ids in table_wide.in_order(batches):
-        yield ids, last
-        last = str(ids[-1])
-
-
 def _distinct(ids: pl.Series, last: str | None) -> pl.Series:
-    """A sorted batch's distinct ids, less the one that continues the batch before."""
+    """A sorted batch's distinct ids, less the one that continues the batch before (`last`)."""
     distinct = ids.filter(ids.ne_missing(ids.shift(1)))
-    return distinct.slice(1) if str(distinct[0]) == last else distinct
+    return distinct.slice(1) if last is not None and str(distinct[0]) == last else distinct
 
 
 def partition_of(ids: pl.Series, cut_ids: Sequence[str]) -> pl.Series:
@@ -257,7 +249,7 @@ def _distinct_sorted(ids: pl.Series) -> pl.Series:
     """`ids` without repeats, sorted (byte order). Sources usually come sorted by borrower id: then
     only neighbours are compared, far cheaper than sorting or hashing them."""
     if ids.is_sorted():
-        return ids.filter(ids.ne_missing(ids.shift(1))).alias("id")
+        return _distinct(ids, None).alias("id")
     return ids.unique().sort().alias("id")
 
 
