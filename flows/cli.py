@@ -630,7 +630,7 @@ def deployments_serve(ctx: typer.Context) -> None:
     from flows import deployments, settings
 
     home = home_of(ctx)
-    settings.apply(home.root)
+    settings.connect(home.root, say=say)
     deployments.serve(home, say=say)
 
 

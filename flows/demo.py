@@ -89,8 +89,8 @@ def run_demo(
 
     started = time.perf_counter()
     demo = prepare_home(home, borrowers, say)
-    settings.apply(demo.root)
     say("starting Prefect (the first start on a new machine migrates its database: up to a minute)")
+    settings.connect(demo.root, say=say)
     from flows import prefect_flows
 
     sftp_root = demo.root / "sftp-root"

@@ -10,6 +10,8 @@ always wins.
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import json
 import os
 import shutil
@@ -29,6 +31,7 @@ from pipelines.model.errors import ContactExporterError, ErrorItem, InvalidInput
 
 STATE_FILE = "local-server.json"
 LOG_FILE = "local-server.log"
+TEMPORARY_LOG_FILE = "temporary-server.log"
 START_TIMEOUT_SECONDS = 180.0
 STOP_TIMEOUT_SECONDS = 30.0
 
@@ -209,6 +212,68 @@ def _terminate(pid: int, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
+
+
+def start_temporary(home_root: Path, *, timeout: float = START_TIMEOUT_SECONDS) -> str:
+    """A Prefect server for this command alone, ended with it: on exit, and by a parent-death signal
+    when the command is killed (flows/parent_death.py), where Prefect's own temporary server would
+    be left running. Started as Prefect starts that one (uvicorn, UI off, ephemeral settings) on a
+    free loopback port, its output in `<home>/.prefect/temporary-server.log`. PREFECT_API_URL is
+    set to it for the rest of the command."""
+    folder = home_root / ".prefect"
+    folder.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+    }
+    uvicorn = [sys.executable, "-m", "uvicorn", "--app-dir", _site_of("prefect")]
+    uvicorn += [
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    uvicorn += ["--log-level", "error", "--lifespan", "on"]
+    log_path = folder / TEMPORARY_LOG_FILE
+    started = time.monotonic()
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flows.parent_death", str(os.getpid()), "--", *uvicorn],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=home_root,
+        )
+    atexit.register(_end, process)
+    _wait_until_healthy(process, url, log_path, started, timeout)
+    os.environ["PREFECT_API_URL"] = url
+    return url
+
+
+def _site_of(package: str) -> str:
+    """The folder `package` is installed in, found without importing it (Prefect reads its settings
+    from the environment when first imported, and PREFECT_API_URL is not set yet)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ContactExporterError(f"{package} is not installed beside this Python")
+    return str(Path(spec.origin).parent.parent)
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def stop(home_root: Path) -> dict[str, Any]:

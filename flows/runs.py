@@ -15,15 +15,9 @@ from pipelines.model.request import RunRequest
 
 
 def _flows(home: Home) -> Any:
-    import os
     import sys
 
-    settings.apply(home.root)
-    if not os.environ.get("PREFECT_API_URL"):
-        sys.stderr.write(
-            "no Prefect server: starting a temporary one for this command (about 20 s); "
-            "`contact-exporter server start` keeps one running for this home\n"
-        )
+    settings.connect(home.root, say=lambda line: sys.stderr.write(line + "\n"))
     from flows import logs, prefect_flows
 
     logs.apply()  # Prefect configures logging on import: our format and filters again

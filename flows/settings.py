@@ -4,12 +4,13 @@ First start of Prefect's ephemeral server migrates a SQLite database and can tak
 Prefect's default limit, so the timeout is raised; telemetry is off (no network here). Run logs go to
 the API (Prefect's default): the flows also send the library's `pipelines.*` log lines there. Values already
 set in the environment win. Without PREFECT_API_URL, the home's local server (flows/localserver.py) is
-used while it runs.
+used while it runs; `connect` starts a temporary one for the command otherwise.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 DEFAULTS = {
@@ -30,3 +31,18 @@ def apply(home_root: Path) -> None:
         url = localserver.running_url(home_root)
         if url:
             os.environ["PREFECT_API_URL"] = url
+
+
+def connect(home_root: Path, say: Callable[[str], None]) -> None:
+    """`apply`, then make sure there is a Prefect API: PREFECT_API_URL, the home's local server, or a
+    temporary server for this command alone (ended with it, even when it is killed)."""
+    apply(home_root)
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from flows import localserver
+
+    say(
+        "no Prefect server: starting a temporary one for this command (about 20 s); "
+        "`contact-exporter server start` keeps one running for this home"
+    )
+    localserver.start_temporary(home_root)

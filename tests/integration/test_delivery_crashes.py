@@ -19,6 +19,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,11 +91,29 @@ def run(home: Home, crash_at: str | None = None, *cli: str) -> subprocess.Comple
         )
         try:
             code = process.wait(timeout=300)
+            left = group_left_after(process.pid, seconds=30)
         finally:
-            # A killed CLI leaves its temporary Prefect server behind: stop what this run started.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+    # Nothing the run started outlives it, killed or not: the CLI's temporary Prefect server ends
+    # with it (a parent-death signal), as do the library run's children.
+    assert left == [], f"still running after the run ended: {left}"
     return subprocess.CompletedProcess(args, code, out.read_text(), err.read_text())
+
+
+def group_left_after(group: int, seconds: float) -> list[str]:
+    """The command lines of the processes still in process group `group` after up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == group and fields[0] != "Z":
+                    left.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 def sha256(path: Path) -> str:
