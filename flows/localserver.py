@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -219,7 +220,10 @@ def start_temporary(home_root: Path, *, timeout: float = START_TIMEOUT_SECONDS) 
     when the command is killed (flows/parent_death.py), where Prefect's own temporary server would
     be left running. Started as Prefect starts that one (uvicorn, UI off, ephemeral settings) on a
     free loopback port, its output in `<home>/.prefect/temporary-server.log`. PREFECT_API_URL is
-    set to it for the rest of the command."""
+    set to it for the rest of the command. Linux sends the parent-death signal when the thread that
+    started the server ends, so only the main thread starts one."""
+    if threading.current_thread() is not threading.main_thread():
+        raise ContactExporterError("a temporary Prefect server is started from the main thread only")
     folder = home_root / ".prefect"
     folder.mkdir(parents=True, exist_ok=True)
     port = _free_port()

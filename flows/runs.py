@@ -17,7 +17,10 @@ from pipelines.model.request import RunRequest
 def _flows(home: Home) -> Any:
     import sys
 
-    settings.connect(home.root, say=lambda line: sys.stderr.write(line + "\n"))
+    def say(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    settings.connect(home.root, say=say)
     from flows import logs, prefect_flows
 
     logs.apply()  # Prefect configures logging on import: our format and filters again
