@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
@@ -168,17 +168,22 @@ def in_order(batches: Iterable[pl.Series]) -> Iterator[tuple[pl.Series, str | No
     """Each batch's non-null ids as text, checked to continue the byte order of the batches before,
     with the last id of the batch before (None for the first: a repeat may straddle two batches);
     empty batches skipped. Raises UnsortedError at the first batch out of order, for the caller to
-    read the column whole instead."""
+    read the column whole instead. `batches` is closed when this ends, however it ends (a reader's
+    result closed before the caller's next query)."""
     last: str | None = None
-    for batch in batches:
-        ids = batch.cast(pl.String).drop_nulls()
-        if ids.is_empty():
-            continue
-        first = str(ids[0])
-        if not ids.is_sorted() or (last is not None and first.encode() < last.encode()):
-            raise UnsortedError
-        yield ids, last
-        last = str(ids[-1])
+    try:
+        for batch in batches:
+            ids = batch.cast(pl.String).drop_nulls()
+            if ids.is_empty():
+                continue
+            first = str(ids[0])
+            if not ids.is_sorted() or (last is not None and first.encode() < last.encode()):
+                raise UnsortedError
+            yield ids, last
+            last = str(ids[-1])
+    finally:
+        if isinstance(batches, Generator):
+            batches.close()
 
 
 def repeated_streamed(batches: Iterable[pl.Series]) -> pl.Series | None:
@@ -245,6 +250,27 @@ def _repeated_in_folder(folder: Path, shapes: Mapping[str, sources.CsvShape]) ->
     return found
 
 
+def _duckdb_ids_query(table: str) -> str:
+    # the table name is a constant of pipelines.model.tables; no value is formatted in
+    return f'SELECT CAST(id AS VARCHAR) AS id FROM "{table}"'  # noqa: S608
+
+
+def duckdb_id_batches(con: duckdb.DuckDBPyConnection, table: str) -> Iterator[pl.Series]:
+    """A DuckDB table's ids as text, in the table's storage order (a plain scan keeps it), in
+    batches of BATCH_IDS: for the checks that stream sorted ids (`in_order`)."""
+    reader = con.sql(_duckdb_ids_query(table)).to_arrow_reader(BATCH_IDS)
+    try:
+        for batch in reader:
+            yield pl.Series("id", batch.column(0))
+    finally:
+        reader.close()  # the connection takes no other query while a result is open
+
+
+def _duckdb_ids(con: duckdb.DuckDBPyConnection, table: str) -> pl.Series:
+    ids: pl.Series = con.sql(_duckdb_ids_query(table)).pl().get_column("id")
+    return ids
+
+
 def _scan_duckdb(path: Path) -> dict[str, pl.Series]:
     found = {}
     try:
@@ -255,16 +281,8 @@ def _scan_duckdb(path: Path) -> dict[str, pl.Series]:
             for name in UNIQUE_ID_TABLES:
                 if name not in present or "id" not in sources.duckdb_columns(con, name):
                     continue
-                # the table name is a constant of pipelines.model.tables; no value is formatted in
-                query = f'SELECT CAST(id AS VARCHAR) AS id FROM "{name}"'  # noqa: S608
-                reader = con.sql(query).to_arrow_reader(BATCH_IDS)
-                try:
-                    streamed = repeated_streamed(pl.Series("id", batch.column(0)) for batch in reader)
-                finally:
-                    reader.close()  # the connection takes no other query while a result is open
-                found[name] = (
-                    streamed if streamed is not None else repeated(con.sql(query).pl().get_column("id"))
-                )
+                streamed = repeated_streamed(duckdb_id_batches(con, name))
+                found[name] = streamed if streamed is not None else repeated(_duckdb_ids(con, name))
     except duckdb.Error as exc:
         # never "no repeats" for a source that could not be read: that would fail open
         raise sources.not_a_duckdb_file(str(path), exc) from None

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pipelines.io import sources
 from pipelines.model.config import Home
 from pipelines.model.tables import TABLES, SourceTables
-from pipelines.run import job, partitions
+from pipelines.run import cuts, job, partitions
 from tests.worlds import make_home, sample_tables, without_sftp
 
 AS_OF = date(2026, 12, 1)
@@ -87,9 +87,9 @@ def outcome(home: Home, exporter_id: str, n: int | str, **plan: Any) -> dict[str
 
 def test_partitions_are_ranges_cut_at_the_quantiles_of_the_borrower_ids() -> None:
     ids = pl.Series("id", [f"B{i:02d}" for i in range(10)])  # sorted, K = 10
-    assert partitions.cuts(ids, 4) == ["B02", "B05", "B07"]  # ids[floor(k * 10 / 4)], k = 1..3
-    assert partitions.cuts(ids, 1) == []
-    assert partitions.cuts(ids, 13)[:4] == ["B00", "B01", "B02", "B03"]  # more parts than ids: some empty
+    assert cuts.cuts(ids, 4) == ["B02", "B05", "B07"]  # ids[floor(k * 10 / 4)], k = 1..3
+    assert cuts.cuts(ids, 1) == []
+    assert cuts.cuts(ids, 13)[:4] == ["B00", "B01", "B02", "B03"]  # more parts than ids: some empty
     probe = pl.Series("id", ["A", "B01", "B02", "B04", "B05", "B99", "C", None])
     assert partitions.partition_of(probe, ["B02", "B05", "B07"]).to_list() == [0, 0, 1, 1, 2, 3, 3, 0]
     assert partitions.partition_of(probe, []).to_list() == [0] * 8
@@ -130,9 +130,10 @@ def test_sorted_borrower_ids_are_the_distinct_ids_in_byte_order(
     frame = pl.DataFrame({"id": ids}, schema={"id": pl.String})
     frame.write_parquet(folder / "borrowers.parquet")
     with duckdb.connect(str(folder / "source.duckdb")) as con:
+        con.register("frame", frame)
         con.execute("CREATE TABLE borrowers AS SELECT * FROM frame")
     for source in (folder, folder / "source.duckdb"):
-        assert partitions.sorted_borrower_ids(source).to_list() == expected, source
+        assert cuts.sorted_borrower_ids(source).to_list() == expected, source
 
 
 REPEATING_IDS = st.lists(st.one_of(st.none(), st.sampled_from(["", "A", "A0", "B", "é"])), max_size=30)
@@ -159,10 +160,10 @@ def test_cuts_from_sorted_batches_are_the_cuts_of_the_whole_column(
 
     present = [i for i in ids if i is not None]
     in_byte_order = [i.encode() for i in present] == sorted(i.encode() for i in present)
-    streamed = partitions.cuts_streamed(batches, count)
+    streamed = cuts.cuts_streamed(batches, count)
     if in_byte_order:
         distinct = pl.Series("id", sorted(set(present), key=lambda i: i.encode()), pl.String)
-        assert streamed == partitions.cuts(distinct, count)
+        assert streamed == cuts.cuts(distinct, count)
     else:
         assert streamed is None
 
@@ -175,14 +176,46 @@ def test_cuts_of_a_sorted_parquet_table_are_read_in_batches(
     ids = ["B000"] * 30 + sorted(f"B{i:03d}" for i in range(1, 40) for _ in range(1 + i % 3))
     pl.DataFrame({"id": ids}).write_parquet(tmp_path / "borrowers.parquet", row_group_size=7)
     monkeypatch.setattr(partitions.table_wide, "BATCH_IDS", 5)
-    whole = partitions.cuts(partitions.sorted_borrower_ids(tmp_path), 4)
+    whole = cuts.cuts(cuts.sorted_borrower_ids(tmp_path), 4)
     assert whole == ["B010", "B020", "B030"]
 
     def never(source: object) -> pl.Series:
         raise AssertionError("a sorted Parquet table is not read whole for its cuts")
 
-    monkeypatch.setattr(partitions, "sorted_borrower_ids", never)
-    assert partitions.borrower_cuts(tmp_path, 4) == whole
+    monkeypatch.setattr(cuts, "sorted_borrower_ids", never)
+    assert cuts.borrower_cuts(tmp_path, 4) == whole
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["sorted", "unsorted"])
+def test_cuts_of_a_duckdb_table_are_read_in_batches_when_sorted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ordered: bool
+) -> None:
+    """A DuckDB `borrowers` table in id order (repeats and nulls too), batches of 5 ids: the cuts of
+    the whole sorted column, without reading it whole. Out of order: read whole, the same cuts."""
+    ids: list[str | None] = ["B000"] * 30 + sorted(
+        f"B{i:03d}" for i in range(1, 40) for _ in range(1 + i % 3)
+    )
+    ids += [None, None]
+    if not ordered:
+        ids = ids[::-1]
+    path = tmp_path / "book.duckdb"
+    frame = pl.DataFrame({"id": ids}, schema={"id": pl.String})
+    with duckdb.connect(str(path)) as con:
+        con.register("frame", frame)
+        con.execute("CREATE TABLE borrowers AS SELECT * FROM frame")
+    monkeypatch.setattr(partitions.table_wide, "BATCH_IDS", 5)
+    whole = cuts.cuts(cuts.sorted_borrower_ids(path), 4)
+    assert whole == ["B010", "B020", "B030"]
+    read_whole = []
+
+    def counted(source: object) -> pl.Series:
+        read_whole.append(source)
+        return whole_ids(source)
+
+    whole_ids = cuts.sorted_borrower_ids
+    monkeypatch.setattr(cuts, "sorted_borrower_ids", counted)
+    assert cuts.borrower_cuts(path, 4) == whole
+    assert read_whole == ([] if ordered else [path])
 
 
 def test_part_files_hold_smaller_batches_as_parts_grow_in_number(tmp_path: Path) -> None:
@@ -224,21 +257,21 @@ def test_file_manifest_and_warehouse_rows_are_the_same_for_every_n(home: Home, e
 
 
 def test_a_partition_reads_only_its_borrowers_rows(home: Home) -> None:
-    ids = partitions.sorted_borrower_ids(home.warehouse)
+    ids = cuts.sorted_borrower_ids(home.warehouse)
     assert ids.len() == BORROWERS + 1
-    three = partitions.parts_of(partitions.cuts(ids, 3), 3)
+    three = partitions.parts_of(cuts.cuts(ids, 3), 3)
     whole = sources.open_source(home.warehouse)
     seen = 0
     for part in three:
         assert part.rows is not None
         read = sources.open_source(home.warehouse, part.rows)
-        mine = set(ids.filter(partitions.partition_of(ids, partitions.cuts(ids, 3)) == part.index).to_list())
+        mine = set(ids.filter(partitions.partition_of(ids, cuts.cuts(ids, 3)) == part.index).to_list())
         borrower_ids = set(read.borrowers.collect().get_column("id").to_list())
         assert borrower_ids == mine
         for name in ("contacts", "interactions", "do_not_interact", "consents"):
             got = read.get(name).collect()
             keys = got.get_column("personId")
-            assert (partitions.partition_of(keys, partitions.cuts(ids, 3)) == part.index).all(), name
+            assert (partitions.partition_of(keys, cuts.cuts(ids, 3)) == part.index).all(), name
             if name == "contacts":
                 seen += got.height
     assert seen == whole.contacts.collect().height  # the orphan contact included, exactly once
