@@ -174,6 +174,27 @@ def column(cur: Cursor, ref: SourceRef, table: str, name: str) -> pl.Series | No
     return fetched(cur).get_column("v").cast(pl.String).alias(name)
 
 
+def key_batches(ref: SourceRef, table: str, key: str) -> Iterator[pl.Series]:
+    """Column `key` of `table` as text, in the table's physical order (a plain sequential scan: not
+    parallel, not joined to another scan midway), one Arrow batch at a time, in a read-only snapshot.
+    For the checks that stream sorted ids (`table_wide.in_order`, which verifies the order and gives
+    up on the first batch out of it): a table loaded in key order comes back in key order. Nothing
+    when the table has no such column."""
+    with cursor(ref) as cur:
+        kinds = columns(cur, ref, table)
+        if key not in kinds:
+            return
+        cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        cur.execute("SET LOCAL synchronize_seqscans = off")
+        cur.execute(f"SELECT {as_text(key, kinds)} AS id FROM {table_name(ref, table)}")  # noqa: S608
+        reader = cur.fetch_record_batch()
+        try:
+            for batch in reader:
+                yield pl.Series("id", batch.column(0)).cast(pl.String)
+        finally:
+            reader.close()
+
+
 def row_count(cur: Cursor, ref: SourceRef) -> int:
     """Rows in the five tables: the planner's estimate, counted for a table never analysed."""
     present = tables(cur, ref)

@@ -30,7 +30,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.io import duck, sources
+from pipelines.io import duck, postgres, sources
 from pipelines.model.tables import TABLES
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,7 @@ def scan(source: sources.Source, csv_shapes: Mapping[str, sources.CsvShape] | No
     started = time.perf_counter()
     ref = sources.ref_of(source)
     if not ref.is_local:
-        ids = sources.remote_column(ref, list(UNIQUE_ID_TABLES), "id")
-        found = {name: repeated(column) for name, column in ids.items()}
+        found = _scan_remote(ref)
     elif ref.path.is_dir():
         shapes = dict(csv_shapes or {})
         found = _repeated_in_folder(ref.path, shapes)
@@ -134,6 +133,23 @@ def scan(source: sources.Source, csv_shapes: Mapping[str, sources.CsvShape] | No
         found = _scan_duckdb(ref.path) if ref.path.is_file() else {}
     _log_scan(ref, started, found)
     return TableWide(found)
+
+
+def _scan_remote(ref: sources.SourceRef) -> dict[str, pl.Series]:
+    """One table at a time. A Postgres table whose ids come sorted in its physical order is streamed
+    (`postgres.key_batches`); any other is read whole."""
+    found = {}
+    for name in UNIQUE_ID_TABLES:
+        streamed = (
+            repeated_streamed(postgres.key_batches(ref, name, "id")) if ref.kind == "postgres" else None
+        )
+        if streamed is None:
+            column = sources.remote_column(ref, [name], "id").get(name)
+            if column is None:
+                continue
+            streamed = repeated(column)
+        found[name] = streamed
+    return found
 
 
 def _log_scan(ref: sources.SourceRef, started: float, found: Mapping[str, pl.Series]) -> None:

@@ -7,8 +7,9 @@ function they define):
 A `borrowers` table whose ids come sorted (as generated, and as most exports come), in a local
 Parquet file or a DuckDB file, is read twice in batches, once to count the distinct ids and once to
 pick the cuts, so the split holds one batch at a time whatever the book's size (`cuts_streamed`).
-Any other source's ids are read whole and sorted (`sorted_borrower_ids`); `cuts` is the plain
-definition over them, and the streamed cuts are held equal to it by a property test.
+A Postgres table is streamed the same way, in its physical order (`postgres.key_batches`). Any other
+source's ids, and ids that do not come sorted, are read whole and sorted (`sorted_borrower_ids`);
+`cuts` is the plain definition over them, and the streamed cuts are held equal to it by tests.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.io import duck, sources
+from pipelines.io import duck, postgres, sources
 from pipelines.model.tables import BORROWERS
 from pipelines.rules import table_wide
 
@@ -61,9 +62,9 @@ def _distinct(ids: pl.Series, last: str | None) -> pl.Series:
 
 
 def borrower_cuts(source: sources.Source, count: int) -> list[str]:
-    """The cuts of a source's borrower ids into `count` ranges. A local Parquet or DuckDB table sorted
-    by id (as sources usually come) is read in batches, so memory does not grow with the book; any
-    other source's ids are read whole and sorted."""
+    """The cuts of a source's borrower ids into `count` ranges. A `borrowers` table whose ids come
+    sorted (as sources usually do) from a local Parquet file, a DuckDB file or Postgres is read in
+    batches, so memory does not grow with the book; any other is read whole and sorted."""
     ref = sources.ref_of(source)
     if ref.is_local and ref.path.is_dir():
         found = sources.table_files(ref.path, BORROWERS)
@@ -74,6 +75,10 @@ def borrower_cuts(source: sources.Source, count: int) -> list[str]:
                 return streamed
     elif ref.is_local and ref.path.is_file():
         streamed = _duckdb_cuts_streamed(ref.path, count)
+        if streamed is not None:
+            return streamed
+    elif ref.kind == "postgres":
+        streamed = cuts_streamed(lambda: postgres.key_batches(ref, "borrowers", "id"), count)
         if streamed is not None:
             return streamed
     return cuts(sorted_borrower_ids(source), count)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -158,6 +159,39 @@ def test_the_table_wide_scan_reads_ids_from_s3_and_postgres(
         found = table_wide.scan(SourceRef.parse(made[kind]))
         assert found.repeated_ids("interactions").to_list() == ["I-1", "Ж"], kind
         assert found.repeated_ids("contacts").to_list() == [], kind
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["sorted", "unsorted"])
+def test_the_table_wide_scan_streams_a_postgres_table_stored_in_id_order(
+    servers: tuple[PostgresServer, S3Server], monkeypatch: pytest.MonkeyPatch, ordered: bool
+) -> None:
+    """Ids stored in byte order (the column in a language's order) are checked as they stream by,
+    never read whole; out of order, that table is read whole. The same repeats either way."""
+    import adbc_driver_postgresql.dbapi as pg
+
+    ids = ["I-1", "I-1", "I-2", "I-3", None, "Ж", "Ж", "Ж"]
+    ids = ids if ordered else ids[::-1]
+    schema = f"tw_{next(_COUNTER)}"
+    with pg.connect(servers[0].uri()) as con, con.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}")
+        for table, column in (("borrowers", ["A", "B"]), ("interactions", ids)):
+            cur.execute(f'CREATE TABLE {schema}.{table} (id text COLLATE "und-x-icu")')
+            cur.adbc_ingest(
+                table, pa.table({"id": pa.array(column, pa.string())}), mode="append", db_schema_name=schema
+            )
+        con.commit()
+    read_whole: list[list[str]] = []
+    whole = sources.remote_column
+
+    def counted(ref: SourceRef, tables: list[str], name: str) -> dict[str, pl.Series]:
+        read_whole.append(tables)
+        return whole(ref, tables, name)
+
+    monkeypatch.setattr(sources, "remote_column", counted)
+    found = table_wide.scan(SourceRef.parse(f"{servers[0].uri()}?schema={schema}"))
+    assert found.repeated_ids("interactions").to_list() == ["I-1", "Ж"]
+    assert found.repeated_ids("borrowers").to_list() == []
+    assert read_whole == ([] if ordered else [["interactions"]])
 
 
 # ---------------------------------------------------------------- refused before the run (exit 2)
@@ -347,3 +381,51 @@ def test_the_cli_refuses_a_wrong_password_with_exit_2(
         assert "Not-The-Password-42" not in err + done.stdout.decode()
         assert "Traceback" not in err
         assert not home.exports.exists(), "nothing created"
+
+
+KEYS = st.text(alphabet=st.sampled_from("AaBbZz09-_éÉß€ "), min_size=1, max_size=4)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ids=st.lists(st.one_of(KEYS, st.none()), max_size=40), presorted=st.booleans(), count=st.integers(2, 12)
+)
+def test_postgres_cuts_are_the_cuts_of_the_definition(
+    servers: tuple[PostgresServer, S3Server],
+    monkeypatch: pytest.MonkeyPatch,
+    ids: list[str | None],
+    presorted: bool,
+    count: int,
+) -> None:
+    """Over the distinct keys in byte order whatever the column's collation (repeats, nulls,
+    non-ASCII text, more parts than keys): exactly `cuts` of the sorted distinct column. A table
+    stored in key order is streamed, never read whole; any other is read whole."""
+    import adbc_driver_postgresql.dbapi as pg
+
+    from pipelines.run import cuts
+
+    if presorted:
+        ids = sorted((i for i in ids if i is not None), key=str.encode) + [None] * ids.count(None)
+    schema = f"cuts_{next(_COUNTER)}"
+    table = pa.table({"id": pa.array(ids, pa.string())})
+    with pg.connect(servers[0].uri()) as con, con.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}")
+        # a column in a language's order (as on a replica made with en_US.UTF-8), not byte order
+        cur.execute(f'CREATE TABLE {schema}.borrowers (id text COLLATE "und-x-icu")')
+        cur.adbc_ingest("borrowers", table, mode="append", db_schema_name=schema)
+        con.commit()
+    distinct = sorted({i for i in ids if i is not None}, key=str.encode)
+    expected = cuts.cuts(pl.Series("id", distinct, pl.String), count)
+    read_whole: list[object] = []
+    whole = cuts.sorted_borrower_ids
+
+    def counted(source: object) -> pl.Series:
+        read_whole.append(source)
+        return whole(source)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cuts, "sorted_borrower_ids", counted)
+    assert cuts.borrower_cuts(f"{servers[0].uri()}?schema={schema}", count) == expected
+    in_byte_order = [i.encode() for i in ids if i is not None] == [
+        i.encode() for i in sorted((i for i in ids if i is not None), key=str.encode)
+    ]
+    assert (read_whole == []) == in_byte_order
