@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Final
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -133,6 +134,34 @@ def column(ref: SourceRef, location: str, table: str, name: str) -> pl.Series | 
         return frame.select(pl.col(name).cast(pl.String)).collect().get_column(name)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise error(ref, exc, f"reading {table}.{name}", during_run=True) from None
+
+
+def key_batches(ref: SourceRef, location: str, table: str, key: str) -> Iterator[pl.Series]:
+    """Column `key` of a table (`location` from `list_tables`) as text, one row group at a time, the
+    parts of a folder in the order of their names (as a scan takes them): for the checks that
+    stream sorted ids. Nothing when the table has no such column."""
+    fs = filesystem()
+    try:
+        for path in _objects(fs, location):
+            with fs.open_input_file(path) as handle:
+                reader = pq.ParquetFile(handle)
+                if key not in reader.schema_arrow.names:
+                    return
+                for group in range(reader.num_row_groups):
+                    column = reader.read_row_group(group, columns=[key]).column(0)
+                    yield pl.Series(key, column).cast(pl.String)
+    except (OSError, pa.ArrowException) as exc:
+        raise error(ref, exc, f"reading {table}.{key}", during_run=True) from None
+
+
+def _objects(fs: pafs.S3FileSystem, location: str) -> list[str]:
+    """The objects (`bucket/key`) of a `list_tables` location: one file, or a folder's parts."""
+    path = location.removeprefix("s3://")
+    if not path.endswith("/*.parquet"):
+        return [path]
+    folder = path.removesuffix("/*.parquet")
+    infos = fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+    return sorted(i.path for i in infos if i.is_file and i.path.endswith(".parquet"))
 
 
 def row_count(ref: SourceRef) -> int:

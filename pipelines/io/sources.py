@@ -10,7 +10,7 @@ kind: partitions, the table-wide checks and preflight ask it for ids, sizes and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import polars as pl
@@ -177,6 +177,18 @@ def remote_column(ref: SourceRef, tables: list[str], name: str) -> dict[str, pl.
             if got is not None:
                 found[table] = got
     return found
+
+
+def remote_key_batches(ref: SourceRef, table: str, key: str) -> Iterator[pl.Series]:
+    """Column `key` of `table` of an S3 or Postgres source, as text, in the table's own order, one
+    batch at a time (for `table_wide.in_order`, which checks that order); nothing when the table or
+    column does not exist. A failed read raises."""
+    if ref.kind == "postgres":
+        yield from postgres.key_batches(ref, table, key)
+        return
+    where = s3.list_tables(ref)
+    if table in where:
+        yield from s3.key_batches(ref, where[table], table, key)
 
 
 def remote_rows(ref: SourceRef) -> int:

@@ -30,7 +30,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.io import duck, postgres, sources
+from pipelines.io import duck, sources
 from pipelines.model.tables import TABLES
 
 log = logging.getLogger(__name__)
@@ -136,13 +136,11 @@ def scan(source: sources.Source, csv_shapes: Mapping[str, sources.CsvShape] | No
 
 
 def _scan_remote(ref: sources.SourceRef) -> dict[str, pl.Series]:
-    """One table at a time. A Postgres table whose ids come sorted in its physical order is streamed
-    (`postgres.key_batches`); any other is read whole."""
+    """One table at a time. A table whose ids come sorted (S3 Parquet in its row order, Postgres in its
+    physical order) is streamed (`sources.remote_key_batches`); any other is read whole."""
     found = {}
     for name in UNIQUE_ID_TABLES:
-        streamed = (
-            repeated_streamed(postgres.key_batches(ref, name, "id")) if ref.kind == "postgres" else None
-        )
+        streamed = repeated_streamed(sources.remote_key_batches(ref, name, "id"))
         if streamed is None:
             column = sources.remote_column(ref, [name], "id").get(name)
             if column is None:

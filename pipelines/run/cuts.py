@@ -5,11 +5,11 @@ function they define):
     cut k = ids[floor(k * K / N)]                for k = 1 .. N-1
 
 A `borrowers` table whose ids come sorted (as generated, and as most exports come), in a local
-Parquet file or a DuckDB file, is read twice in batches, once to count the distinct ids and once to
-pick the cuts, so the split holds one batch at a time whatever the book's size (`cuts_streamed`).
-A Postgres table is streamed the same way, in its physical order (`postgres.key_batches`). Any other
-source's ids, and ids that do not come sorted, are read whole and sorted (`sorted_borrower_ids`);
-`cuts` is the plain definition over them, and the streamed cuts are held equal to it by tests.
+Parquet or DuckDB file, on S3 or in Postgres (`sources.remote_key_batches`), is read twice in
+batches, once to count the distinct ids and once to pick the cuts, so the split holds one batch at
+a time whatever the book's size (`cuts_streamed`). Ids that do not come sorted, and a CSV file's,
+are read whole and sorted (`sorted_borrower_ids`); `cuts` is the plain definition over them, and
+the streamed cuts are held equal to it by tests.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.io import duck, postgres, sources
+from pipelines.io import duck, sources
 from pipelines.model.tables import BORROWERS
 from pipelines.rules import table_wide
 
@@ -63,8 +63,8 @@ def _distinct(ids: pl.Series, last: str | None) -> pl.Series:
 
 def borrower_cuts(source: sources.Source, count: int) -> list[str]:
     """The cuts of a source's borrower ids into `count` ranges. A `borrowers` table whose ids come
-    sorted (as sources usually do) from a local Parquet file, a DuckDB file or Postgres is read in
-    batches, so memory does not grow with the book; any other is read whole and sorted."""
+    sorted (as sources usually do) is read in batches, so memory does not grow with the book; one
+    whose ids do not, or a CSV file, is read whole and sorted."""
     ref = sources.ref_of(source)
     if ref.is_local and ref.path.is_dir():
         found = sources.table_files(ref.path, BORROWERS)
@@ -77,8 +77,8 @@ def borrower_cuts(source: sources.Source, count: int) -> list[str]:
         streamed = _duckdb_cuts_streamed(ref.path, count)
         if streamed is not None:
             return streamed
-    elif ref.kind == "postgres":
-        streamed = cuts_streamed(lambda: postgres.key_batches(ref, "borrowers", "id"), count)
+    elif not ref.is_local:
+        streamed = cuts_streamed(lambda: sources.remote_key_batches(ref, "borrowers", "id"), count)
         if streamed is not None:
             return streamed
     return cuts(sorted_borrower_ids(source), count)

@@ -194,6 +194,46 @@ def test_the_table_wide_scan_streams_a_postgres_table_stored_in_id_order(
     assert read_whole == ([] if ordered else [["interactions"]])
 
 
+@pytest.mark.parametrize("ordered", [True, False], ids=["sorted", "unsorted"])
+def test_ids_on_s3_are_streamed_by_row_group_when_they_come_sorted(
+    servers: tuple[PostgresServer, S3Server], monkeypatch: pytest.MonkeyPatch, ordered: bool
+) -> None:
+    """Interactions in two part files of row groups of 2 (a repeat straddles them), borrowers in one
+    file: in id order, the table-wide scan and the cuts stream them and read nothing whole; out of
+    order, those tables are read whole. The same answers either way."""
+    interactions = ["I-1", "I-2", "I-3", "I-3", None, "I-4", "I-5", "Ж", "Ж"]
+    borrowers = [f"B{i:02d}" for i in range(20)] + ["B19"]
+    if not ordered:
+        interactions, borrowers = interactions[::-1], borrowers[::-1]
+    bucket = f"ids-{next(_COUNTER)}"
+    servers[1].make_bucket(bucket)
+    fs = sources.s3.filesystem()
+    objects = {
+        "interactions/part-0.parquet": interactions[:5],
+        "interactions/part-1.parquet": interactions[5:],
+        "borrowers.parquet": borrowers,
+    }
+    for key, ids in objects.items():
+        with fs.open_output_stream(f"{bucket}/book/{key}") as out:
+            pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), out, row_group_size=2)
+    read_whole: list[list[str]] = []
+    whole = sources.remote_column
+
+    def counted(ref: SourceRef, tables: list[str], name: str) -> dict[str, pl.Series]:
+        read_whole.append(tables)
+        return whole(ref, tables, name)
+
+    monkeypatch.setattr(sources, "remote_column", counted)
+    source = SourceRef.parse(f"s3://{bucket}/book/")
+    found = table_wide.scan(source)
+    assert found.repeated_ids("interactions").to_list() == ["I-3", "Ж"]
+    assert found.repeated_ids("borrowers").to_list() == ["B19"]
+    from pipelines.run import cuts
+
+    assert cuts.borrower_cuts(source, 4) == ["B05", "B10", "B15"]
+    assert read_whole == ([] if ordered else [["borrowers"], ["interactions"], ["borrowers"]])
+
+
 # ---------------------------------------------------------------- refused before the run (exit 2)
 
 
