@@ -161,6 +161,20 @@ def test_the_table_wide_scan_reads_ids_from_s3_and_postgres(
         assert found.repeated_ids("contacts").to_list() == [], kind
 
 
+def whole_reads(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The tables whose ids are read whole from a remote source from now on (the fallback of the
+    streamed reads), recorded as they are read."""
+    read: list[list[str]] = []
+    whole = sources.remote_column
+
+    def counted(ref: SourceRef, tables: list[str], name: str) -> dict[str, pl.Series]:
+        read.append(tables)
+        return whole(ref, tables, name)
+
+    monkeypatch.setattr(sources, "remote_column", counted)
+    return read
+
+
 @pytest.mark.parametrize("ordered", [True, False], ids=["sorted", "unsorted"])
 def test_the_table_wide_scan_streams_a_postgres_table_stored_in_id_order(
     servers: tuple[PostgresServer, S3Server], monkeypatch: pytest.MonkeyPatch, ordered: bool
@@ -180,14 +194,7 @@ def test_the_table_wide_scan_streams_a_postgres_table_stored_in_id_order(
                 table, pa.table({"id": pa.array(column, pa.string())}), mode="append", db_schema_name=schema
             )
         con.commit()
-    read_whole: list[list[str]] = []
-    whole = sources.remote_column
-
-    def counted(ref: SourceRef, tables: list[str], name: str) -> dict[str, pl.Series]:
-        read_whole.append(tables)
-        return whole(ref, tables, name)
-
-    monkeypatch.setattr(sources, "remote_column", counted)
+    read_whole = whole_reads(monkeypatch)
     found = table_wide.scan(SourceRef.parse(f"{servers[0].uri()}?schema={schema}"))
     assert found.repeated_ids("interactions").to_list() == ["I-1", "Ж"]
     assert found.repeated_ids("borrowers").to_list() == []
@@ -216,14 +223,7 @@ def test_ids_on_s3_are_streamed_by_row_group_when_they_come_sorted(
     for key, ids in objects.items():
         with fs.open_output_stream(f"{bucket}/book/{key}") as out:
             pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), out, row_group_size=2)
-    read_whole: list[list[str]] = []
-    whole = sources.remote_column
-
-    def counted(ref: SourceRef, tables: list[str], name: str) -> dict[str, pl.Series]:
-        read_whole.append(tables)
-        return whole(ref, tables, name)
-
-    monkeypatch.setattr(sources, "remote_column", counted)
+    read_whole = whole_reads(monkeypatch)
     source = SourceRef.parse(f"s3://{bucket}/book/")
     found = table_wide.scan(source)
     assert found.repeated_ids("interactions").to_list() == ["I-3", "Ж"]
