@@ -258,6 +258,8 @@ def start_temporary(home_root: Path, *, timeout: float = START_TIMEOUT_SECONDS) 
     atexit.register(_end, process)
     _wait_until_healthy(process, url, log_path, started, timeout)
     os.environ["PREFECT_API_URL"] = url
+    # No UI on a server that ends with the command: no `View at …` links to pages never served.
+    os.environ.setdefault("PREFECT_UI_URL", "")
     return url
 
 

@@ -232,6 +232,9 @@ def test_cli_killed_after_the_data_rename_is_completed_by_the_next_cli_run(home:
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert json.loads(rerun.stdout)["deliveryStatus"] == "delivered"
     assert identity(sshd.upload / DATA) == published
+    # on a temporary server, which serves no UI: no links to run pages
+    assert "no Prefect server: starting a temporary one" in rerun.stderr
+    assert "View at" not in rerun.stderr
     assert_consistent(sshd.upload)
     assert_clean(home, sshd, report=True)
     assert run_row(home) == ("delivered", None, True)
