@@ -10,6 +10,7 @@ used while it runs; `connect` starts a temporary one for the command otherwise.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def connect(home_root: Path, say: Callable[[str], None]) -> None:
     """`apply`, then make sure there is a Prefect API: PREFECT_API_URL, the home's local server, or a
     temporary server for this command alone (ended with it, even when it is killed)."""
     apply(home_root)
-    if os.environ.get("PREFECT_API_URL"):
+    if os.environ.get("PREFECT_API_URL") or _imported_with_an_api():
         return
     from flows import localserver
 
@@ -46,3 +47,13 @@ def connect(home_root: Path, say: Callable[[str], None]) -> None:
         "`contact-exporter server start` keeps one running for this home"
     )
     localserver.start_temporary(home_root)
+
+
+def _imported_with_an_api() -> bool:
+    """Prefect already imported and pointed at an API (a process embedding the flows, a test
+    harness): that API is used, and no server is started."""
+    if "prefect" not in sys.modules:
+        return False
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
