@@ -280,7 +280,8 @@ def duckdb_id_batches(con: duckdb.DuckDBPyConnection, table: str) -> Iterator[pl
         reader.close()  # the connection takes no other query while a result is open
 
 
-def _duckdb_ids(con: duckdb.DuckDBPyConnection, table: str) -> pl.Series:
+def duckdb_ids(con: duckdb.DuckDBPyConnection, table: str) -> pl.Series:
+    """A DuckDB table's ids as text, whole (when they do not come sorted)."""
     ids: pl.Series = con.sql(_duckdb_ids_query(table)).pl().get_column("id")
     return ids
 
@@ -296,7 +297,7 @@ def _scan_duckdb(path: Path) -> dict[str, pl.Series]:
                 if name not in present or "id" not in sources.duckdb_columns(con, name):
                     continue
                 streamed = repeated_streamed(duckdb_id_batches(con, name))
-                found[name] = streamed if streamed is not None else repeated(_duckdb_ids(con, name))
+                found[name] = streamed if streamed is not None else repeated(duckdb_ids(con, name))
     except duckdb.Error as exc:
         # never "no repeats" for a source that could not be read: that would fail open
         raise sources.not_a_duckdb_file(str(path), exc) from None

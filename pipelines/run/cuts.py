@@ -14,7 +14,8 @@ the streamed cuts are held equal to it by tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -84,16 +85,23 @@ def borrower_cuts(source: sources.Source, count: int) -> list[str]:
     return cuts(sorted_borrower_ids(source), count)
 
 
+@contextmanager
+def _duckdb_borrowers(path: Path) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    """A read-only connection to a DuckDB source for its borrower ids; None when it has no
+    `borrowers.id` (its cuts are then none)."""
+    with duck.connect(path, read_only=True) as con:
+        con.execute("SET enable_progress_bar = false")
+        duck.string_views(con)
+        tables = sources.duckdb_tables(con)
+        yield con if "borrowers" in tables and "id" in sources.duckdb_columns(con, "borrowers") else None
+
+
 def _duckdb_cuts_streamed(path: Path, count: int) -> list[str] | None:
     """`cuts_streamed` over a DuckDB file's borrower ids in storage order; None when they are not
     sorted or cannot be read here (the whole read then sorts them, or reports the file)."""
     try:
-        with duck.connect(path, read_only=True) as con:
-            con.execute("SET enable_progress_bar = false")
-            duck.string_views(con)
-            if "borrowers" not in sources.duckdb_tables(con) or "id" not in sources.duckdb_columns(
-                con, "borrowers"
-            ):
+        with _duckdb_borrowers(path) as con:
+            if con is None:
                 return None
             return cuts_streamed(lambda: table_wide.duckdb_id_batches(con, "borrowers"), count)
     except duckdb.Error:
@@ -131,18 +139,10 @@ def sorted_borrower_ids(source: sources.Source) -> pl.Series:
 
 
 def _duckdb_borrower_ids(path: Path) -> pl.Series:
-    with duck.connect(path, read_only=True) as con:
-        con.execute("SET enable_progress_bar = false")
-        present = con.execute(
-            "SELECT count(*) FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ? AND column_name = ?",
-            ["main", "borrowers", "id"],
-        ).fetchall()
-        if not present[0][0]:
+    with _duckdb_borrowers(path) as con:
+        if con is None:
             return pl.Series("id", [], pl.String)
-        duck.string_views(con)
-        ids = con.sql("SELECT CAST(id AS VARCHAR) AS id FROM borrowers WHERE id IS NOT NULL").pl()
-        return _distinct_sorted(ids.get_column("id"))
+        return _distinct_sorted(table_wide.duckdb_ids(con, "borrowers").drop_nulls())
 
 
 def _distinct_sorted(ids: pl.Series) -> pl.Series:
