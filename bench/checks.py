@@ -1,11 +1,14 @@
-"""`python -m bench.checks`: latency of POST /campaign-workers/compliance-checks, server warm.
+"""`python -m bench.checks [BORROWERS]`: the compliance-check server, from the client's side.
 
-A real uvicorn server (`python -m flows.api`, a subprocess) over the harness's cached 1M-borrower
-DuckDB source (generated once, bench/cache/). After the first check (which waits for the source to
-be loaded: the cold start, reported on its own), it times from the client: N requests of 10 random
-contacts and M requests of 1,000, one at a time, at a fixed instant. Also reported, for the choice of
-a warm in-memory copy: a pushed-down read from the file (what the one-shot `check` CLI does) for 10
-contacts, and opening + closing the DuckDB file read-only.
+    .venv/bin/python -m bench.checks 1000000 [--requests 40] [--server-root DIR]
+
+A real uvicorn server (`python -m flows.api`, a subprocess) over a copy of the harness's cached
+DuckDB source (generated once, bench/cache/). It times, one request at a time at a fixed instant:
+the server's start, the first check, then `--requests` checks each of 1, 10 and 100 random contacts
+(p50 and p95), then the first check after a write to the source (a row inserted, then removed).
+The server's resident memory is read from /proc (now and its peak). With `--server-root DIR`, the
+server of another checkout (DIR/.venv, e.g. a `git worktree` of an earlier commit) is measured the
+same way in the same run, one server after the other, on the same source and the same requests.
 
 Results are printed and written to bench/results/checks-<date>.json.
 """
@@ -18,11 +21,12 @@ import math
 import os
 import platform
 import random
+import shutil
 import socket
-import statistics
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,9 @@ CHECKS = "/campaign-workers/compliance-checks"
 EXPORTER_ID = "CE-BENCHVCE"
 AT = "2026-12-01T19:05:00Z"  # 14:05 in New York
 API_KEY = "bench-key"  # a local benchmark value, not a secret
-TARGETS = {"p50_10_ms": 100.0, "p99_10_ms": 300.0, "p99_1000_ms": 1000.0}
+SIZES = (1, 10, 100)
+# The check server's targets: p50 per request size, resident memory, and no reload after a write.
+TARGETS = {"p50_1_ms": 15.0, "p50_10_ms": 30.0, "rss_mb": 1024.0}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -65,91 +71,46 @@ def free_port() -> int:
         return port
 
 
-def rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS (now) and VmHWM (the peak) of a process, in MiB."""
+    found = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = round(int(value.split()[0]) / 1024, 1)
+    return found
 
 
-def timed_posts(client: httpx.Client, bodies: list[dict[str, Any]]) -> list[float]:
-    latencies = []
-    for body in bodies:
-        started = time.perf_counter()
-        response = client.post(CHECKS, json=body)
-        latencies.append((time.perf_counter() - started) * 1000)
-        response.raise_for_status()
-        out = response.json()
-        if out["errors"] or len(out["data"]) != len(body["contactIds"]):
-            raise RuntimeError(f"unexpected answer: {len(out['data'])} rows, errors {out['errors'][:3]}")
-    return latencies
+def post(client: httpx.Client, body: dict[str, Any]) -> float:
+    started = time.perf_counter()
+    response = client.post(CHECKS, json=body)
+    elapsed = (time.perf_counter() - started) * 1000
+    response.raise_for_status()
+    out = response.json()
+    if out["errors"] or len(out["data"]) != len(body["contactIds"]):
+        raise RuntimeError(f"unexpected answer: {len(out['data'])} rows, errors {out['errors'][:3]}")
+    return elapsed
 
 
 def summary(latencies: list[float]) -> dict[str, Any]:
     return {
         "requests": len(latencies),
         "p50Ms": round(percentile(latencies, 50), 1),
-        "p99Ms": round(percentile(latencies, 99), 1),
-        "meanMs": round(statistics.fmean(latencies), 1),
+        "p95Ms": round(percentile(latencies, 95), 1),
         "maxMs": round(max(latencies), 1),
     }
 
 
-def file_reads(home: Path, source: Path, ids: list[str], repeat: int) -> dict[str, Any]:
-    """What a check costs without the warm copy: the pushed-down read, and opening the file."""
-    import duckdb
-
-    from pipelines.lookup import checks
-    from pipelines.model.config import Home
-    from pipelines.run import job
-
-    plan = job.plan_run(Home(home), EXPORTER_ID, source=source)
-    at = datetime.fromisoformat(AT)
-    read, check, opened = [], [], []
-    for i in range(repeat):
-        part = ids[i * 10 : i * 10 + 10]
-        started = time.perf_counter()
-        checks.read_for_contacts(source, part)
-        read.append((time.perf_counter() - started) * 1000)
-        started = time.perf_counter()
-        checks.check_contacts(plan.exporter, plan.company, source, part, at)
-        check.append((time.perf_counter() - started) * 1000)
-        started = time.perf_counter()
-        duckdb.connect(str(source), read_only=True).close()
-        opened.append((time.perf_counter() - started) * 1000)
-    return {
-        "pushedDownRead10Ms": round(statistics.median(read), 1),
-        "checkFromFile10Ms": round(statistics.median(check), 1),
-        "duckdbOpenCloseMs": round(statistics.median(opened), 1),
-        "repeat": repeat,
-    }
-
-
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    args.cache.mkdir(parents=True, exist_ok=True)
-    home = bench_home(args.cache)
-    source = ensure_data(home, args.cache, args.borrowers, args.seed)
-    ids = sample_ids(source, args.small * 10 + args.large * 1000, args.seed)
-    rng = random.Random(args.seed)
-    small = [
-        {"exporterId": EXPORTER_ID, "contactIds": rng.sample(ids, 10), "at": AT} for _ in range(args.small)
-    ]
-    large = [
-        {"exporterId": EXPORTER_ID, "contactIds": rng.sample(ids, 1000), "at": AT} for _ in range(args.large)
-    ]
-
+@contextmanager
+def server(root: Path, home: Path, source: Path, cache: Path, name: str) -> Iterator[tuple[str, int, float]]:
+    """The API server of the checkout at `root` (its own .venv), until the block ends: its URL,
+    its pid and the seconds it took to answer /health."""
     port = free_port()
-    server_log = args.cache / "checks-server.log"
-    env = os.environ | {
-        "CONTACT_EXPORTER_API_KEY": API_KEY,
-        "CONTACT_EXPORTER_CACHE": str(args.cache / "lookups"),
-    }
+    python = root / ".venv" / "bin" / "python"
+    env = os.environ | {"CONTACT_EXPORTER_API_KEY": API_KEY, "CONTACT_EXPORTER_CACHE": str(cache / "lookups")}
     command = [
-        sys.executable,
+        str(python),
         "-m",
         "flows.api",
         "--home",
@@ -159,30 +120,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "--source",
         str(source),
     ]
+    server_log = cache / f"checks-server-{name}.log"
+    started = time.perf_counter()
     with server_log.open("w") as out:
-        process = subprocess.Popen(command, cwd=ROOT.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        started = time.perf_counter()
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"server exited:\n{server_log.read_text()}")
+                raise RuntimeError(f"server {name} exited:\n{server_log.read_text()[-3000:]}")
             try:
                 if httpx.get(url + "/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        ready = time.perf_counter() - started
-        with httpx.Client(base_url=url, headers={"X-API-KEY": API_KEY}, timeout=300) as client:
-            log(f"server up in {ready:.1f}s; first check (waits for the source to load)")
-            (first,) = timed_posts(client, small[:1])
-            log(f"first check {first / 1000:.1f}s; warm-up")
-            timed_posts(client, small[1:6] + large[:1])
-            log(f"{args.small} checks of 10 contacts")
-            ten = timed_posts(client, small)
-            log(f"{args.large} checks of 1,000 contacts")
-            thousand = timed_posts(client, large)
-        server_rss = rss_mb(process.pid)
+        yield url, process.pid, time.perf_counter() - started
     finally:
         process.terminate()
         try:
@@ -190,8 +142,73 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    log("reading from the file instead (the one-shot CLI path)")
-    cold = file_reads(home, source, ids, args.file_repeat)
+
+
+def write_to(source: Path) -> None:
+    """A write to the source that leaves its rows as they were: a DNI row inserted, then removed."""
+    import duckdb
+
+    con = duckdb.connect(str(source))
+    try:
+        con.execute("INSERT INTO do_not_interact (id, personId) VALUES ('BENCH-WRITE', 'BENCH-NOBODY')")
+        con.execute("DELETE FROM do_not_interact WHERE id = 'BENCH-WRITE'")
+    finally:
+        con.close()
+
+
+def measure_server(
+    root: Path, name: str, home: Path, source: Path, cache: Path, bodies: dict[int, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    log(f"server {name} ({root})")
+    with (
+        server(root, home, source, cache, name) as (url, pid, ready),
+        httpx.Client(base_url=url, headers={"X-API-KEY": API_KEY}, timeout=600) as client,
+    ):
+        first = post(client, bodies[1][0])
+        log(f"  up in {ready:.1f}s, first check {first:.0f} ms")
+        for body in bodies[10][:3]:
+            post(client, body)  # warm-up
+        timed = {}
+        for size in SIZES:
+            timed[size] = summary([post(client, body) for body in bodies[size]])
+            log(f"  {size} contacts: p50 {timed[size]['p50Ms']:.1f} ms, p95 {timed[size]['p95Ms']:.1f} ms")
+        write_to(source)
+        after_write = post(client, bodies[10][0])
+        log(f"  first check of 10 after a write to the source: {after_write:.0f} ms")
+        memory = memory_mb(pid)
+    return {
+        "root": str(root),
+        "serverStartSeconds": round(ready, 2),
+        "firstCheckMs": round(first, 1),
+        "contacts": {str(size): timed[size] for size in SIZES},
+        "firstCheckAfterWriteMs": round(after_write, 1),
+        "rssMb": memory.get("VmRSS"),
+        "peakRssMb": memory.get("VmHWM"),
+    }
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    args.cache.mkdir(parents=True, exist_ok=True)
+    home = bench_home(args.cache)
+    cached = ensure_data(home, args.cache, args.borrowers, args.seed)
+    source = args.cache / f"checks-{args.borrowers}-{args.seed}.duckdb"  # written to: a copy
+    shutil.copyfile(cached, source)
+    ids = sample_ids(source, 2000, args.seed)
+    rng = random.Random(args.seed)
+    bodies = {
+        size: [
+            {"exporterId": EXPORTER_ID, "contactIds": rng.sample(ids, size), "at": AT}
+            for _ in range(args.requests)
+        ]
+        for size in SIZES
+    }
+    servers = {"this": ROOT.parent}
+    if args.server_root:
+        servers["other"] = args.server_root.resolve()
+    measured = {
+        name: measure_server(root, name, home, source, args.cache, bodies) for name, root in servers.items()
+    }
+    this = measured["this"]
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -201,51 +218,61 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         },
         "loadAverage": os.getloadavg(),
         "borrowers": args.borrowers,
-        "source": source.name,
         "at": AT,
-        "serverStartSeconds": round(ready, 2),
-        "firstCheckSeconds": round(first / 1000, 2),
-        "serverRssMb": round(server_rss, 0) if server_rss else None,
-        "contacts10": summary(ten),
-        "contacts1000": summary(thousand),
-        "fromFile": cold,
+        "servers": measured,
         "targets": TARGETS,
+        "withinTargets": {
+            "p50_1_ms": this["contacts"]["1"]["p50Ms"] <= TARGETS["p50_1_ms"],
+            "p50_10_ms": this["contacts"]["10"]["p50Ms"] <= TARGETS["p50_10_ms"],
+            "rss_mb": (this["peakRssMb"] or 0) <= TARGETS["rss_mb"],
+        },
     }
-    report["withinTargets"] = (
-        report["contacts10"]["p50Ms"] <= TARGETS["p50_10_ms"]
-        and report["contacts10"]["p99Ms"] <= TARGETS["p99_10_ms"]
-        and report["contacts1000"]["p99Ms"] <= TARGETS["p99_1000_ms"]
-    )
     return report
 
 
 def render(r: dict[str, Any]) -> str:
-    def line(name: str, s: dict[str, Any]) -> str:
-        return f"{name:>14}: p50 {s['p50Ms']:7.1f} ms  p99 {s['p99Ms']:7.1f} ms  mean {s['meanMs']:7.1f} ms  ({s['requests']} requests)"
-
-    f = r["fromFile"]
-    return "\n".join(
-        [
-            f"{r['borrowers']:,} borrowers (DuckDB), server warm, one request at a time, load average "
-            + ", ".join(f"{x:.1f}" for x in r["loadAverage"]),
-            line("10 contacts", r["contacts10"]),
-            line("1,000 contacts", r["contacts1000"]),
-            f"cold: server up {r['serverStartSeconds']:.1f}s, first check {r['firstCheckSeconds']:.1f}s "
-            f"(loads the source); server RSS {r['serverRssMb']} MB",
-            f"from the file instead (10 contacts): pushed-down read {f['pushedDownRead10Ms']:.0f} ms, whole check "
-            f"{f['checkFromFile10Ms']:.0f} ms; DuckDB open+close {f['duckdbOpenCloseMs']:.0f} ms",
-            f"targets (p50/p99 10: {TARGETS['p50_10_ms']:.0f}/{TARGETS['p99_10_ms']:.0f} ms, p99 1,000: "
-            f"{TARGETS['p99_1000_ms']:.0f} ms): {'met' if r['withinTargets'] else 'MISSED'}",
-        ]
+    lines = [
+        f"{r['borrowers']:,} borrowers (DuckDB source), one request at a time, load average "
+        + ", ".join(f"{x:.1f}" for x in r["loadAverage"]),
+        f"{'server':>8} {'start':>7} {'first':>8} "
+        + " ".join(f"{f'p50/p95 {n}':>17}" for n in SIZES)
+        + f" {'after write':>12} {'RSS':>8} {'peak':>8}",
+    ]
+    for name, s in r["servers"].items():
+        sizes = " ".join(f"{c['p50Ms']:>7.1f}/{c['p95Ms']:<7.1f}ms" for c in s["contacts"].values())
+        lines.append(
+            f"{name:>8} {s['serverStartSeconds']:>6.1f}s {s['firstCheckMs']:>6.0f}ms {sizes} "
+            f"{s['firstCheckAfterWriteMs']:>10.0f}ms {s['rssMb']:>6.0f}MB {s['peakRssMb']:>6.0f}MB"
+        )
+    if "other" in r["servers"]:
+        this, other = r["servers"]["this"], r["servers"]["other"]
+        ratios = ", ".join(
+            f"{n}: {this['contacts'][str(n)]['p50Ms'] / other['contacts'][str(n)]['p50Ms']:.2f}x"
+            for n in SIZES
+        )
+        lines.append(
+            f"this / other, p50: {ratios}; peak memory {this['peakRssMb'] / other['peakRssMb']:.2f}x"
+        )
+    t, met = r["targets"], r["withinTargets"]
+    lines.append(
+        f"targets (this server): p50 1 contact <= {t['p50_1_ms']:.0f} ms {'met' if met['p50_1_ms'] else 'MISSED'}, "
+        f"p50 10 <= {t['p50_10_ms']:.0f} ms {'met' if met['p50_10_ms'] else 'MISSED'}, "
+        f"peak memory <= {t['rss_mb']:.0f} MB {'met' if met['rss_mb'] else 'MISSED'}"
     )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.checks", description=__doc__)
-    parser.add_argument("--borrowers", type=int, default=1_000_000)
-    parser.add_argument("--small", type=int, default=200, help="requests of 10 contacts")
-    parser.add_argument("--large", type=int, default=30, help="requests of 1,000 contacts")
-    parser.add_argument("--file-repeat", type=int, default=5, help="reads from the file (the CLI path)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.checks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "borrowers", type=int, nargs="?", default=1_000_000, help="book size (default 1000000)"
+    )
+    parser.add_argument("--requests", type=int, default=40, help="requests of each size (default 40)")
+    parser.add_argument("--server-root", type=Path, help="another checkout whose server is measured beside")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--cache", type=Path, default=ROOT / "cache")
     parser.add_argument("--results", type=Path, default=ROOT / "results")

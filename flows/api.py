@@ -7,7 +7,7 @@ visible at once. The OpenAPI schema is served at `/openapi.json`, behind the key
 the interactive docs pages are off.
 
 `POST /campaign-workers/compliance-checks` is the Compliance Guard at an instant for 1 to 1,000
-contacts (flows/checks_api.py), read-only, from a warm in-memory copy of the source.
+contacts (flows/checks_api.py), read-only: each check reads its borrowers' rows from the source.
 
 GET answers carry an `ETag` (a digest of the stored exporter); a PUT with `If-Match` is applied only
 if the exporter still has that ETag (else 412), a PUT without it replaces whatever is stored (last
@@ -25,7 +25,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -39,6 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from flows import checks_api
 from flows.envelopes import API_BASE_PATH, error_envelope, list_envelope, ok_envelope
 from pipelines.io.store import DEFAULT_LIMIT, ExporterStore, StaleExporterError, exporter_version
+from pipelines.lookup import checks
 from pipelines.model import safeload
 from pipelines.model.config import Exporter, ExporterBody, Home
 from pipelines.model.errors import BadRequestError, ContactExporterError, ErrorItem, InvalidInputError
@@ -204,15 +204,16 @@ def _list_params(request: Request) -> tuple[int, str | None, str | None]:
     return limit, request.query_params.get("startingAfter"), request.query_params.get("endingBefore")
 
 
-def create_app(home: Home, api_key: str, source: Path | None = None) -> FastAPI:
+def create_app(home: Home, api_key: str, source: str | None = None) -> FastAPI:
     """The API over the store in `home`; requests must carry `X-API-KEY: <api_key>`.
 
-    Compliance checks read `source` (default: the home's warehouse file), kept warm in memory.
+    Compliance checks read `source` (a path relative to the home or a URI; default: the home's
+    warehouse file), the rows each check needs, on each check.
     """
     if not api_key:
         raise InvalidInputError("arguments", [ErrorItem("", "the API key must not be empty")])
     store = ExporterStore(home)
-    warm = checks_api.warm_source(checks_api.source_of(home, source))
+    checked = checks_api.source_of(home, source)
     app = FastAPI(
         title="Contact Exporters",
         description="Contact exporters (CONTRACT.md §3, §4.1). Every path but /health needs X-API-KEY.",
@@ -271,7 +272,7 @@ def create_app(home: Home, api_key: str, source: Path | None = None) -> FastAPI:
         raw = await _read_body(request)
         safeload.load_json(raw, "request")  # UTF-8, valid JSON, size and depth: else 400
         body = checks_api.parse_request(raw)
-        return _envelope_response(await run_in_threadpool(checks_api.run_check, home, warm, body))
+        return _envelope_response(await run_in_threadpool(checks_api.run_check, home, checked, body))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -335,19 +336,20 @@ def api_key_from_env() -> str:
     return key
 
 
-def serve(home: Home, host: str, port: int, source: Path | None = None) -> None:
+def serve(home: Home, host: str, port: int, source: str | None = None) -> None:
     """Run the API with uvicorn until interrupted; refuses to start without the API key."""
     import uvicorn
 
     app = create_app(home, api_key_from_env(), source)
-    checks_api.preload(checks_api.warm_source(checks_api.source_of(home, source)))
+    checks.answering_checks()
+    checks_api.preload(checks_api.source_of(home, source))
     log.info("serving exporters of %s on http://%s:%d%s", home.root, host, port, API_BASE_PATH)
     # uvicorn's own access line would carry the query string: it is off, AccessLogMiddleware writes
     # the line instead through uvicorn's access handler and format.
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"][ACCESS_LOGGER] = {"handlers": ["access"], "level": "INFO", "propagate": False}
-    # Each compliance check (exporter, instant, counts) and each load of its source; never contact values.
-    for name in ("flows.checks_api", "pipelines.lookup.warm"):
+    # Each compliance check (exporter, instant, counts); never contact values.
+    for name in ("flows.checks_api",):
         log_config["loggers"][name] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=log_config)
 
@@ -358,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", default=None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--source", type=Path, default=None, help="source compliance checks read")
+    parser.add_argument(
+        "--source", default=None, help="source compliance checks read: a path (against the home) or a URI"
+    )
     args = parser.parse_args(argv)
     try:
         serve(Home.resolve(args.home), args.host, args.port, args.source)

@@ -10,8 +10,10 @@ contact found (in the order asked) and the ids not found listed in `errors`:
      "errors": [{"path": "/contactIds/3", "message": "no such contact in the source"}]}
 
 Read-only: nothing is written (no file, no warehouse row). Each check is logged with the number of
-ids and of decisions, never a contact's values. The rows come from the server's warm copy of the
-source (pipelines/lookup/warm.py).
+ids and of decisions, never a contact's values. Each check reads the rows of the borrowers it asks
+about from the source, filtered where they are read (pipelines/lookup/checks.py): the server keeps
+no copy of the source, so its memory does not grow with the book and a check sees every write
+made before it.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any, Final
 
 from pydantic import AwareDatetime, Field, ValidationError
 
+from pipelines.io import sources
+from pipelines.io.source_ref import SourceRef
 from pipelines.io.store import ExporterStore
 from pipelines.lookup import checks
-from pipelines.lookup.warm import WarmSource, warm_source
 from pipelines.model.config import Home
 from pipelines.model.errors import ContactExporterError, InvalidInputError, SourceDataError
 from pipelines.model.strict import Strict, errors_of
@@ -65,18 +67,19 @@ def parse_request(raw: bytes) -> ComplianceCheckRequest:
         raise InvalidInputError("request", errors_of(exc)) from None
 
 
-def source_of(home: Home, source: Path | None) -> Path:
-    """The source checks read: `source` (relative to the home) or the home's warehouse."""
-    return home.path(source) if source else home.warehouse
+def source_of(home: Home, source: str | None) -> SourceRef:
+    """The source checks read: `source` (a path relative to the home, or a URI) or the home's
+    warehouse."""
+    return SourceRef.parse(source or home.warehouse, home.root)
 
 
-def run_check(home: Home, warm: WarmSource, body: ComplianceCheckRequest) -> dict[str, Any]:
+def run_check(home: Home, source: SourceRef, body: ComplianceCheckRequest) -> dict[str, Any]:
     """The envelope for one request (blocking: run it in a worker thread)."""
     exporter = ExporterStore(home).get(body.exporterId)
     company = home.company(exporter.companyId)
     at = body.at or datetime.now(UTC)
     try:
-        out = checks.check_contacts(exporter, company, warm.path, body.contactIds, at, warm=warm)
+        out = checks.check_contacts(exporter, company, source, body.contactIds, at)
     except SourceDataError as exc:
         log.error("compliance check, exporter %s: the source cannot be used: %s", exporter.id, exc.message)
         raise CheckUnavailableError(
@@ -96,16 +99,20 @@ def run_check(home: Home, warm: WarmSource, body: ComplianceCheckRequest) -> dic
     return {"status": 200, "message": "success", "data": data, "errors": out["errors"]}
 
 
-def preload(warm: WarmSource) -> threading.Thread:
-    """Load the lookup tables and the source in the background, so the first check is warm too."""
+def preload(source: SourceRef) -> threading.Thread:
+    """In the background: load the lookup tables (time zones, area codes), so that the first check
+    does not wait for them, and say in the log at once if the source cannot serve checks (missing,
+    unreachable, or without a table) rather than at the first check."""
 
     def load() -> None:
+        timezones.load_lookups()
         try:
-            timezones.load_lookups()
-            if warm.path.exists():
-                warm.tables()
+            missing = sources.missing_tables(source)
         except ContactExporterError as exc:
-            log.warning("source %s not preloaded for checks: %s", warm.path, exc)
+            log.warning("source %s cannot serve compliance checks: %s", source, exc)
+            return
+        if missing:
+            log.warning("source %s cannot serve compliance checks: no table %s", source, ", ".join(missing))
 
     thread = threading.Thread(target=load, name="preload-checks", daemon=True)
     thread.start()
@@ -128,5 +135,4 @@ __all__ = [
     "request_schema",
     "run_check",
     "source_of",
-    "warm_source",
 ]

@@ -468,7 +468,8 @@ def check(
 
     moment = parse_instant(at, "--at")
     plan = job.plan_run(home_of(ctx), exporter_id, moment.date(), source=source)
-    emit(checks.check_contacts(plan.exporter, plan.company, plan.source.path, contact_ids, moment))
+    checks.answering_checks()
+    emit(checks.check_contacts(plan.exporter, plan.company, plan.source, contact_ids, moment))
 
 
 @campaigns_app.command("run")
@@ -571,7 +572,7 @@ def serve(
     """Serve the exporter API and compliance checks (needs $CONTACT_EXPORTER_API_KEY)."""
     from flows.api import serve as serve_api
 
-    serve_api(home_of(ctx), host, port, Path(source) if source else None)
+    serve_api(home_of(ctx), host, port, source or None)
 
 
 @sftp_app.command("check")

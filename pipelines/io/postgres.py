@@ -24,7 +24,7 @@ import adbc_driver_postgresql.dbapi as pg  # type: ignore[import-untyped]
 import polars as pl
 import pyarrow as pa
 
-from pipelines.io.source_ref import BORROWER_KEYS, RowFilter, SourceRef
+from pipelines.io.source_ref import RowFilter, SourceRef
 from pipelines.model.errors import ContactExporterError, ErrorItem, SourceDataError, TransientError
 from pipelines.model.tables import SOURCE_ROW, TABLES, TableSpec
 
@@ -98,10 +98,11 @@ def columns(cur: Cursor, ref: SourceRef, table: str) -> dict[str, str]:
     return {str(name): str(kind) for name, kind in cur.fetchall()}
 
 
-def as_text(name: str, kinds: dict[str, str]) -> str:
-    """A column as text compared byte by byte (`COLLATE "C"`)."""
+def as_text(name: str, kinds: dict[str, str], *, collate: bool = True) -> str:
+    """A column as text compared byte by byte (`COLLATE "C"`); without `collate`, in its own
+    collation (enough for equality, and an index on the column stays usable)."""
     column = quoted(name) if kinds.get(name) in _TEXT else f"{quoted(name)}::text"
-    return f'{column} COLLATE "C"'
+    return f'{column} COLLATE "C"' if collate else column
 
 
 def _keyless(spec: TableSpec, kinds: dict[str, str]) -> str:
@@ -122,8 +123,10 @@ def read_table(
     kinds = columns(cur, ref, spec.name)
     names = ", ".join(quoted(c) for c in kinds if c not in skip)
     keyless = _keyless(spec, kinds)
-    key = BORROWER_KEYS[spec.name]
-    where, params = ("TRUE", []) if rows is None or key not in kinds else rows.sql(as_text(key, kinds), "$")
+    where, params = "TRUE", list[str]()
+    if rows is not None and rows.column(spec.name) in kinds:
+        ranged = rows.low is not None or rows.high is not None  # a range compares bytes; `among` equality
+        where, params = rows.sql(as_text(rows.column(spec.name), kinds, collate=ranged), "$")
     # names are the table's own (quoted) and a constant table; the bounds are parameters
     query = (
         f"SELECT {names}{', ' if names else ''}CASE WHEN {keyless} THEN ctid::text END AS {_CTID} "  # noqa: S608

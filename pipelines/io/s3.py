@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipelines.io.source_ref import BORROWER_KEYS, RowFilter, SourceRef
+from pipelines.io.source_ref import RowFilter, SourceRef
 from pipelines.model.errors import ContactExporterError, ErrorItem, SourceDataError, TransientError
 from pipelines.model.tables import SOURCE_ROW, TABLES, TableSpec
 
@@ -117,9 +117,8 @@ def read_table(
     try:
         frame = scan(location, row_index=rows is not None)
         frame = frame.select([c for c in frame.collect_schema().names() if c not in skip])
-        key = BORROWER_KEYS[spec.name]
-        if rows is not None and key in frame.collect_schema().names():
-            frame = frame.filter(rows.expr(key))
+        if rows is not None and rows.column(spec.name) in frame.collect_schema().names():
+            frame = frame.filter(rows.expr(rows.column(spec.name)))
         return frame.collect()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise error(ref, exc, f"reading {spec.name}", during_run=True) from None

@@ -9,13 +9,15 @@ Secrets never come from here: S3 credentials from the standard AWS variables, th
 from PGPASSWORD or ~/.pgpass (libpq). A password written into the URI is used but never shown:
 `str()` and every message give the URI with it masked.
 
-`RowFilter` is the part of a source a partition reads: a range of borrower keys, pushed into the
-read of every kind (DuckDB's scan, the Parquet reader, the Postgres query).
+`RowFilter` is the part of a source a partition reads (a range of borrower keys) or a check reads
+(a few keys), pushed into the read of every kind (DuckDB's scan, the Parquet reader, the Postgres
+query).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -164,11 +166,27 @@ class RowFilter:
     """Only the rows whose borrower key (`BORROWER_KEYS`, as text) is in [`low`, `high`) (None: no
     bound), plus the rows without one when `nulls`. Applied inside the read: a range on the key is
     a filter DuckDB, the Parquet reader and Postgres push into the scan (and skip what is outside).
-    Keys compare as UTF-8 bytes (Postgres: `COLLATE "C"`), the order of the partition cuts."""
+    Keys compare as UTF-8 bytes (Postgres: `COLLATE "C"`), the order of the partition cuts.
 
-    low: str | None
-    high: str | None
+    `among` (see `of`): only the rows whose key is one of these values, within the range; `on`
+    names the column compared instead of the table's borrower key (a check reads the rows sharing
+    an id: `on="id"`). Equality needs no collation, so Postgres can use an index on the column."""
+
+    low: str | None = None
+    high: str | None = None
     nulls: bool = False
+    among: tuple[str, ...] | None = None
+    on: str | None = None
+
+    @staticmethod
+    def of(values: Iterable[str], on: str | None = None, nulls: bool = False) -> RowFilter:
+        """The rows whose key (or column `on`) is one of `values` (sorted, without repeats), and
+        those without one when `nulls`."""
+        return RowFilter(nulls=nulls, among=tuple(sorted(set(values))), on=on)
+
+    def column(self, table: str) -> str:
+        """The column of `table` this filter compares."""
+        return self.on or BORROWER_KEYS[table]
 
     def expr(self, column: str) -> pl.Expr:
         key = pl.col(column).cast(pl.String)
@@ -177,6 +195,8 @@ class RowFilter:
             keep = keep & (key >= self.low)
         if self.high is not None:
             keep = keep & (key < self.high)
+        if self.among is not None:
+            keep = keep & key.is_in(pl.Series(self.among, dtype=pl.String()).implode())
         return (keep | key.is_null()) if self.nulls else keep.fill_null(False)
 
     def sql(self, column: str, placeholder: str = "?") -> tuple[str, list[str]]:
@@ -184,11 +204,17 @@ class RowFilter:
         (`placeholder` `?`, or `$` for numbered `$1`, `$2`)."""
         terms: list[str] = []
         params: list[str] = []
+
+        def mark(value: str) -> str:
+            params.append(value)
+            return f"${len(params)}" if placeholder == "$" else "?"
+
         for op, bound in ((">=", self.low), ("<", self.high)):
             if bound is not None:
-                params.append(bound)
-                mark = f"${len(params)}" if placeholder == "$" else "?"
-                terms.append(f"{column} {op} {mark}")
+                terms.append(f"{column} {op} {mark(bound)}")
+        if self.among is not None:
+            listed = ", ".join(mark(value) for value in self.among)
+            terms.append(f"{column} IN ({listed})" if listed else "FALSE")
         keep = " AND ".join(terms) or "TRUE"
         where = f"({keep}) OR {column} IS NULL" if self.nulls else f"{column} IS NOT NULL AND {keep}"
         return where, params

@@ -10,7 +10,9 @@ kind: partitions, the table-wide checks and preflight ask it for ids, sizes and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -23,13 +25,15 @@ from pipelines.io.local_sources import (
     Skip,
     csv_records_estimate,
     csv_shape,
+    duckdb_catalog,
     duckdb_columns,
+    duckdb_snapshot,
     duckdb_tables,
     folder_files,
     missing_table,
     not_a_duckdb_file,
     read_csv_strict,
-    read_duckdb,
+    read_duckdb_table,
     read_folder_table,
     scan_csv_text,
     skipped,
@@ -40,7 +44,7 @@ from pipelines.io.local_sources import (
 from pipelines.io.source_ref import BORROWER_KEYS, RowFilter, SourceRef, redact
 from pipelines.io.source_writes import SourceFormat, write_source, write_source_chunks
 from pipelines.model.errors import ErrorItem, InvalidInputError, SourceDataError
-from pipelines.model.tables import TABLES, SourceTables
+from pipelines.model.tables import TABLES, SourceTables, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,70 @@ def _does_not_exist(ref: SourceRef) -> SourceDataError:
     )
 
 
+OneTable = Callable[[TableSpec, RowFilter | None, frozenset[str], CsvShape | None], pl.DataFrame]
+
+
+@dataclass(frozen=True)
+class TableReader:
+    """Reads tables of one source (see `reading`)."""
+
+    one: OneTable  # one table: its spec, the rows kept, the columns not read, a CSV file's shape
+
+    def __call__(
+        self,
+        specs: Sequence[TableSpec],
+        rows: RowFilter | None = None,
+        skip: Skip | None = None,
+        csv_shapes: Mapping[str, CsvShape] | None = None,
+    ) -> dict[str, pl.DataFrame]:
+        """The raw frames of `specs`: only the rows `rows` keeps, without `skip`'s columns."""
+        shapes = csv_shapes or {}
+        return {spec.name: self.one(spec, rows, skipped(skip, spec), shapes.get(spec.name)) for spec in specs}
+
+
+@contextmanager
+def reading(ref: SourceRef) -> Iterator[TableReader]:
+    """A reader of the tables of any kind of source. Every read made through one reader sees the
+    source as of one instant where the source can promise it (a DuckDB transaction, a Postgres
+    REPEATABLE READ snapshot); files and objects are read as they are at each read."""
+    kind, source = ref.kind, str(ref)
+    if kind == "folder":
+        yield TableReader(
+            lambda spec, rows, skip, shape: read_folder_table(ref.path, spec, rows, skip, shape)
+        )
+    elif kind == "duckdb":
+        if not ref.path.is_file():
+            raise _does_not_exist(ref)
+        with duckdb_snapshot(ref.path) as con:
+            catalog = duckdb_catalog(con)
+            yield TableReader(
+                lambda spec, rows, skip, _: read_duckdb_table(con, source, catalog, spec, rows, skip)
+            )
+    elif kind == "s3":
+        found = s3.list_tables(ref)
+
+        def s3_table(
+            spec: TableSpec, rows: RowFilter | None, skip: frozenset[str], _: object
+        ) -> pl.DataFrame:
+            if spec.name not in found:
+                raise missing_table(source, spec.name, f"add {spec.name}.parquet under the prefix")
+            return s3.read_table(ref, spec, found[spec.name], rows, skip)
+
+        yield TableReader(s3_table)
+    else:
+        with postgres.cursor(ref) as cur:
+            tables = postgres.tables(cur, ref)
+
+            def pg_table(
+                spec: TableSpec, rows: RowFilter | None, skip: frozenset[str], _: object
+            ) -> pl.DataFrame:
+                if spec.name not in tables:
+                    raise missing_table(source, spec.name, f"create it in schema {ref.schema}")
+                return postgres.read_table(cur, ref, spec, rows, skip)
+
+            yield TableReader(pg_table)
+
+
 def raw_tables(
     ref: SourceRef,
     rows: RowFilter | None = None,
@@ -98,31 +166,8 @@ def raw_tables(
     csv_shapes: Mapping[str, CsvShape] | None = None,
 ) -> dict[str, pl.DataFrame]:
     """The raw tables of any kind of source (the rows `rows` keeps, without `skip`'s columns)."""
-    kind = ref.kind
-    if kind == "folder":
-        shapes = csv_shapes or {}
-        return {
-            spec.name: read_folder_table(ref.path, spec, rows, skipped(skip, spec), shapes.get(spec.name))
-            for spec in TABLES
-        }
-    if kind == "duckdb":
-        if not ref.path.is_file():
-            raise _does_not_exist(ref)
-        return read_duckdb(ref.path, rows, skip)
-    if kind == "s3":
-        found = s3.list_tables(ref)
-        for name in s3.missing(ref, found):
-            raise missing_table(str(ref), name, f"add {name}.parquet under the prefix")
-        return {
-            spec.name: s3.read_table(ref, spec, found[spec.name], rows, skipped(skip, spec))
-            for spec in TABLES
-        }
-    with postgres.cursor(ref) as cur:
-        present = postgres.tables(cur, ref)
-        for spec in TABLES:
-            if spec.name not in present:
-                raise missing_table(str(ref), spec.name, f"create it in schema {ref.schema}")
-        return {spec.name: postgres.read_table(cur, ref, spec, rows, skipped(skip, spec)) for spec in TABLES}
+    with reading(ref) as read:
+        return read(TABLES, rows, skip, csv_shapes)
 
 
 def csv_pass(source: Source, staging: Path, skip: Skip | None = None) -> dict[str, CsvShape]:
@@ -250,7 +295,7 @@ __all__ = [
     "csv_shape",
     "csv_records_estimate",
     "scan_csv_text",
-    "read_duckdb",
+    "reading",
     "read_ids",
     "redact",
     "table_files",

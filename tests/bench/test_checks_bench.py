@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 
 from bench import checks
+from bench.harness import ROOT
 
 
 def test_checks_bench_writes_a_complete_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     results = tmp_path / "results"
     checks.main(
         [
-            "--borrowers", "400",
-            "--small", "5",
-            "--large", "1",
-            "--file-repeat", "1",
+            "400",
+            "--requests", "3",
+            "--server-root", str(ROOT.parent),  # the same checkout beside itself: the comparison runs
             "--cache", str(tmp_path / "cache"),
             "--results", str(results),
         ]
@@ -25,11 +25,15 @@ def test_checks_bench_writes_a_complete_report(tmp_path: Path, capsys: pytest.Ca
     (report_file,) = results.glob("checks-*.json")
     report = json.loads(report_file.read_text())
     assert report["borrowers"] == 400
-    assert report["contacts10"]["requests"] == 5
-    assert report["contacts1000"]["requests"] == 1
-    assert 0 < report["contacts10"]["p50Ms"] <= report["contacts10"]["p99Ms"]
-    assert report["fromFile"]["pushedDownRead10Ms"] > 0
-    assert "10 contacts" in capsys.readouterr().out
+    assert set(report["servers"]) == {"this", "other"}
+    for server in report["servers"].values():
+        assert {size: c["requests"] for size, c in server["contacts"].items()} == {"1": 3, "10": 3, "100": 3}
+        assert 0 < server["contacts"]["10"]["p50Ms"] <= server["contacts"]["10"]["p95Ms"]
+        assert server["firstCheckAfterWriteMs"] > 0
+        assert 0 < server["rssMb"] <= server["peakRssMb"]
+    out = capsys.readouterr().out
+    assert "this / other, p50" in out
+    assert "targets (this server)" in out
 
 
 def test_percentile_is_nearest_rank() -> None:

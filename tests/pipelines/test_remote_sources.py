@@ -469,3 +469,86 @@ def test_postgres_cuts_are_the_cuts_of_the_definition(
         i.encode() for i in sorted((i for i in ids if i is not None), key=str.encode)
     ]
     assert (read_whole == []) == in_byte_order
+
+
+def test_checks_from_s3_and_postgres_answer_as_the_run(
+    tmp_path: Path, servers: tuple[PostgresServer, S3Server]
+) -> None:
+    """A check reads its borrowers' rows from a remote source itself (no local copy), and at the
+    noon of the as-of date gives the run's screening row for every contact."""
+    from pipelines.lookup import checks
+    from pipelines.rules import compliance
+
+    rnd = random.Random(11)
+    home = make_home(tmp_path / "home", maxRejectedShare=1.0)
+    exporter_id = add_exporter(home, BODY)
+    made = every_kind(tmp_path, world(rnd, AS_OF), servers)
+    _, screening, _ = kind_outcome(home, exporter_id, made["parquet"], "parquet", 1)
+    plan = job.plan_run(home, exporter_id, AS_OF, source=made["parquet"])
+    noon = compliance.as_of_instant(plan.company, AS_OF)
+    ids = [contact for contact, *_ in screening]
+    assert ids
+    want = {contact: (ok, list(reasons), channel) for contact, _, channel, ok, reasons, _ in screening}
+    for kind in ("csv", "parquet", "duckdb", "s3", "postgres"):
+        out = checks.check_contacts(plan.exporter, plan.company, made[kind], ids, noon)
+        got = {r["contactId"]: (r["canInteract"], r["reasons"], r["channel"]) for r in out["results"]}
+        assert got == want, kind
+        assert out["errors"] == [], kind
+
+
+def _scans(server: PostgresServer, schema: str) -> dict[str, tuple[int, int, int]]:
+    """(sequential scans, index scans, rows) per table of `schema`, as the server counts them."""
+    import adbc_driver_postgresql.dbapi as pg
+
+    with pg.connect(server.uri()) as con, con.cursor() as cur:
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+        cur.execute(
+            "SELECT relname, coalesce(seq_scan, 0), coalesce(idx_scan, 0), n_live_tup FROM pg_stat_user_tables "
+            "WHERE schemaname = $1",
+            [schema],
+        )
+        return {str(name): (int(seq), int(idx), int(rows)) for name, seq, idx, rows in cur.fetchall()}
+
+
+def test_a_check_on_postgres_reads_only_its_borrowers_through_the_indexes(
+    tmp_path: Path, servers: tuple[PostgresServer, S3Server]
+) -> None:
+    """With indexes on the keys (as an operational replica has them), a check scans no large table
+    whole: the server counts index scans and no sequential scan for it (a table of a few hundred
+    rows may still be scanned whole: the planner's choice, and the cheaper one there)."""
+    import time
+
+    import adbc_driver_postgresql.dbapi as pg
+
+    from pipelines.lookup import checks
+    from tests.worlds import sample_tables
+
+    server = servers[0]
+    schema = "indexed"
+    uri = f"{server.uri()}?schema={schema}"
+    sources.write_source(sample_tables(2000), uri, "parquet")
+    with pg.connect(server.uri()) as con, con.cursor() as cur:
+        for table, column in (("borrowers", "id"), ("contacts", "personId"), ("contacts", "id"),
+                              ("interactions", "personId"), ("interactions", "id"),
+                              ("do_not_interact", "personId"), ("do_not_interact", "id"),
+                              ("consents", "personId")):  # fmt: skip
+            cur.execute(f'CREATE INDEX ON {schema}.{table} ("{column}")')
+        cur.execute("ANALYZE")
+        con.commit()
+    wanted = sources.open_source(SourceRef.parse(uri)).contacts.collect().get_column("id").to_list()[:3]
+    before = _scans(server, schema)
+    read = checks.read_for_contacts(uri, wanted)
+    persons = set(read.contacts.collect().filter(pl.col("id").is_in(wanted)).get_column("personId").to_list())
+    assert set(read.borrowers.collect().get_column("id").to_list()) == persons
+    deadline = time.monotonic() + 20  # the server publishes a session's counts once it has ended
+    while True:
+        after = _scans(server, schema)
+        used = {
+            t: (after[t][0] - before[t][0], after[t][1] - before[t][1]) for t in after if after[t][2] >= 1000
+        }
+        if all(idx > 0 for _, idx in used.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert set(used) == {"borrowers", "contacts", "interactions", "consents"}, after
+    assert all(seq == 0 for seq, _ in used.values()), used
+    assert all(idx > 0 for _, idx in used.values()), used
