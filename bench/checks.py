@@ -1,9 +1,10 @@
 """`python -m bench.checks [BORROWERS]`: the compliance-check server, from the client's side.
 
-    .venv/bin/python -m bench.checks 1000000 [--requests 40] [--server-root DIR]
+    .venv/bin/python -m bench.checks 1000000 [--requests 40] [--server-root DIR] [--source URI]
 
 A real uvicorn server (`python -m flows.api`, a subprocess) over a copy of the harness's cached
-DuckDB source (generated once, bench/cache/). It times, one request at a time at a fixed instant:
+DuckDB source (generated once, bench/cache/), or over `--source postgresql://…?schema=S` (a book
+written there by `contact-exporter generate --out`, with whatever indexes it has; PGPASSWORD set). It times, one request at a time at a fixed instant:
 the server's start, the first check, then `--requests` checks each of 1, 10 and 100 random contacts
 (p50 and p95), then the first check after a write to the source (a row inserted, then removed).
 The server's resident memory is read from /proc (now and its peak). With `--server-root DIR`, the
@@ -34,6 +35,8 @@ from typing import Any
 import httpx
 
 from bench.harness import ROOT, bench_home, ensure_data, log
+from pipelines.io.source_ref import redact
+from pipelines.model.tables import CONTACTS
 
 CHECKS = "/campaign-workers/compliance-checks"
 EXPORTER_ID = "CE-BENCHVCE"
@@ -49,19 +52,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
-
-
-def sample_ids(source: Path, count: int, seed: int) -> list[str]:
-    import duckdb
-
-    con = duckdb.connect(str(source), read_only=True)
-    try:
-        rows = con.execute("SELECT id FROM contacts ORDER BY hash(id, ?) LIMIT ?", [seed, count]).fetchall()
-    finally:
-        con.close()
-    ids = [str(r[0]) for r in rows]
-    random.Random(seed).shuffle(ids)
-    return ids
 
 
 def free_port() -> int:
@@ -103,7 +93,7 @@ def summary(latencies: list[float]) -> dict[str, Any]:
 
 
 @contextmanager
-def server(root: Path, home: Path, source: Path, cache: Path, name: str) -> Iterator[tuple[str, int, float]]:
+def server(root: Path, home: Path, source: str, cache: Path, name: str) -> Iterator[tuple[str, int, float]]:
     """The API server of the checkout at `root` (its own .venv), until the block ends: its URL,
     its pid and the seconds it took to answer /health."""
     port = free_port()
@@ -144,20 +134,50 @@ def server(root: Path, home: Path, source: Path, cache: Path, name: str) -> Iter
             process.wait()
 
 
-def write_to(source: Path) -> None:
+WRITES = (
+    "INSERT INTO {t} (id, \"personId\") VALUES ('BENCH-WRITE', 'BENCH-NOBODY')",
+    "DELETE FROM {t} WHERE id = 'BENCH-WRITE'",
+)
+
+
+def write_to(source: str) -> None:
     """A write to the source that leaves its rows as they were: a DNI row inserted, then removed."""
+    from pipelines.io import postgres
+    from pipelines.io.source_ref import SourceRef
+
+    ref = SourceRef.parse(source)
+    if ref.kind == "postgres":
+        import adbc_driver_postgresql.dbapi as pg
+
+        with pg.connect(ref.conninfo) as con, con.cursor() as cur:
+            for sql in WRITES:
+                cur.execute(sql.format(t=postgres.table_name(ref, "do_not_interact")))
+            con.commit()
+        return
     import duckdb
 
-    con = duckdb.connect(str(source))
-    try:
-        con.execute("INSERT INTO do_not_interact (id, personId) VALUES ('BENCH-WRITE', 'BENCH-NOBODY')")
-        con.execute("DELETE FROM do_not_interact WHERE id = 'BENCH-WRITE'")
-    finally:
-        con.close()
+    with duckdb.connect(str(ref.path)) as con:
+        for sql in WRITES:
+            con.execute(sql.format(t="do_not_interact"))
+
+
+def sample_ids(source: str, count: int, seed: int) -> list[str]:
+    """`count` contact ids of the source, in a random order fixed by `seed`."""
+    from pipelines.io import sources
+
+    ref = sources.ref_of(source)
+    if ref.is_local:
+        with sources.reading(ref) as read:
+            column = read([CONTACTS], None, {"contacts": frozenset(CONTACTS.names) - {"id"}})
+            ids = [str(value) for value in column["contacts"].get_column("id").to_list()]
+    else:
+        ids = sources.remote_column(ref, ["contacts"], "id")["contacts"].to_list()
+    rng = random.Random(seed)
+    return rng.sample(sorted(ids), min(count, len(ids)))
 
 
 def measure_server(
-    root: Path, name: str, home: Path, source: Path, cache: Path, bodies: dict[int, list[dict[str, Any]]]
+    root: Path, name: str, home: Path, source: str, cache: Path, bodies: dict[int, list[dict[str, Any]]]
 ) -> dict[str, Any]:
     log(f"server {name} ({root})")
     with (
@@ -190,9 +210,13 @@ def measure_server(
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     args.cache.mkdir(parents=True, exist_ok=True)
     home = bench_home(args.cache)
-    cached = ensure_data(home, args.cache, args.borrowers, args.seed)
-    source = args.cache / f"checks-{args.borrowers}-{args.seed}.duckdb"  # written to: a copy
-    shutil.copyfile(cached, source)
+    if args.source:
+        source = args.source
+    else:
+        cached = ensure_data(home, args.cache, args.borrowers, args.seed)
+        copy = args.cache / f"checks-{args.borrowers}-{args.seed}.duckdb"  # written to: a copy
+        shutil.copyfile(cached, copy)
+        source = str(copy)
     ids = sample_ids(source, 2000, args.seed)
     rng = random.Random(args.seed)
     bodies = {
@@ -205,9 +229,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     servers = {"this": ROOT.parent}
     if args.server_root:
         servers["other"] = args.server_root.resolve()
-    measured = {
-        name: measure_server(root, name, home, source, args.cache, bodies) for name, root in servers.items()
-    }
+    measured = {}
+    for name, root in servers.items():
+        try:
+            measured[name] = measure_server(root, name, home, source, args.cache, bodies)
+        except httpx.HTTPStatusError as exc:
+            if name == "this":
+                raise
+            log(f"  server {name} cannot answer over this source: {exc.response.status_code}")
+            measured[name] = {"root": str(root), "error": f"HTTP {exc.response.status_code}"}
     this = measured["this"]
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -218,6 +248,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         },
         "loadAverage": os.getloadavg(),
         "borrowers": args.borrowers,
+        "source": "duckdb (a copy of the cached book)" if not args.source else redact(args.source),
         "at": AT,
         "servers": measured,
         "targets": TARGETS,
@@ -232,19 +263,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(r: dict[str, Any]) -> str:
     lines = [
-        f"{r['borrowers']:,} borrowers (DuckDB source), one request at a time, load average "
+        f"{r['borrowers']:,} borrowers, source {r['source']}, one request at a time, load average "
         + ", ".join(f"{x:.1f}" for x in r["loadAverage"]),
         f"{'server':>8} {'start':>7} {'first':>8} "
         + " ".join(f"{f'p50/p95 {n}':>17}" for n in SIZES)
         + f" {'after write':>12} {'RSS':>8} {'peak':>8}",
     ]
     for name, s in r["servers"].items():
+        if "error" in s:
+            lines.append(f"{name:>8} cannot answer checks over this source ({s['error']})")
+            continue
         sizes = " ".join(f"{c['p50Ms']:>7.1f}/{c['p95Ms']:<7.1f}ms" for c in s["contacts"].values())
         lines.append(
             f"{name:>8} {s['serverStartSeconds']:>6.1f}s {s['firstCheckMs']:>6.0f}ms {sizes} "
             f"{s['firstCheckAfterWriteMs']:>10.0f}ms {s['rssMb']:>6.0f}MB {s['peakRssMb']:>6.0f}MB"
         )
-    if "other" in r["servers"]:
+    if "contacts" in r["servers"].get("other", {}):
         this, other = r["servers"]["this"], r["servers"]["other"]
         ratios = ", ".join(
             f"{n}: {this['contacts'][str(n)]['p50Ms'] / other['contacts'][str(n)]['p50Ms']:.2f}x"
@@ -273,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--requests", type=int, default=40, help="requests of each size (default 40)")
     parser.add_argument("--server-root", type=Path, help="another checkout whose server is measured beside")
+    parser.add_argument("--source", help="measure over this source (a URI) instead of a DuckDB copy")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--cache", type=Path, default=ROOT / "cache")
     parser.add_argument("--results", type=Path, default=ROOT / "results")

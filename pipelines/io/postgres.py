@@ -15,6 +15,7 @@ without a key are ranked, and only when a read holds some (one window over the t
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -57,22 +58,71 @@ def error(ref: SourceRef, exc: BaseException, doing: str, *, during_run: bool) -
     )
 
 
-@contextmanager
-def cursor(ref: SourceRef, *, during_run: bool = True) -> Iterator[Cursor]:
-    """A cursor inside one read-only snapshot (the five tables are read as of one instant)."""
+# Connections a process keeps open per source between reads made with `keep` (the check server's):
+# a new connection with password authentication costs ~60 ms here, more than a check's queries.
+_IDLE: Final = 4
+_idle: dict[str, list[Any]] = {}
+_idle_lock = threading.Lock()
+
+
+def _take(conninfo: str) -> Any | None:
+    with _idle_lock:
+        found = _idle.get(conninfo)
+        return found.pop() if found else None
+
+
+def _give_back(conninfo: str, con: Any) -> None:
+    with _idle_lock:
+        kept = _idle.setdefault(conninfo, [])
+        if len(kept) < _IDLE:
+            kept.append(con)
+            return
+    con.close()
+
+
+def _begin(con: Any) -> Any:
+    cur = con.cursor()
     try:
-        con = pg.connect(ref.conninfo, autocommit=True)
+        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    except BaseException:
+        cur.close()
+        raise
+    return cur
+
+
+@contextmanager
+def cursor(ref: SourceRef, *, during_run: bool = True, keep: bool = False) -> Iterator[Cursor]:
+    """A cursor inside one read-only snapshot (the five tables are read as of one instant).
+
+    `keep`: the connection comes from, and goes back to, the few this process keeps open for the
+    source; a kept one the server has dropped meanwhile is replaced by a new one. A read that fails
+    closes its connection."""
+    con, cur = _take(ref.conninfo) if keep else None, None
+    if con is not None:
+        try:
+            cur = _begin(con)
+        except adbc_driver_manager.Error:
+            con.close()  # dropped by the server (restarted, idle timeout): connect again
+            con = None
+    try:
+        if con is None:
+            con = pg.connect(ref.conninfo, autocommit=True)
     except adbc_driver_manager.Error as exc:
         raise error(ref, exc, "connecting", during_run=during_run) from None
+    done = False
     try:
-        with con.cursor() as cur:
-            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cur = cur or _begin(con)
+        with cur:
             yield cur
             cur.execute("COMMIT")
+        done = True
     except adbc_driver_manager.Error as exc:
         raise error(ref, exc, "reading", during_run=during_run) from None
     finally:
-        con.close()
+        if keep and done:
+            _give_back(ref.conninfo, con)
+        else:
+            con.close()
 
 
 def quoted(name: str) -> str:
@@ -98,6 +148,19 @@ def columns(cur: Cursor, ref: SourceRef, table: str) -> dict[str, str]:
     return {str(name): str(kind) for name, kind in cur.fetchall()}
 
 
+def catalog(cur: Cursor, ref: SourceRef) -> dict[str, dict[str, str]]:
+    """`columns` of every table of the source's schema, in one query."""
+    cur.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = $1 ORDER BY table_name, ordinal_position",
+        [ref.schema],
+    )
+    found: dict[str, dict[str, str]] = {}
+    for table, name, kind in cur.fetchall():
+        found.setdefault(str(table), {})[str(name)] = str(kind)
+    return found
+
+
 def as_text(name: str, kinds: dict[str, str], *, collate: bool = True) -> str:
     """A column as text compared byte by byte (`COLLATE "C"`); without `collate`, in its own
     collation (enough for equality, and an index on the column stays usable)."""
@@ -117,10 +180,16 @@ def _keyless(spec: TableSpec, kinds: dict[str, str]) -> str:
 
 
 def read_table(
-    cur: Cursor, ref: SourceRef, spec: TableSpec, rows: RowFilter | None, skip: frozenset[str]
+    cur: Cursor,
+    ref: SourceRef,
+    spec: TableSpec,
+    rows: RowFilter | None,
+    skip: frozenset[str],
+    kinds: dict[str, str] | None = None,
 ) -> pl.DataFrame:
-    """One table (the rows `rows` keeps, filtered in Postgres), with SOURCE_ROW for rows without a key."""
-    kinds = columns(cur, ref, spec.name)
+    """One table (the rows `rows` keeps, filtered in Postgres), with SOURCE_ROW for rows without a key.
+    `kinds`: its `columns`, when already known."""
+    kinds = columns(cur, ref, spec.name) if kinds is None else kinds
     names = ", ".join(quoted(c) for c in kinds if c not in skip)
     keyless = _keyless(spec, kinds)
     where, params = "TRUE", list[str]()

@@ -117,10 +117,11 @@ class TableReader:
 
 
 @contextmanager
-def reading(ref: SourceRef) -> Iterator[TableReader]:
+def reading(ref: SourceRef, *, keep: bool = False) -> Iterator[TableReader]:
     """A reader of the tables of any kind of source. Every read made through one reader sees the
     source as of one instant where the source can promise it (a DuckDB transaction, a Postgres
-    REPEATABLE READ snapshot); files and objects are read as they are at each read."""
+    REPEATABLE READ snapshot); files and objects are read as they are at each read. `keep`: a
+    Postgres connection is kept open for the next reader of this process (`postgres.cursor`)."""
     kind, source = ref.kind, str(ref)
     if kind == "folder":
         yield TableReader(
@@ -146,7 +147,7 @@ def reading(ref: SourceRef) -> Iterator[TableReader]:
 
         yield TableReader(s3_table)
     else:
-        with postgres.cursor(ref) as cur:
+        with postgres.cursor(ref, keep=keep) as cur:
             tables = postgres.tables(cur, ref)
 
             def pg_table(

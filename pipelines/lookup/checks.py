@@ -52,7 +52,7 @@ def read_for_contacts(source: sources.Source, contact_ids: Sequence[str]) -> Sou
     of a run); then the rows of other borrowers sharing an id with one of those rows."""
     ref = sources.ref_of(source)
     ids = list(dict.fromkeys(contact_ids))
-    with sources.reading(ref) as read:
+    with sources.reading(ref, keep=True) as read:  # a check server reuses its Postgres connections
         own = read([CONTACTS], RowFilter.of(ids, on="id"))["contacts"]
         persons = sorted(_values(own, "personId"))
         raw = read(TABLES, RowFilter.of(persons, nulls=True))

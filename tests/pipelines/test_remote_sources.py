@@ -552,3 +552,24 @@ def test_a_check_on_postgres_reads_only_its_borrowers_through_the_indexes(
     assert set(used) == {"borrowers", "contacts", "interactions", "consents"}, after
     assert all(seq == 0 for seq, _ in used.values()), used
     assert all(idx > 0 for _, idx in used.values()), used
+
+
+def test_a_check_server_reconnects_after_postgres_restarts(
+    tmp_path: Path, servers: tuple[PostgresServer, S3Server]
+) -> None:
+    """Checks keep their Postgres connection open between checks; one the server dropped (here by a
+    restart) is replaced by a new one instead of failing the next check."""
+    from pipelines.io import postgres
+    from pipelines.lookup import checks
+    from tests.worlds import sample_tables
+
+    server = servers[0]
+    uri = f"{server.uri()}?schema=restarted"
+    sources.write_source(sample_tables(30), uri, "parquet")
+    wanted = sources.open_source(SourceRef.parse(uri)).contacts.collect().get_column("id").to_list()[:2]
+    first = checks.read_for_contacts(uri, wanted).contacts.collect()
+    assert len(postgres._idle[SourceRef.parse(uri).conninfo]) == 1  # kept for the next check
+    server.stop()
+    server.start()
+    again = checks.read_for_contacts(uri, wanted).contacts.collect()
+    assert again.equals(first)
