@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -136,28 +137,39 @@ def reading(ref: SourceRef, *, keep: bool = False) -> Iterator[TableReader]:
                 lambda spec, rows, skip, _: read_duckdb_table(con, source, catalog, spec, rows, skip)
             )
     elif kind == "s3":
-        found = s3.list_tables(ref)
-
-        def s3_table(
-            spec: TableSpec, rows: RowFilter | None, skip: frozenset[str], _: object
-        ) -> pl.DataFrame:
-            if spec.name not in found:
-                raise missing_table(source, spec.name, f"add {spec.name}.parquet under the prefix")
-            return s3.read_table(ref, spec, found[spec.name], rows, skip)
-
-        yield TableReader(s3_table)
+        yield TableReader(partial(_s3_table, ref, s3.list_tables(ref)))
     else:
         with postgres.cursor(ref, keep=keep) as cur:
-            tables = postgres.tables(cur, ref)
+            tables, kinds = postgres.tables(cur, ref), postgres.catalog(cur, ref)
+            yield TableReader(partial(_pg_table, cur, ref, tables, kinds))
 
-            def pg_table(
-                spec: TableSpec, rows: RowFilter | None, skip: frozenset[str], _: object
-            ) -> pl.DataFrame:
-                if spec.name not in tables:
-                    raise missing_table(source, spec.name, f"create it in schema {ref.schema}")
-                return postgres.read_table(cur, ref, spec, rows, skip)
 
-            yield TableReader(pg_table)
+def _s3_table(
+    ref: SourceRef,
+    found: dict[str, str],
+    spec: TableSpec,
+    rows: RowFilter | None,
+    skip: frozenset[str],
+    _: object,
+) -> pl.DataFrame:
+    if spec.name not in found:
+        raise missing_table(str(ref), spec.name, f"add {spec.name}.parquet under the prefix")
+    return s3.read_table(ref, spec, found[spec.name], rows, skip)
+
+
+def _pg_table(
+    cur: postgres.Cursor,
+    ref: SourceRef,
+    tables: set[str],
+    kinds: dict[str, dict[str, str]],
+    spec: TableSpec,
+    rows: RowFilter | None,
+    skip: frozenset[str],
+    _: object,
+) -> pl.DataFrame:
+    if spec.name not in tables:
+        raise missing_table(str(ref), spec.name, f"create it in schema {ref.schema}")
+    return postgres.read_table(cur, ref, spec, rows, skip, kinds.get(spec.name, {}))
 
 
 def raw_tables(
