@@ -340,21 +340,19 @@ def duckdb_catalog(con: duckdb.DuckDBPyConnection) -> Catalog:
 
 def read_duckdb_table(
     con: duckdb.DuckDBPyConnection,
-    source: str,
-    catalog: Catalog,
+    columns: dict[str, str],
     spec: TableSpec,
     rows: RowFilter | None = None,
     skip: frozenset[str] = frozenset(),
 ) -> pl.DataFrame:
     """One table of a DuckDB source as it is stored (see `open_source` for the typed frames), the
-    rows `rows` keeps, through a `duckdb_snapshot` connection; `catalog`: the file's tables."""
-    if spec.name not in catalog:
-        raise missing_table(source, spec.name, "create it in the DuckDB file")
-    names = [name for name in catalog[spec.name] if name not in skip]
+    rows `rows` keeps, through a `duckdb_snapshot` connection; `columns`: its columns and their
+    types (`duckdb_catalog`)."""
+    names = [name for name in columns if name not in skip]
     key = None if rows is None else rows.column(spec.name)
-    if rows is None or key not in catalog[spec.name]:
+    if rows is None or key not in columns:
         return _read_duckdb_table(con, spec.name, names)  # without its key: conform reports it
-    return _read_duckdb_rows(con, spec.name, names, catalog[spec.name][key] == "VARCHAR", rows)
+    return _read_duckdb_rows(con, spec.name, names, columns[key] == "VARCHAR", rows)
 
 
 def duckdb_tables(con: duckdb.DuckDBPyConnection) -> set[str]:

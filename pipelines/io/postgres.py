@@ -185,11 +185,10 @@ def read_table(
     spec: TableSpec,
     rows: RowFilter | None,
     skip: frozenset[str],
-    kinds: dict[str, str] | None = None,
+    kinds: dict[str, str],
 ) -> pl.DataFrame:
-    """One table (the rows `rows` keeps, filtered in Postgres), with SOURCE_ROW for rows without a key.
-    `kinds`: its `columns`, when already known."""
-    kinds = columns(cur, ref, spec.name) if kinds is None else kinds
+    """One table (the rows `rows` keeps, filtered in Postgres), with SOURCE_ROW for rows without a key;
+    `kinds`: its columns and their types (`catalog`)."""
     names = ", ".join(quoted(c) for c in kinds if c not in skip)
     keyless = _keyless(spec, kinds)
     where, params = "TRUE", list[str]()

@@ -10,10 +10,9 @@ kind: partitions, the table-wide checks and preflight ask it for ids, sizes and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -104,6 +103,9 @@ class TableReader:
     """Reads tables of one source (see `reading`)."""
 
     one: OneTable  # one table: its spec, the rows kept, the columns not read, a CSV file's shape
+    source: str = ""
+    present: Collection[str] | None = None  # the source's tables (None: `one` finds a missing one)
+    add: str = ""  # how to add a missing table `{name}`, for its error
 
     def __call__(
         self,
@@ -112,7 +114,11 @@ class TableReader:
         skip: Skip | None = None,
         csv_shapes: Mapping[str, CsvShape] | None = None,
     ) -> dict[str, pl.DataFrame]:
-        """The raw frames of `specs`: only the rows `rows` keeps, without `skip`'s columns."""
+        """The raw frames of `specs`: only the rows `rows` keeps, without `skip`'s columns. A missing
+        table is an error (exit 2) before any table is read."""
+        for spec in specs:
+            if self.present is not None and spec.name not in self.present:
+                raise missing_table(self.source, spec.name, self.add.replace("{name}", spec.name))
         shapes = csv_shapes or {}
         return {spec.name: self.one(spec, rows, skipped(skip, spec), shapes.get(spec.name)) for spec in specs}
 
@@ -124,7 +130,7 @@ def reading(ref: SourceRef, *, keep: bool = False) -> Iterator[TableReader]:
     REPEATABLE READ snapshot); files and objects are read as they are at each read. `keep`: a
     Postgres connection is kept open for the next reader of this process (`postgres.cursor`)."""
     kind, source = ref.kind, str(ref)
-    if kind == "folder":
+    if kind == "folder":  # a folder's tables are files: `read_folder_table` names a missing one
         yield TableReader(
             lambda spec, rows, skip, shape: read_folder_table(ref.path, spec, rows, skip, shape)
         )
@@ -134,42 +140,22 @@ def reading(ref: SourceRef, *, keep: bool = False) -> Iterator[TableReader]:
         with duckdb_snapshot(ref.path) as con:
             catalog = duckdb_catalog(con)
             yield TableReader(
-                lambda spec, rows, skip, _: read_duckdb_table(con, source, catalog, spec, rows, skip)
-            )
+                lambda spec, rows, skip, _: read_duckdb_table(con, catalog[spec.name], spec, rows, skip),
+                source, catalog, "create it in the DuckDB file",
+            )  # fmt: skip
     elif kind == "s3":
-        yield TableReader(partial(_s3_table, ref, s3.list_tables(ref)))
+        found = s3.list_tables(ref)
+        yield TableReader(
+            lambda spec, rows, skip, _: s3.read_table(ref, spec, found[spec.name], rows, skip),
+            source, found, "add {name}.parquet under the prefix",
+        )  # fmt: skip
     else:
         with postgres.cursor(ref, keep=keep) as cur:
-            tables, kinds = postgres.tables(cur, ref), postgres.catalog(cur, ref)
-            yield TableReader(partial(_pg_table, cur, ref, tables, kinds))
-
-
-def _s3_table(
-    ref: SourceRef,
-    found: dict[str, str],
-    spec: TableSpec,
-    rows: RowFilter | None,
-    skip: frozenset[str],
-    _: object,
-) -> pl.DataFrame:
-    if spec.name not in found:
-        raise missing_table(str(ref), spec.name, f"add {spec.name}.parquet under the prefix")
-    return s3.read_table(ref, spec, found[spec.name], rows, skip)
-
-
-def _pg_table(
-    cur: postgres.Cursor,
-    ref: SourceRef,
-    tables: set[str],
-    kinds: dict[str, dict[str, str]],
-    spec: TableSpec,
-    rows: RowFilter | None,
-    skip: frozenset[str],
-    _: object,
-) -> pl.DataFrame:
-    if spec.name not in tables:
-        raise missing_table(str(ref), spec.name, f"create it in schema {ref.schema}")
-    return postgres.read_table(cur, ref, spec, rows, skip, kinds.get(spec.name, {}))
+            kinds = postgres.catalog(cur, ref)
+            yield TableReader(
+                lambda spec, rows, skip, _: postgres.read_table(cur, ref, spec, rows, skip, kinds[spec.name]),
+                source, kinds, f"create it in schema {ref.schema}",  # a table: its columns
+            )  # fmt: skip
 
 
 def raw_tables(
