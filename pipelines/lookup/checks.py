@@ -28,6 +28,7 @@ from pipelines.model.config import Company, Exporter
 from pipelines.model.tables import CONTACTS, TABLES, SourceTables
 from pipelines.rules import compliance, eligibility, matching, schemas
 from pipelines.rules.history import contacts_at
+from pipelines.run.deciding import unread_columns
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,11 @@ def answering_checks() -> None:
     pl.Config.set_engine_affinity("in-memory")
 
 
-def read_for_contacts(source: sources.Source, contact_ids: Sequence[str]) -> SourceTables:
-    """The source rows that concern the borrowers of `contact_ids`, typed as `open_source` types them.
+def read_for_contacts(
+    source: sources.Source, contact_ids: Sequence[str], skip: sources.Skip | None = None
+) -> SourceTables:
+    """The source rows that concern the borrowers of `contact_ids`, typed as `open_source` types them;
+    `skip`: columns not read, as a run of the exporter does not read them (`deciding.unread_columns`).
 
     Three reads through one reader (one snapshot where the source has them), each filtered where it
     is read: the requested contacts (by id); every row of their borrowers and every row without a
@@ -53,9 +57,9 @@ def read_for_contacts(source: sources.Source, contact_ids: Sequence[str]) -> Sou
     ref = sources.ref_of(source)
     ids = list(dict.fromkeys(contact_ids))
     with sources.reading(ref, keep=True) as read:  # a check server reuses its Postgres connections
-        own = read([CONTACTS], RowFilter.of(ids, on="id"))["contacts"]
+        own = read([CONTACTS], RowFilter.of(ids, on="id"), skip)["contacts"]
         persons = sorted(_values(own, "personId"))
-        raw = read(TABLES, RowFilter.of(persons, nulls=True))
+        raw = read(TABLES, RowFilter.of(persons, nulls=True), skip)
         # Every row of the borrowers is there (a row without an id too: validation rejects it, which
         # blocks its borrower as in a run). The ids they hold, and the requested ones (a requested
         # contact without a borrower is read here), may be held by other rows too.
@@ -64,6 +68,7 @@ def read_for_contacts(source: sources.Source, contact_ids: Sequence[str]) -> Sou
         twins = read(
             [spec for spec in TABLES if spec.name in BY_ID],
             RowFilter.of(set().union(*held.values()), on="id"),
+            skip,
         )
     for name, frame in twins.items():
         person = pl.col("personId").cast(pl.String)
@@ -98,7 +103,7 @@ def check_contacts(
     """The guard for `contact_ids` at `at`: canInteract, reasons and nextEligibleDate per contact,
     from the rows of their borrowers read from `source` now (`read_for_contacts`)."""
     ref = sources.ref_of(source)
-    read = read_for_contacts(ref, contact_ids)
+    read = read_for_contacts(ref, contact_ids, unread_columns(exporter))  # as a run reads them
     checked = schemas.validate_sources(read, source=str(ref))
     tables, owned = checked.tables, checked.owned
     instant, day = compliance.judged_at(company, at.date(), at)

@@ -83,7 +83,8 @@ def contact_outside(outside: dict[str, bool], key_outside: dict[str, bool]) -> d
     number = _lookup(pl.col("_otherNumber"), {k[1:]: v for k, v in key_outside.items() if k.startswith("V")})
     index = nanp_key_index()
     if index is not None:  # +1 numbers: by the position of their key, a gather
-        by_position = pl.Series([key_outside.get(k) for k in index.keys.to_list()], dtype=pl.Boolean())
+        keys = index.keys.to_frame("key")
+        by_position = keys.with_columns(_lookup(pl.col("key"), key_outside).alias("out")).get_column("out")
         number = pl.coalesce(pl.lit(by_position).gather(pl.col("_nanpKey")), number)
     return {"zoneOutside": _lookup(pl.col("timezone"), outside), "numberOutside": number}
 
