@@ -282,6 +282,7 @@ __all__ = [
     "TIMESTAMP_FORMAT",
     "RowFilter",
     "SourceFormat",
+    "Skip",
     "SourceRef",
     "conform",
     "duckdb_columns",
