@@ -191,7 +191,7 @@ def read_table(
     `kinds`: its columns and their types (`catalog`)."""
     names = ", ".join(quoted(c) for c in kinds if c not in skip)
     keyless = _keyless(spec, kinds)
-    where, params = "TRUE", list[str]()
+    where, params = "TRUE", list[str | list[str]]()
     if rows is not None and rows.column(spec.name) in kinds:
         ranged = rows.low is not None or rows.high is not None  # a range compares bytes; `among` equality
         where, params = rows.sql(as_text(rows.column(spec.name), kinds, collate=ranged), "$")

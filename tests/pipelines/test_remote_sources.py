@@ -573,3 +573,34 @@ def test_a_check_server_reconnects_after_postgres_restarts(
     server.start()
     again = checks.read_for_contacts(uri, wanted).contacts.collect()
     assert again.equals(first)
+
+
+def test_a_check_needing_more_ids_than_postgres_takes_parameters_answers_as_the_run(
+    tmp_path: Path, servers: tuple[PostgresServer, S3Server]
+) -> None:
+    """A borrower with 70,000 interactions: the check reads every row sharing an id with theirs, more
+    ids than the 65,535 parameters Postgres takes in one query. Each kind binds the ids as one array,
+    so the check answers, and as the run does (it failed on Postgres as 'the server did not answer')."""
+    from pipelines.lookup import checks
+    from pipelines.rules import compliance
+
+    raw = {name: [dict(row) for row in rows] for name, rows in keyless_world().items()}
+    raw["consents"].pop()  # the rejected consent would block every contact, whatever the history
+    raw["interactions"] = [
+        {"id": f"A-I{k}", "personId": "A", "channel": "voice", "direction": "outbound", "status": "attempted",
+         "statusDetails": "voiceNoAnswer", "startedAt": f"2025-{1 + k % 12:02d}-{1 + k % 28:02d}T14:00:00Z"}
+        for k in range(70_000)
+    ] + [{"id": "M-I0", "personId": "M", "channel": "voice", "direction": "outbound", "status": "attempted",
+          "statusDetails": "voiceNoAnswer", "startedAt": "2026-04-06T14:00:00Z"}]  # fmt: skip
+    home = make_home(tmp_path / "home", maxRejectedShare=1.0)
+    exporter_id = add_exporter(home, BODY)
+    local = write(tmp_path / "duckdb", raw, "duckdb")
+    remote = to_postgres(servers[0], write(tmp_path / "parquet", raw, "parquet"))
+    _, screening, _ = kind_outcome(home, exporter_id, local, "duckdb", 1)
+    want = {c: (ok, list(reasons)) for c, _, _, ok, reasons, _ in screening}
+    assert set(want) == {"A-P", "M-P", "Z-P"}
+    plan = job.plan_run(home, exporter_id, AS_OF, source=local)
+    noon = compliance.as_of_instant(plan.company, AS_OF)
+    for source in (local, remote):
+        out = checks.check_contacts(plan.exporter, plan.company, source, sorted(want), noon)
+        assert {r["contactId"]: (r["canInteract"], r["reasons"]) for r in out["results"]} == want, source
