@@ -11,7 +11,8 @@ The server's resident memory is read from /proc (now and its peak). With `--serv
 server of another checkout (DIR/.venv, e.g. a `git worktree` of an earlier commit) is measured the
 same way in the same run, one server after the other, on the same source and the same requests.
 
-Results are printed and written to bench/results/checks-<date>.json.
+Results are printed and written to bench/results/checks-<date>.json (checks-<kind>-<date>.json
+with `--source`, e.g. checks-postgres-<date>.json).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 import httpx
 
 from bench.harness import ROOT, bench_home, ensure_data, log
-from pipelines.io.source_ref import redact
+from pipelines.io.source_ref import SourceRef, redact
 from pipelines.model.tables import CONTACTS
 
 CHECKS = "/campaign-workers/compliance-checks"
@@ -314,7 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     report = measure(args)
     args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / f"checks-{datetime.now(UTC):%Y-%m-%d}.json"
+    kind = "" if args.source is None else f"-{SourceRef.parse(args.source).kind}"  # DuckDB and Postgres apart
+    out = args.results / f"checks{kind}-{datetime.now(UTC):%Y-%m-%d}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(render(report))
     log(f"results written to {out}")

@@ -1,11 +1,12 @@
 """Why a contact is (not) exported on an as-of date: the decision with the evidence for each reason.
 
-`explain` reads and validates the source as a run does, takes the contact as of the instant, screens
-it with the batch engine (so the answer is the run's answer) and then gathers, per reason, the
-records that decided it: the rejected source rows of the borrower, the DNIs in force, the attempts
-counted against each limit with their times, the conversations in the cool-down, the candidate
-time zones with the local time of the instant in each, and the consent records. No contact values
-(numbers, addresses, emails) are printed.
+`explain` reads the rows of the contact's borrower as a check does (and every row that could concern
+it: rows without a borrower, rows sharing an id), validates them as a run does, takes the contact as
+of the instant, screens it with the batch engine (so the answer is the run's answer) and then
+gathers, per reason, the records that decided it: the rejected source rows of the borrower, the
+DNIs in force, the attempts counted against each limit with their times, the conversations in the
+cool-down, the candidate time zones with the local time of the instant in each, and the consent
+records. No contact values (numbers, addresses, emails) are printed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from pipelines.io import duck, files, sources
+from pipelines.lookup.checks import read_for_contacts
 from pipelines.model.config import CheckCanInteractData, Company, Exporter, Policy
 from pipelines.model.errors import NotFoundError
 from pipelines.model.tables import SourceTables
@@ -38,8 +40,10 @@ def explain(
     at: datetime | None = None,
 ) -> dict[str, Any]:
     """The decision for one contact of `exporter` on `as_of` (or at the instant `at`), read from
-    `source` (a source path)."""
-    checked = schemas.validate_sources(sources.open_source(source), source=str(source))
+    `source` (a path or URI): only the rows of its borrower and those that could concern it, as a
+    check reads them (`checks.read_for_contacts`, every column: the evidence shows them)."""
+    read = read_for_contacts(source, [contact_id])
+    checked = schemas.validate_sources(read, source=str(sources.ref_of(source)))
     return explain_tables(exporter, company, checked.tables, checked.owned, contact_id, as_of, at)
 
 

@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipelines.io import sources
 from pipelines.model.config import Home
 from pipelines.model.errors import SourceDataError
-from pipelines.rules import table_wide
+from pipelines.rules import schemas, table_wide
 from pipelines.run import deciding, job
 from tests.frontdoor import COMPANY, HEADERS, add_exporter, make_home, write_csv_source, write_source
 from tests.reference.source import reference_run
@@ -254,12 +255,39 @@ def test_check_explain_and_the_batch_agree_on_such_worlds(
     checked = {
         r["contactId"]: r for r in checks.check_contacts(exporter, company, source, ids, noon)["results"]
     }
+    whole = schemas.validate_sources(sources.open_source(source))  # the whole source, read as it is
     for contact, _, channel, ok, reasons, next_date in screening:
         got = checked[contact]
         assert (got["canInteract"], got["reasons"], got["channel"]) == (ok, list(reasons), channel), contact
         assert got["nextEligibleDate"] == (next_date.isoformat() if next_date else None), contact
         told = explain.explain(exporter, company, source, contact, as_of)
         assert (told["canInteract"], told["reasons"]) == (ok, list(reasons)), contact
+        # explain reads only what concerns the borrower, and says all that the whole source says
+        everything = explain.explain_tables(exporter, company, whole.tables, whole.owned, contact, as_of)
+        assert told == everything, contact
+
+
+def test_explain_reads_a_borrower_and_says_what_the_whole_source_says(tmp_path: Path) -> None:
+    """A rejected consent naming no borrower blocks every contact: `explain` reads only the
+    borrower's rows and the rows without one, and shows that row as the whole source does."""
+    from pipelines.lookup import explain
+
+    home = make_home(tmp_path / "home", maxRejectedShare=1.0)
+    exporter_id = add_exporter(home)
+    raw = keyless_world()
+    raw["consents"].append({"personId": "", "name": "autodialedColl", "status": "consented"})
+    as_of = date(2026, 4, 7)
+    for fmt in FORMATS:
+        source = write(tmp_path / fmt, raw, fmt)
+        exporter = job.plan_run(home, exporter_id, as_of, source=source).exporter
+        company = home.company(exporter.companyId)
+        whole = schemas.validate_sources(sources.open_source(source))
+        for contact in ("A-P", "M-P", "Z-P"):
+            told = explain.explain(exporter, company, source, contact, as_of)
+            assert told == explain.explain_tables(
+                exporter, company, whole.tables, whole.owned, contact, as_of
+            )
+            assert "SOURCE_ROW_REJECTED" in told["reasons"], (fmt, contact)
 
 
 @given(
