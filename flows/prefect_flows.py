@@ -24,7 +24,7 @@ from pydantic import WithJsonSchema
 
 from flows import dask_watch, progress, secret_blocks
 from flows.crashed import mark_crashed_runs
-from pipelines.io import population, sources
+from pipelines.io import population
 from pipelines.io.store import ExporterStore
 from pipelines.model.config import Home
 from pipelines.model.errors import ContactExporterError, TransientError
@@ -405,10 +405,11 @@ def campaign_population_task(plan: RunPlan) -> int:
     if plan.campaign_id is None or plan.population_file is None:
         raise ValueError(f"{plan.label} is not a campaign's run")
     campaign = plan.home.campaign(plan.campaign_id)
+    config = f"{plan.home.configs / 'campaigns' / plan.campaign_id}.yaml"
     ids = population.campaign_ids(
         campaign.query,
-        sources.open_source(plan.source),
-        f"{plan.home.configs / 'campaigns' / plan.campaign_id}.yaml",
+        population.campaign_tables(campaign.query, plan.source, config),
+        config,
         timeout_seconds=campaign.timeoutSeconds,
         memory_limit=campaign.memoryLimit,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -78,6 +78,29 @@ def open_source(
     frames = {spec.name: conform(raw[spec.name], spec, str(ref)) for spec in TABLES}
     log.info("read source %s: %s", ref, ", ".join(f"{k}={v.height}" for k, v in frames.items()))
     return SourceTables(**{name: frame.lazy() for name, frame in frames.items()})
+
+
+def open_columns(source: Source, keep: Mapping[str, Collection[str]]) -> SourceTables:
+    """The tables `keep` names with only those columns of their spec (and any column the source
+    holds beyond its spec), typed as `open_source` types them; the other tables empty. For a reader
+    of a few columns of the whole book (a campaign's query): nothing else is read."""
+    ref = ref_of(source)
+    specs = [spec for spec in TABLES if spec.name in keep]
+    skip = {spec.name: set(spec.names) - set(keep[spec.name]) for spec in specs}
+    with reading(ref) as read:
+        raw = read(specs, None, skip)
+    frames = {
+        spec.name: conform(raw[spec.name], _narrowed(spec, keep[spec.name]), str(ref))
+        if spec.name in raw
+        else pl.DataFrame(schema=spec.schema)
+        for spec in TABLES
+    }
+    log.info("read source %s: %s", ref, ", ".join(f"{k}={v.height}x{v.width}" for k, v in frames.items()))
+    return SourceTables(**{name: frame.lazy() for name, frame in frames.items()})
+
+
+def _narrowed(spec: TableSpec, names: Collection[str]) -> TableSpec:
+    return replace(spec, columns=tuple(c for c in spec.columns if c.name in names))
 
 
 def read_raw(source: Source) -> dict[str, pl.DataFrame]:
@@ -289,6 +312,7 @@ __all__ = [
     "duckdb_tables",
     "folder_files",
     "not_a_duckdb_file",
+    "open_columns",
     "open_source",
     "read_csv_strict",
     "CsvShape",

@@ -604,3 +604,28 @@ def test_a_check_needing_more_ids_than_postgres_takes_parameters_answers_as_the_
     for source in (local, remote):
         out = checks.check_contacts(plan.exporter, plan.company, source, sorted(want), noon)
         assert {r["contactId"]: (r["canInteract"], r["reasons"]) for r in out["results"]} == want, source
+
+
+def test_a_campaign_reads_only_its_columns_from_s3_and_postgres_and_picks_the_same(
+    tmp_path: Path, servers: tuple[PostgresServer, S3Server]
+) -> None:
+    """The campaign's query over the columns it names, read from each remote kind, picks whom the
+    same query over the whole local source picks."""
+    from pipelines.io import population
+
+    made = every_kind(tmp_path, world(random.Random(5), AS_OF), servers)
+    query = (
+        "SELECT b.id FROM borrowers b WHERE b.companyId IS NOT NULL AND EXISTS "
+        "(SELECT 1 FROM contacts c WHERE c.personId = b.id AND c.contactType = 'phone')"
+    )
+    assert population.query_columns(query) == {
+        "borrowers": {"id", "companyId"},
+        "contacts": {"id", "personId", "contactType"},
+    }
+    whole = population.campaign_ids(query, sources.open_source(made["parquet"]), "c.yaml")
+    assert whole.height > 0
+    for kind in ("s3", "postgres"):
+        narrow = population.campaign_ids(
+            query, population.campaign_tables(query, made[kind], "c.yaml"), "c.yaml"
+        )
+        assert narrow.equals(whole), kind
