@@ -39,8 +39,8 @@ def check_campaign_query(query: str, source: str) -> None:
 def campaign_tables(query: str, source: sources.Source, config: str) -> SourceTables:
     """The source tables a campaign query runs over: only the columns it can name (`query_columns`),
     or every column when it may read any. A query naming borrowers' `id` and `companyId` and two
-    columns of interactions reads those, not the whole book (at 1M borrowers 3.1 GB -> see
-    docs/performance.md). `config` names the campaign's file in errors."""
+    columns of interactions reads those, not the whole book (figures in docs/configuration.md).
+    `config` names the campaign's file in errors."""
     check_campaign_query(query, config)
     named = query_columns(query)
     if named is None:
@@ -87,14 +87,27 @@ def _parsed(query: str) -> Any:
     return None if tree.get("error") else tree.get("statements")
 
 
+# The parts of a query (nodes, table references, modifiers) whose columns are all named in it. Any
+# other (a table function such as `query_table('borrowers')`, which names a table in a string; a
+# PIVOT; whatever a later DuckDB adds) makes the query read every column.
+_PLAIN_PARTS = frozenset(
+    {"SELECT_NODE", "SET_OPERATION_NODE", "CTE_NODE", "RECURSIVE_CTE_NODE", "BASE_TABLE", "JOIN",
+     "SUBQUERY", "EMPTY", "EXPRESSION_LIST", "ORDER_MODIFIER", "LIMIT_MODIFIER", "DISTINCT_MODIFIER",
+     "LIMIT_PERCENT_MODIFIER", "ORDER_DEFAULT", "ASCENDING", "DESCENDING"}
+)  # fmt: skip
+
+
 def _walk(node: Any, names: set[str], tables: set[str]) -> bool:
     """Collect the column names and table names of a parse tree; False at anything that may read
-    columns it does not name (a star, a NATURAL join)."""
+    columns it does not name (a star, a NATURAL join, a part not in `_PLAIN_PARTS`)."""
     if isinstance(node, list):
         return all(_walk(item, names, tables) for item in node)
     if not isinstance(node, dict):
         return True
     kind = node.get("class")
+    part = node.get("type")
+    if kind is None and isinstance(part, str) and part not in _PLAIN_PARTS:
+        return False
     if kind == "STAR" or node.get("ref_type") == "NATURAL":
         return False
     if kind == "COLUMN_REF":

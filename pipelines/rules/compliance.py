@@ -327,7 +327,7 @@ def _zones_seen(seen: _BorrowerRows, contacts: pl.DataFrame, instant: datetime, 
         by_key.get_column("zone"),
         seen.dnis.get_column("zone"),
     )
-    names = set(pl.concat([c.alias("zone") for c in columns], rechunk=False).drop_nulls().unique().to_list())
+    names = set(pl.concat([c.cast(pl.String).alias("zone") for c in columns]).drop_nulls().unique().to_list())
     facts = zone_facts(instant, policy, names)
     outside = dict(
         zip(facts.get_column("zone").to_list(), facts.get_column("outside").to_list(), strict=True)

@@ -109,6 +109,13 @@ def test_a_query_past_its_memory_limit_is_cancelled() -> None:
         ("SELECT b.id FROM borrowers b WHERE b IS NOT NULL", None),  # a whole row
         ("SELECT personId AS id, count(*) AS n FROM interactions GROUP BY ALL ORDER BY n", None),  # an alias
         ("SELECT id FROM interactions WHERE list_any_value(list_filter(themes, t -> t = 'a')) = 'a'", None),
+        ("SELECT id FROM query_table('borrowers')", None),  # a table named in a string
+        ("SELECT personId AS id FROM (PIVOT contacts ON contactType)", None),  # groups by the others
+        ("SELECT id FROM borrowers, unnest([1, 2]) AS u(x)", None),
+        (
+            "SELECT id FROM borrowers UNION SELECT personId FROM contacts ORDER BY 1 LIMIT 5",
+            {"borrowers": {"id"}, "contacts": {"id", "personId"}},
+        ),
         ("SELEC id FROM borrowers", None),  # refused later, by campaign_ids
     ],
 )
@@ -132,6 +139,7 @@ CAMPAIGNS = [
     "SELECT personId AS id FROM voice",
     "SELECT ID FROM BORROWERS WHERE COMPANYID = 'CP-ACME' AND lastName >= 'M'",
     "SELECT * FROM borrowers WHERE companyId = 'CP-ACME'",
+    "SELECT id FROM query_table('borrowers') WHERE companyId = 'CP-ACME'",
 ]
 
 
