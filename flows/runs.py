@@ -42,7 +42,15 @@ def dry_run(home: Home, request: RunRequest) -> dict[str, Any]:
     request, plan = _planned(home, request)
     out = building.dry_run(plan, request.partitions, request.memory_budget, request.deliver)
     if plan.campaign_id is not None:
+        from pipelines.io import population
+
         out["population"] = f"the borrowers campaign {plan.campaign_id}'s query picks when it runs"
+        named = population.query_columns(home.campaign(plan.campaign_id).query)
+        out["campaignReads"] = (
+            "every column of the five tables (the query may read a column it does not name)"
+            if named is None
+            else {table: sorted(columns) for table, columns in named.items()}
+        )
     return out
 
 

@@ -74,3 +74,41 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
         "2026-04-07",
         "2026-04-08",
     ]
+
+
+def test_a_campaign_dry_run_says_which_columns_its_query_reads(tmp_path: Path) -> None:
+    """The example campaign reads five columns of two tables, not the book; a query with `*` reads
+    every column, and the dry run says so."""
+    from tests.worlds import make_home as sample_home
+
+    home = sample_home(tmp_path / "home", borrowers=50)
+    out = cli(
+        home.root,
+        "campaigns",
+        "run",
+        "collections-daily",
+        "--as-of",
+        "2026-04-07",
+        "--no-deliver",
+        "--dry-run",
+    )
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["campaignReads"] == {
+        "borrowers": ["companyId", "id"],
+        "interactions": ["id", "personId", "theme"],
+    }
+    assert not (home.root / "data" / "exports").exists(), "a dry run writes nothing"
+    config = home.root / "configs" / "campaigns" / "collections-daily.yaml"
+    config.write_text(config.read_text().replace("SELECT b.id", "SELECT b.*"))
+    out = cli(
+        home.root,
+        "campaigns",
+        "run",
+        "collections-daily",
+        "--as-of",
+        "2026-04-07",
+        "--no-deliver",
+        "--dry-run",
+    )
+    assert json.loads(out.stdout)["campaignReads"].startswith("every column"), out.stderr
