@@ -113,6 +113,13 @@ def preload(source: SourceRef) -> threading.Thread:
             return
         if missing:
             log.warning("source %s cannot serve compliance checks: no table %s", source, ", ".join(missing))
+        if source.kind == "folder" and (
+            csv := sorted(f.name for f in sources.folder_files(source.path) if f.suffix == ".csv")
+        ):
+            log.warning(
+                "source %s holds %s: each check reads them whole (a CSV file has no index or row groups to "
+                "skip); serve checks from Parquet, DuckDB, S3 or Postgres", source, ", ".join(csv)
+            )  # fmt: skip
 
     thread = threading.Thread(target=load, name="preload-checks", daemon=True)
     thread.start()

@@ -247,3 +247,26 @@ def test_concurrent_checks_give_the_answers_of_one_at_a_time(client: httpx.Clien
     with ThreadPoolExecutor(max_workers=7) as pool:
         together = list(pool.map(lambda body: post(client, body), bodies * 2))
     assert together == alone * 2
+
+
+def test_the_server_says_at_start_when_its_source_cannot_serve_checks_well(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A folder of CSV files serves checks, but each check reads the files whole: the log says so
+    at start, naming them; a folder without a table says it cannot serve checks at all."""
+    import logging
+
+    from flows import checks_api
+    from pipelines.io.source_ref import SourceRef
+    from tests.frontdoor import borrower, phone, write_csv_source
+
+    source = write_csv_source(tmp_path / "csv", borrowers=[borrower("B1")], contacts=[phone("C1", "B1")])
+    with caplog.at_level(logging.WARNING, logger="flows.checks_api"):
+        checks_api.preload(SourceRef.parse(str(source))).join(timeout=60)
+    assert "holds borrowers.csv, consents.csv, contacts.csv" in caplog.text
+    assert "cannot serve" not in caplog.text
+    caplog.clear()
+    (source / "consents.csv").unlink()
+    with caplog.at_level(logging.WARNING, logger="flows.checks_api"):
+        checks_api.preload(SourceRef.parse(str(source))).join(timeout=60)
+    assert "cannot serve compliance checks: no table consents" in caplog.text
