@@ -82,16 +82,8 @@ def test_a_campaign_dry_run_says_which_columns_its_query_reads(tmp_path: Path) -
     from tests.worlds import make_home as sample_home
 
     home = sample_home(tmp_path / "home", borrowers=50)
-    out = cli(
-        home.root,
-        "campaigns",
-        "run",
-        "collections-daily",
-        "--as-of",
-        "2026-04-07",
-        "--no-deliver",
-        "--dry-run",
-    )
+    dry_run = ("campaigns", "run", "collections-daily", "--as-of", "2026-04-07", "--no-deliver", "--dry-run")
+    out = cli(home.root, *dry_run)
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
     assert plan["campaignReads"] == {
@@ -101,14 +93,5 @@ def test_a_campaign_dry_run_says_which_columns_its_query_reads(tmp_path: Path) -
     assert not (home.root / "data" / "exports").exists(), "a dry run writes nothing"
     config = home.root / "configs" / "campaigns" / "collections-daily.yaml"
     config.write_text(config.read_text().replace("SELECT b.id", "SELECT b.*"))
-    out = cli(
-        home.root,
-        "campaigns",
-        "run",
-        "collections-daily",
-        "--as-of",
-        "2026-04-07",
-        "--no-deliver",
-        "--dry-run",
-    )
+    out = cli(home.root, *dry_run)
     assert json.loads(out.stdout)["campaignReads"].startswith("every column"), out.stderr
