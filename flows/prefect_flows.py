@@ -405,7 +405,7 @@ def campaign_population_task(plan: RunPlan) -> int:
     if plan.campaign_id is None or plan.population_file is None:
         raise ValueError(f"{plan.label} is not a campaign's run")
     campaign = plan.home.campaign(plan.campaign_id)
-    config = f"{plan.home.configs / 'campaigns' / plan.campaign_id}.yaml"
+    config = str(plan.home.campaign_file(plan.campaign_id))
     ids = population.campaign_ids(
         campaign.query,
         population.campaign_tables(campaign.query, plan.source, config),

@@ -424,8 +424,12 @@ class Home:
         d = self.configs / "campaigns"
         return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
 
+    def campaign_file(self, campaign_id: str) -> Path:
+        """The campaign's config file (errors about its query name it)."""
+        return self._config_file("campaigns", campaign_id)
+
     def campaign(self, campaign_id: str) -> Campaign:
-        path = self._config_file("campaigns", campaign_id)
+        path = self.campaign_file(campaign_id)
         if not path.exists():
             raise NotFoundError(f"campaign {campaign_id!r} not found: no {path}")
         campaign = parse(Campaign, read_yaml(path), str(path))

@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import NoReturn
 
-from pipelines.io import duck, sources
+from pipelines.io import duck, population, sources
 from pipelines.model.config import Home, SftpSetting
 from pipelines.model.errors import ErrorItem, InvalidInputError, SourceDataError
 from pipelines.model.request import RunRequest
@@ -127,6 +127,10 @@ def backfill_dates(start: date, end: date) -> list[date]:
 def check_plan(plan: RunPlan, *, deliver: bool) -> None:
     """Every check for one planned run, cheapest first; the warehouse (which may wait) last."""
     check_source(plan.source)
+    if plan.campaign_id is not None:  # its query: one SELECT, refused before anything runs
+        population.check_campaign_query(
+            plan.home.campaign(plan.campaign_id).query, str(plan.home.campaign_file(plan.campaign_id))
+        )
     if plan.population_file is not None and plan.campaign_id is None:  # a campaign's query writes its own
         check_population(plan.population_file)
     if deliver and plan.sftp is not None and plan.exporter.sftpSettingId:

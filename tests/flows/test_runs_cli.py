@@ -95,3 +95,7 @@ def test_a_campaign_dry_run_says_which_columns_its_query_reads(tmp_path: Path) -
     config.write_text(config.read_text().replace("SELECT b.id", "SELECT b.*"))
     out = cli(home.root, *dry_run)
     assert json.loads(out.stdout)["campaignReads"].startswith("every column"), out.stderr
+    config.write_text(config.read_text().replace("SELECT b.*", "SELEC b.id"))
+    out = cli(home.root, *dry_run)  # a query that is not one SELECT: refused as a run refuses it
+    assert out.returncode == 2, out.stderr
+    assert f"{config}: /query: not valid DuckDB SQL" in out.stderr
