@@ -408,7 +408,7 @@ def campaign_population_task(plan: RunPlan) -> int:
     config = str(plan.home.campaign_file(plan.campaign_id))
     ids = population.campaign_ids(
         campaign.query,
-        population.campaign_tables(campaign.query, plan.source, config),
+        population.campaign_tables(campaign.query, plan.source),
         config,
         timeout_seconds=campaign.timeoutSeconds,
         memory_limit=campaign.memoryLimit,

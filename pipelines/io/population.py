@@ -36,12 +36,11 @@ def check_campaign_query(query: str, source: str) -> None:
         )
 
 
-def campaign_tables(query: str, source: sources.Source, config: str) -> SourceTables:
+def campaign_tables(query: str, source: sources.Source) -> SourceTables:
     """The source tables a campaign query runs over: only the columns it can name (`query_columns`),
     or every column when it may read any. A query naming borrowers' `id` and `companyId` and two
     columns of interactions reads those, not the whole book (figures in docs/configuration.md).
-    `config` names the campaign's file in errors."""
-    check_campaign_query(query, config)
+    The query was checked when the run was planned (`preflight.check_plan`)."""
     named = query_columns(query)
     if named is None:
         return sources.open_source(source)

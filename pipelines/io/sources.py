@@ -74,9 +74,22 @@ def open_source(
     and the rows a check rejects stay the same.
     """
     ref = ref_of(source)
-    raw = raw_tables(ref, rows, skip, csv_shapes)
-    frames = {spec.name: conform(raw[spec.name], spec, str(ref)) for spec in TABLES}
-    log.info("read source %s: %s", ref, ", ".join(f"{k}={v.height}" for k, v in frames.items()))
+    return typed(raw_tables(ref, rows, skip, csv_shapes), ref)
+
+
+def typed(
+    raw: Mapping[str, pl.DataFrame], ref: SourceRef, specs: Sequence[TableSpec] = TABLES
+) -> SourceTables:
+    """Raw frames as read, each typed by its spec in `specs` (`conform`); a table not among `specs`
+    is empty."""
+    given = {spec.name: spec for spec in specs}
+    frames = {
+        spec.name: conform(raw[spec.name], given[spec.name], str(ref))
+        if spec.name in given
+        else pl.DataFrame(schema=spec.schema)
+        for spec in TABLES
+    }
+    log.info("read source %s: %s", ref, ", ".join(f"{k}={v.height}x{v.width}" for k, v in frames.items()))
     return SourceTables(**{name: frame.lazy() for name, frame in frames.items()})
 
 
@@ -89,14 +102,7 @@ def open_columns(source: Source, keep: Mapping[str, Collection[str]]) -> SourceT
     skip = {spec.name: set(spec.names) - set(keep[spec.name]) for spec in specs}
     with reading(ref) as read:
         raw = read(specs, None, skip)
-    frames = {
-        spec.name: conform(raw[spec.name], _narrowed(spec, keep[spec.name]), str(ref))
-        if spec.name in raw
-        else pl.DataFrame(schema=spec.schema)
-        for spec in TABLES
-    }
-    log.info("read source %s: %s", ref, ", ".join(f"{k}={v.height}x{v.width}" for k, v in frames.items()))
-    return SourceTables(**{name: frame.lazy() for name, frame in frames.items()})
+    return typed(raw, ref, [_narrowed(spec, keep[spec.name]) for spec in specs])
 
 
 def _narrowed(spec: TableSpec, names: Collection[str]) -> TableSpec:
@@ -314,6 +320,7 @@ __all__ = [
     "not_a_duckdb_file",
     "open_columns",
     "open_source",
+    "typed",
     "read_csv_strict",
     "CsvShape",
     "csv_shape",

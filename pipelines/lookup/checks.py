@@ -77,7 +77,7 @@ def read_for_contacts(
             [raw[name], frame.filter(pl.col("id").cast(pl.String).is_in(list(held[name])) & theirs)],
             how="vertical_relaxed",
         )
-    return conform_rows(raw, ref)
+    return sources.typed(raw, ref)
 
 
 def _values(frame: pl.DataFrame, column: str) -> set[str]:
@@ -85,12 +85,6 @@ def _values(frame: pl.DataFrame, column: str) -> set[str]:
     if column not in frame.columns:
         return set()
     return set(frame.get_column(column).cast(pl.String).drop_nulls().to_list())
-
-
-def conform_rows(raw: dict[str, pl.DataFrame], source: sources.SourceRef) -> SourceTables:
-    """Raw rows of the five tables, typed as `open_source` types them."""
-    frames = {spec.name: sources.conform(raw[spec.name], spec, str(source)) for spec in TABLES}
-    return SourceTables(**{name: frame.lazy() for name, frame in frames.items()})
 
 
 def check_contacts(
@@ -184,4 +178,4 @@ def _answers(
     return results, errors
 
 
-__all__ = ["answering_checks", "check_contacts", "conform_rows", "read_for_contacts"]
+__all__ = ["answering_checks", "check_contacts", "read_for_contacts"]

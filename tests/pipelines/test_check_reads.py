@@ -86,7 +86,7 @@ def reference_rows(whole: dict[str, pl.DataFrame], source: Path, contact_ids: Se
             )
             mine += [r for r in frame.to_dicts() if r["id"] in held and r.get(key) not in persons | {None}]
         picked[name] = pl.DataFrame(mine, schema=frame.schema)
-    return checks.conform_rows(picked, sources.ref_of(source))
+    return sources.typed(picked, sources.ref_of(source))
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "duckdb"])

@@ -155,7 +155,7 @@ def test_a_campaign_reading_only_its_columns_picks_whom_reading_everything_picks
     target = tmp_path / ("book.duckdb" if fmt == "duckdb" else "book")
     sources.write_source(sample_tables(120), target, fmt)  # type: ignore[arg-type]
     for query in CAMPAIGNS:
-        narrow = campaign_ids(query, campaign_tables(query, target, "c.yaml"), "c.yaml")
+        narrow = campaign_ids(query, campaign_tables(query, target), "c.yaml")
         whole = campaign_ids(query, sources.open_source(target), "c.yaml")
         assert narrow.equals(whole), query
         assert narrow.height > 0, query

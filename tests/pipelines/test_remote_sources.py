@@ -625,7 +625,5 @@ def test_a_campaign_reads_only_its_columns_from_s3_and_postgres_and_picks_the_sa
     whole = population.campaign_ids(query, sources.open_source(made["parquet"]), "c.yaml")
     assert whole.height > 0
     for kind in ("s3", "postgres"):
-        narrow = population.campaign_ids(
-            query, population.campaign_tables(query, made[kind], "c.yaml"), "c.yaml"
-        )
+        narrow = population.campaign_ids(query, population.campaign_tables(query, made[kind]), "c.yaml")
         assert narrow.equals(whole), kind
